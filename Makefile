@@ -1,0 +1,74 @@
+# mm-genre: `make serve` (the site with its demo) and `make test` (every test) on a fresh
+# Debian/Ubuntu machine; each installs what it needs first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= data
+HOST ?= 127.0.0.1
+PORT ?= 4000
+export HF_HUB_OFFLINE := 1
+export JEKYLL_NO_BUNDLER_REQUIRE := true
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help install system-deps python-deps node-deps vendor site serve test pipeline bench lint format clean
+
+help:
+	@echo "make serve     install, build and serve the site with the demo at http://$(HOST):$(PORT)/"
+	@echo "make test      install, then run every test (pytest)"
+	@echo "make pipeline DATA=DIR   re-run the pipeline on a data folder (default: data/)"
+	@echo "make bench     wall time and peak memory of each stage; browser speed"
+	@echo "make lint | make format"
+
+install: system-deps python-deps node-deps vendor
+
+# Debian packages: Jekyll for the site, Chromium for the browser tests, Node for the JS runtime.
+system-deps:
+	@missing=""; \
+	command -v jekyll >/dev/null || missing="$$missing jekyll ruby-webrick"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; fi
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+python-deps: $(VENV)/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+node-deps: node_modules/.installed
+
+vendor: node-deps
+	npm run -s vendor
+
+site: vendor
+	jekyll build --quiet
+
+serve: system-deps vendor
+	jekyll serve --host $(HOST) --port $(PORT) --baseurl ""
+
+test: install
+	$(PY) -m pytest
+
+pipeline: python-deps
+	$(PY) -m pipeline all --data $(DATA)
+
+bench: install
+	$(PY) -m pipeline.bench --data $(DATA)
+
+lint: python-deps
+	$(VENV)/bin/ruff check pipeline tests notebooks
+	$(VENV)/bin/ruff format --check pipeline tests notebooks
+
+format: python-deps
+	$(VENV)/bin/ruff format pipeline tests notebooks
+	$(VENV)/bin/ruff check --fix pipeline tests notebooks
+
+clean:
+	rm -rf _site .jekyll-cache assets/vendor

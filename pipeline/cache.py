@@ -1,0 +1,68 @@
+"""Stage outputs cached by content: a stage's folder is named by a hash of everything it reads.
+
+A stage calls `cached(cfg, name, parts, build)`. `parts` holds its config values, the keys of the
+stages it reads and the source of the code that computes it, so a change to any of them gives a
+new folder and a re-run; nothing changed means the folder exists and `build` is skipped.
+"""
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def digest(obj) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def files_digest(paths: list[Path], desc: str = "hashing") -> str:
+    """One digest over many files' names and contents (posters, say)."""
+    h = hashlib.sha256()
+    for p in tqdm(sorted(paths), desc=desc, leave=False, disable=len(paths) < 500):
+        h.update(p.name.encode())
+        h.update(file_digest(p).encode())
+    return h.hexdigest()[:16]
+
+
+def source_digest(*files: str) -> str:
+    """The code that computes a stage is part of its key."""
+    return digest([Path(f).read_text() for f in files])
+
+
+class Output:
+    """A finished stage folder and the key that names it."""
+
+    def __init__(self, path: Path, key: str):
+        self.path, self.key = path, key
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+
+def cached(cfg, name: str, parts: dict, build: Callable[[Path], None]) -> Output:
+    key = digest(parts)
+    path = cfg.path("work") / name / key
+    if (path / ".done").exists():
+        print(f"[{name}] cached: {path}")
+        return Output(path, key)
+    tmp = path.with_name(key + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    print(f"[{name}] running -> {path}")
+    build(tmp)
+    (tmp / ".done").write_text(json.dumps(parts, indent=1, sort_keys=True, default=str))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    return Output(path, key)

@@ -1,0 +1,130 @@
+"""Curate the movie table and split it once: every later stage reads this stage's output.
+
+Input: a folder with `movies.csv` (tmdb_id, title, release_date, original_language, genres,
+overview, poster) and the posters it names. Output: `movies.csv` (curated, with `split`),
+`labels.json` and `curation.json` (rows in, rows out and why, for the site).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+from PIL import Image
+from tqdm import tqdm
+
+from . import cache
+
+REQUIRED = ["tmdb_id", "title", "genres", "overview", "poster"]
+
+
+def read_movies(folder: Path) -> pd.DataFrame:
+    path = folder / "movies.csv"
+    if not path.exists():
+        sys.exit(f"error: no movies.csv in {folder} (pass --data DIR; see README)")
+    df = pd.read_csv(path, dtype={"poster": str, "original_language": str}, keep_default_na=False)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        sys.exit(f"error: {path} lacks columns {missing}")
+    return df
+
+
+def poster_ok(path: Path) -> bool:
+    try:
+        with Image.open(path) as im:
+            im.convert("RGB").load()
+        return True
+    except Exception:
+        return False
+
+
+def multi_hot(genres: pd.Series, labels: list[str]) -> np.ndarray:
+    index = {g: i for i, g in enumerate(labels)}
+    y = np.zeros((len(genres), len(labels)), dtype=np.float32)
+    for row, names in enumerate(genres):
+        for g in names.split("|"):
+            if g in index:
+                y[row, index[g]] = 1
+    return y
+
+
+def curate(df: pd.DataFrame, folder: Path, cfg) -> tuple[pd.DataFrame, list[str], list[dict]]:
+    steps = []
+
+    def step(name, before, after, why):
+        steps.append({"step": name, "rows_in": before, "rows_out": after, "why": why})
+
+    n = len(df)
+    step("load", n, n, f"rows of {folder.name}/movies.csv")
+    if "original_language" in df.columns:
+        keep = {x.strip() for x in str(cfg.languages).split(",")}
+        df = df[df.original_language.isin(keep)]
+        step("drop non-English", n, len(df), f"original_language in {sorted(keep)}")
+    n = len(df)
+    words = df.overview.str.split().str.len().fillna(0)
+    df = df[words >= cfg.min_words]
+    step("drop short plots", n, len(df), f"overviews under {cfg.min_words} words")
+    n = len(df)
+    norm = df.overview.str.lower().str.split().str.join(" ")
+    df = df[~df.tmdb_id.duplicated() & ~norm.duplicated()]
+    step("drop duplicates", n, len(df), "repeated tmdb_id or identical overview")
+    n = len(df)
+    ok = [bool(p) and poster_ok(folder / p) for p in tqdm(df.poster, desc="checking posters")]
+    df = df.assign(has_poster=ok)
+    step("decodable poster", n, int(sum(ok)), f"{n - sum(ok)} without one stay as plot-only rows")
+    counts = df.genres.str.split("|").explode().value_counts()
+    labels = sorted(g for g, c in counts.items() if g and c >= cfg.min_genre_count)
+    dropped = sorted(g for g, c in counts.items() if g and c < cfg.min_genre_count)
+    df = df.assign(genres=df.genres.str.split("|").map(lambda gs: "|".join(g for g in gs if g in labels)))
+    df = df[df.genres != ""]
+    step("drop rare genres", n, len(df), f"genres under {cfg.min_genre_count} movies: {', '.join(dropped) or 'none'}")
+    return df.reset_index(drop=True), labels, steps
+
+
+def split(y: np.ndarray, cfg) -> np.ndarray:
+    """'train'/'val'/'test' per row, by iterative multi-label stratification."""
+    out = np.array(["train"] * len(y), dtype=object)
+    rest = np.arange(len(y))
+    test_split = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=cfg.test_frac, random_state=cfg.seed)
+    keep, test = next(test_split.split(rest, y))
+    out[test] = "test"
+    rest = rest[keep]
+    val_size = cfg.val_frac / (1 - cfg.test_frac)
+    val_split = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=val_size, random_state=cfg.seed + 1)
+    _, val = next(val_split.split(rest, y[rest]))
+    out[rest[val]] = "val"
+    return out
+
+
+def run(cfg) -> cache.Output:
+    folder = cfg.path("data")
+    df = read_movies(folder)
+    posters = [folder / p for p in df.poster if p and (folder / p).is_file()]
+    parts = {
+        "folder": str(folder.resolve()),  # curated rows keep absolute poster paths
+        "movies": cache.file_digest(folder / "movies.csv"),
+        "posters": cache.files_digest(posters),
+        "config": cfg.subset("languages", "min_words", "min_genre_count", "val_frac", "test_frac", "seed"),
+        "code": cache.source_digest(__file__),
+    }
+
+    def build(out: Path):
+        movies, labels, steps = curate(df, folder, cfg)
+        movies["split"] = split(multi_hot(movies.genres, labels), cfg)
+        movies["poster"] = [str(folder / p) if ok else "" for p, ok in zip(movies.poster, movies.has_poster)]
+        movies.drop(columns="has_poster").to_csv(out / "movies.csv", index=False)
+        (out / "labels.json").write_text(json.dumps(labels))
+        sizes = movies.split.value_counts().to_dict()
+        curation = {"steps": steps, "labels": labels, "split": sizes, "with_poster": int(movies.has_poster.sum())}
+        (out / "curation.json").write_text(json.dumps(curation, indent=1))
+
+    return cache.cached(cfg, "data", parts, build)
+
+
+def load(out: cache.Output) -> tuple[pd.DataFrame, list[str], np.ndarray]:
+    """Curated movies, label names and their multi-hot matrix."""
+    movies = pd.read_csv(out / "movies.csv", keep_default_na=False, dtype={"poster": str})
+    labels = json.loads((out / "labels.json").read_text())
+    return movies, labels, multi_hot(movies.genres, labels)

@@ -1,0 +1,87 @@
+"""`predict`: genres for plots (and optional posters) from the exported ONNX files.
+
+The same files, tokenizer and preprocessing as the in-browser demo, run with onnxruntime.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from . import image
+from .text import encode
+
+
+class GenrePredictor:
+    def __init__(self, models: Path, threads: int = 1):
+        self.spec = json.loads((models / "manifest.json").read_text())
+        self.labels = self.spec["labels"]
+        self.thresholds = np.array(self.spec["thresholds"], dtype=np.float32)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+
+        def session(part: str) -> ort.InferenceSession:
+            return ort.InferenceSession(str(models / self.spec[part]["file"]), opts, providers=["CPUExecutionProvider"])
+
+        self.text, self.poster, self.head = session("text_encoder"), session("poster_encoder"), session("fusion_head")
+        self.tokenizer = Tokenizer.from_file(str(models / self.spec["text_encoder"]["tokenizer"]))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.max_len = self.spec["text_encoder"]["max_len"]
+
+    def embed_plot(self, plot: str) -> np.ndarray:
+        ids = np.array([encode(self.tokenizer, plot, self.max_len)], dtype=np.int64)
+        return self.text.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+
+    def embed_poster(self, pixels: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
+        return self.poster.run(None, {"image": x})[0]
+
+    def probabilities(self, plot: str, pixels: np.ndarray | None = None) -> np.ndarray:
+        has = pixels is not None
+        poster = self.embed_poster(pixels) if has else np.zeros((1, 1280), np.float32)
+        feed = {"text": self.embed_plot(plot), "image": poster, "has_poster": np.full((1, 1), float(has), np.float32)}
+        return self.head.run(None, feed)[0][0]
+
+    def decide(self, probs: np.ndarray) -> list[str]:
+        chosen = [g for g, p, t in zip(self.labels, probs, self.thresholds) if p >= t]
+        return chosen or [self.labels[int(np.argmax(probs))]]
+
+
+def predict_csv(input_csv: Path, out_csv: Path, models: Path) -> int:
+    try:
+        df = pd.read_csv(input_csv, keep_default_na=False, dtype=str)
+    except Exception as e:
+        print(f"error: cannot read {input_csv}: {e}", file=sys.stderr)
+        return 2
+    if "overview" not in df.columns:
+        print(f"error: {input_csv} has no 'overview' column", file=sys.stderr)
+        return 2
+    predictor = GenrePredictor(models)
+    rows = []
+    for i, row in tqdm(df.iterrows(), total=len(df), desc="predicting", disable=len(df) < 50):
+        pixels = None
+        poster = row.get("poster", "").strip()
+        if poster:
+            try:
+                pixels = image.load_image(input_csv.parent / poster)
+            except (OSError, ValueError) as e:
+                print(f"warning: row {i + 1}: poster {poster!r} unusable ({e}); plot-only prediction", file=sys.stderr)
+        try:
+            probs = predictor.probabilities(row["overview"], pixels)
+            out = dict(zip(predictor.labels, probs.round(6).tolist()))
+            out["genres"] = "|".join(predictor.decide(probs))
+        except Exception as e:  # one bad row must not end the run
+            print(f"warning: row {i + 1}: no prediction ({e})", file=sys.stderr)
+            out = {**{g: np.nan for g in predictor.labels}, "genres": ""}
+        rows.append(({"tmdb_id": row["tmdb_id"]} if "tmdb_id" in df.columns else {}) | out)
+    columns = (["tmdb_id"] if "tmdb_id" in df.columns else []) + predictor.labels + ["genres"]
+    pd.DataFrame(rows, columns=columns).to_csv(out_csv, index=False)
+    print(f"wrote {len(rows)} predictions to {out_csv}", file=sys.stderr)
+    return 0

@@ -1,0 +1,19 @@
+// Copies the browser runtime the demo needs from node_modules into assets/vendor/ (git-ignored),
+// so the site serves every script and wasm file itself: no CDN.
+import { copyFileSync, mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const out = join(root, "assets", "vendor");
+const files = {
+  "onnxruntime-web/dist/ort.wasm.min.mjs": "ort.wasm.min.mjs",
+  "onnxruntime-web/dist/ort-wasm-simd-threaded.mjs": "ort-wasm-simd-threaded.mjs",
+  "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm": "ort-wasm-simd-threaded.wasm",
+  "@huggingface/tokenizers/dist/tokenizers.min.mjs": "tokenizers.min.mjs",
+};
+mkdirSync(out, { recursive: true });
+for (const [from, to] of Object.entries(files)) {
+  copyFileSync(join(root, "node_modules", from), join(out, to));
+  console.log(`vendor: ${from} -> assets/vendor/${to}`);
+}

@@ -1,0 +1,68 @@
+"""Build the Jekyll site under a sub-path and serve it on 127.0.0.1, as GitHub project pages do."""
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASEURL = "/mm-genre"
+
+
+def build(dest: Path, baseurl: str = BASEURL) -> subprocess.CompletedProcess:
+    if not (ROOT / "assets/vendor/ort.wasm.min.mjs").exists():
+        subprocess.run(["npm", "run", "-s", "vendor"], cwd=ROOT, check=True)
+    env = {**os.environ, "JEKYLL_NO_BUNDLER_REQUIRE": "true"}
+    cmd = ["jekyll", "build", "--source", str(ROOT), "--destination", str(dest), "--baseurl", baseurl]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".mjs": "text/javascript",
+        ".js": "text/javascript",
+        ".wasm": "application/wasm",
+        ".onnx": "application/octet-stream",
+    }
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+
+class Server:
+    """Serves `site` at http://127.0.0.1:PORT/mm-genre/ until stopped."""
+
+    def __init__(self, site: Path, root: Path):
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        (root / BASEURL.strip("/")).symlink_to(site, target_is_directory=True)
+        handler = functools.partial(Handler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}{BASEURL}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def launch(playwright):
+    return playwright.chromium.launch(
+        executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_ARGS
+    )

@@ -1,0 +1,86 @@
+"""The exported ONNX models compute what the torch models compute."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from pipeline import cache, fusion, image, text
+from pipeline.predict import GenrePredictor
+
+PLOTS = [
+    "A retired soldier is pulled back for one last rescue mission behind enemy lines.",
+    "Two strangers keep missing each other in a summer of letters and near misses.",
+    "The ghost in the cabin wants the family gone before the first snow falls. " * 12,  # over max_len
+    "Short plot, odd chars: café, naïve — 1984!",
+]
+
+
+def cosine(a, b):
+    a, b = np.ravel(a), np.ravel(b)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny):
+    return GenrePredictor(tiny.models)
+
+
+@pytest.fixture(scope="module")
+def torch_text():
+    return text.TextEncoder("minilm").eval(), text.load_tokenizer("minilm")
+
+
+@pytest.mark.parametrize("plot", PLOTS)
+def test_int8_text_encoder_matches_torch(predictor, torch_text, plot):
+    model, tok = torch_text
+    ids = torch.tensor([text.encode(tok, plot, predictor.max_len)])
+    with torch.no_grad():
+        expected = model(ids, torch.ones_like(ids)).numpy()
+    got = predictor.embed_plot(plot)
+    assert got.shape == expected.shape == (1, 384)
+    assert cosine(got, expected) >= 0.99
+
+
+def test_truncation_keeps_the_final_separator(torch_text):
+    _, tok = torch_text
+    ids = text.encode(tok, PLOTS[2], 64)
+    assert len(ids) == 64 and ids[0] == 101 and ids[-1] == 102
+
+
+@pytest.mark.parametrize("size", [(185, 278), (300, 450), (57, 80), (700, 1024)])
+def test_poster_encoder_matches_torch(predictor, size):
+    rng = np.random.default_rng(size[0])
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = image.PosterEncoder(224).eval()(image.to_tensor(pixels)).numpy()
+    got = predictor.embed_poster(pixels)
+    assert got.shape == (1, 1280)
+    assert cosine(got, expected) >= 0.999
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_fusion_head_matches_torch(tiny):
+    (folder,) = (tiny.work / "train").iterdir()
+    head = fusion.load(cache.Output(folder, folder.name))
+    session = ort.InferenceSession(str(tiny.models / "fusion_head.onnx"))
+    rng = np.random.default_rng(0)
+    for has in (0.0, 1.0):
+        feed = {
+            "text": rng.normal(size=(3, 384)).astype(np.float32),
+            "image": rng.normal(size=(3, 1280)).astype(np.float32),
+            "has_poster": np.full((3, 1), has, np.float32),
+        }
+        with torch.no_grad():
+            expected = head(*(torch.from_numpy(v) for v in feed.values())).numpy()
+        got = session.run(None, feed)[0]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_no_poster_ignores_the_image_input(tiny):
+    session = ort.InferenceSession(str(tiny.models / "fusion_head.onnx"))
+    t = np.random.default_rng(1).normal(size=(1, 384)).astype(np.float32)
+    off = np.zeros((1, 1), np.float32)
+    a = session.run(None, {"text": t, "image": np.zeros((1, 1280), np.float32), "has_poster": off})[0]
+    b = session.run(None, {"text": t, "image": np.ones((1, 1280), np.float32), "has_poster": off})[0]
+    np.testing.assert_allclose(a, b, atol=1e-6)
