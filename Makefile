@@ -60,15 +60,16 @@ pipeline: python-deps
 	$(PY) -m pipeline all --data $(DATA)
 
 bench: install
-	$(PY) -m pipeline.bench --data $(DATA)
+	$(PY) -m bench.stages --data $(DATA)
+	$(PY) -m bench.browser
 
 lint: python-deps
-	$(VENV)/bin/ruff check pipeline tests notebooks
-	$(VENV)/bin/ruff format --check pipeline tests notebooks
+	$(VENV)/bin/ruff check pipeline tests notebooks bench
+	$(VENV)/bin/ruff format --check pipeline tests notebooks bench
 
 format: python-deps
-	$(VENV)/bin/ruff format pipeline tests notebooks
-	$(VENV)/bin/ruff check --fix pipeline tests notebooks
+	$(VENV)/bin/ruff format pipeline tests notebooks bench
+	$(VENV)/bin/ruff check --fix pipeline tests notebooks bench
 
 clean:
 	rm -rf _site .jekyll-cache assets/vendor

@@ -8,10 +8,14 @@ from . import config
 
 STAGES = {
     "data": "curate the movies and split them train/val/test",
-    "embed": "frozen plot (MiniLM) and poster (EfficientNet-Lite0) embeddings",
-    "train": "train the fusion head on the embeddings",
-    "evaluate": "tune thresholds on val, score all models on test, write _data/metrics.json",
+    "finetune": "fine-tune the text transformer on the plots (the seed's recipe)",
+    "embed": "plot embeddings (frozen and fine-tuned MiniLM) and poster embeddings (EfficientNet-Lite0)",
+    "train": "train the fusion head (and the poster-only head) on the embeddings",
+    "evaluate": "tune thresholds on val, score every model on test, write _data/metrics.json",
     "export": "export the ONNX models and manifest.json to assets/models/",
+    "topics": "BERTopic on the plots, reusing the frozen plot embeddings",
+    "explain": "Grad-CAM heatmaps of the poster model on a gallery of test posters",
+    "figures": "draw every site figure from the saved outputs (no training)",
     "all": "every stage above, in order (cached stages are skipped)",
 }
 
@@ -37,6 +41,12 @@ def parser() -> argparse.ArgumentParser:
         default=config.ROOT / defaults["models"],
         help="folder with manifest.json and the ONNX files",
     )
+    for name, module, help_text in (
+        ("fetch", "fetch", "build a data folder from IMDb title.basics + the TMDB API (key in TMDB_API_KEY)"),
+        ("serve", "serve", "local HTTP API over the ONNX models: POST /predict, GET /healthz"),
+    ):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        __import__(f"pipeline.{module}", fromlist=["add_arguments"]).add_arguments(p)
     return top
 
 
@@ -46,12 +56,25 @@ def main(argv=None) -> int:
         from .predict import predict_csv
 
         return predict_csv(args.input, args.out, args.models)
+    if args.stage in ("fetch", "serve"):
+        return __import__(f"pipeline.{args.stage}", fromlist=["main"]).main(args)
     cfg = config.from_args(args)
-    from . import data, embed, evaluate, export, fusion
+    from . import data, embed, evaluate, explain, export, figures, finetune, fusion, topics
 
-    stage = {"data": data.run, "embed": embed.run, "train": fusion.run, "evaluate": evaluate.run, "export": export.run}
+    stage = {
+        "data": data.run,
+        "finetune": finetune.run,
+        "embed": embed.run,
+        "train": fusion.run,
+        "evaluate": evaluate.run,
+        "export": export.run,
+        "topics": topics.run,
+        "explain": explain.run,
+        "figures": figures.run,
+    }
     if args.stage == "all":
-        export.run(cfg)  # pulls every upstream stage through the cache
+        export.run(cfg)
+        figures.run(cfg)  # pulls topics and explain through the cache
     else:
         stage[args.stage](cfg)
     return 0

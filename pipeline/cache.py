@@ -5,6 +5,7 @@ stages it reads and the source of the code that computes it, so a change to any 
 new folder and a re-run; nothing changed means the folder exists and `build` is skipped.
 """
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -54,6 +55,15 @@ class Output:
 def cached(cfg, name: str, parts: dict, build: Callable[[Path], None]) -> Output:
     key = digest(parts)
     path = cfg.path("work") / name / key
+    locks = cfg.path("work") / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    # one builder per stage folder: a second run waits, then finds the first one's result
+    with open(locks / f"{name}-{key}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return build_once(name, path, key, parts, build)
+
+
+def build_once(name: str, path: Path, key: str, parts: dict, build: Callable[[Path], None]) -> Output:
     if (path / ".done").exists():
         print(f"[{name}] cached: {path}")
         return Output(path, key)

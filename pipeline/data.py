@@ -17,6 +17,9 @@ from tqdm import tqdm
 
 from . import cache
 
+# digested at import, so a stage's key names the code that actually runs
+CODE = cache.source_digest(__file__)
+
 REQUIRED = ["tmdb_id", "title", "genres", "overview", "poster"]
 
 
@@ -107,7 +110,7 @@ def run(cfg) -> cache.Output:
         "movies": cache.file_digest(folder / "movies.csv"),
         "posters": cache.files_digest(posters),
         "config": cfg.subset("languages", "min_words", "min_genre_count", "val_frac", "test_frac", "seed"),
-        "code": cache.source_digest(__file__),
+        "code": CODE,
     }
 
     def build(out: Path):

@@ -14,6 +14,9 @@ from tqdm import tqdm
 
 from . import cache, data, embed
 
+# digested at import, so a stage's key names the code that actually runs
+CODE = cache.source_digest(__file__)
+
 
 class FusionHead(nn.Module):
     def __init__(self, text_dim: int, image_dim: int, n_labels: int, hidden: int, dropout: float):
@@ -43,7 +46,7 @@ class FusionHead(nn.Module):
     def fit_scaling(self, text: np.ndarray, image: np.ndarray, has_poster: np.ndarray):
         self.text_mean.copy_(torch.from_numpy(text.mean(0)))
         self.text_std.copy_(torch.from_numpy(text.std(0) + 1e-6))
-        seen = image[has_poster[:, 0] > 0]
+        seen = image[has_poster[:, 0] > 0] if has_poster.any() else image
         self.image_mean.copy_(torch.from_numpy(seen.mean(0)))
         self.image_std.copy_(torch.from_numpy(seen.std(0) + 1e-6))
 
@@ -53,7 +56,9 @@ def tensors(text, image, has_poster, y=None):
     return out + ([torch.from_numpy(y).float()] if y is not None else [])
 
 
-def train_head(cfg, text, image, has_poster, y, split) -> tuple[FusionHead, list[dict]]:
+def train_head(cfg, text, image, has_poster, y, split, modality_dropout=None) -> tuple[FusionHead, list[dict]]:
+    """Train on the 'train' rows, early-stop on 'val' loss. A zero-width `text` gives a poster-only head."""
+    drop = cfg.modality_dropout if modality_dropout is None else modality_dropout
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     tr, va = split == "train", split == "val"
@@ -70,7 +75,7 @@ def train_head(cfg, text, image, has_poster, y, split) -> tuple[FusionHead, list
         total = 0.0
         for start in range(0, len(order), cfg.fusion_batch):
             rows = order[start : start + cfg.fusion_batch]
-            shown = p_tr[rows] * (torch.from_numpy(rng.random((len(rows), 1))) >= cfg.modality_dropout).float()
+            shown = p_tr[rows] * (torch.from_numpy(rng.random((len(rows), 1))) >= drop).float()
             loss = loss_fn(head.logits(t_tr[rows], i_tr[rows], shown), y_tr[rows])
             opt.zero_grad()
             loss.backward()
@@ -97,24 +102,36 @@ def run(cfg) -> cache.Output:
     parts = {
         "embed": embedded.key,
         "config": cfg.subset(*keys, "fusion_weight_decay", "fusion_batch", "patience"),
-        "code": cache.source_digest(__file__),
+        "code": CODE,
     }
 
     def build(out: Path):
         movies, labels, y = data.load(curated)
-        text, image = embed.load(embedded)
+        _, text, image = embedded.load()
         has_poster = (movies.poster != "").to_numpy(np.float32)[:, None]
-        head, history = train_head(cfg, text, image, has_poster, y, movies.split.to_numpy())
-        torch.save(head.state_dict(), out / "head.pt")
-        dims = {"text_dim": text.shape[1], "image_dim": image.shape[1], "n_labels": len(labels)}
-        (out / "head.json").write_text(json.dumps({**dims, "hidden": cfg.fusion_hidden}))
+        split = movies.split.to_numpy()
+        head, history = train_head(cfg, text, image, has_poster, y, split)
+        save(head, out, "head", text.shape[1], image.shape[1], cfg.fusion_hidden)
         (out / "history.json").write_text(json.dumps(history, indent=1))
+        # the poster model on its own (poster-only results, Grad-CAM): the same head, no text input
+        no_text = np.zeros((len(y), 0), np.float32)
+        poster_head, poster_history = train_head(cfg, no_text, image, has_poster, y, split, modality_dropout=0.0)
+        save(poster_head, out, "poster_head", 0, image.shape[1], cfg.fusion_hidden)
+        (out / "poster_history.json").write_text(json.dumps(poster_history, indent=1))
 
     return cache.cached(cfg, "train", parts, build)
 
 
-def load(out: cache.Output, dropout: float = 0.0) -> FusionHead:
-    dims = json.loads((out / "head.json").read_text())
-    head = FusionHead(dims["text_dim"], dims["image_dim"], dims["n_labels"], dims["hidden"], dropout)
-    head.load_state_dict(torch.load(out / "head.pt"))
+def save(head: FusionHead, out: Path, name: str, text_dim: int, image_dim: int, hidden: int):
+    torch.save(head.state_dict(), out / f"{name}.pt")
+    n_labels = head.mlp[-1].out_features
+    dims = {"text_dim": text_dim, "image_dim": image_dim, "n_labels": n_labels, "hidden": hidden}
+    (out / f"{name}.json").write_text(json.dumps(dims))
+
+
+def load(out: cache.Output, name: str = "head") -> FusionHead:
+    """The trained fusion head ('head') or the poster-only head ('poster_head')."""
+    dims = json.loads((out / f"{name}.json").read_text())
+    head = FusionHead(dims["text_dim"], dims["image_dim"], dims["n_labels"], dims["hidden"], 0.0)
+    head.load_state_dict(torch.load(out / f"{name}.pt"))
     return head.eval()

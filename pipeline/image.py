@@ -29,7 +29,7 @@ def load_image(source: str | Path | bytes) -> np.ndarray:
             if max(im.size) > MAX_SIDE:
                 scale = MAX_SIDE / max(im.size)
                 im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+            return np.array(im, dtype=np.uint8)  # a writable copy: torch.from_numpy wants one
     except Exception as e:
         raise ValueError(f"not a readable image: {e}") from e
 

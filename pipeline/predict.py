@@ -4,6 +4,7 @@ The same files, tokenizer and preprocessing as the in-browser demo, run with onn
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -52,6 +53,25 @@ class GenrePredictor:
     def decide(self, probs: np.ndarray) -> list[str]:
         chosen = [g for g, p, t in zip(self.labels, probs, self.thresholds) if p >= t]
         return chosen or [self.labels[int(np.argmax(probs))]]
+
+
+SENTENCE = re.compile(r"[^.!?]+[.!?]*\s*")  # demo.js splits plots with the same pattern
+
+
+def sentences(plot: str) -> list[str]:
+    return SENTENCE.findall(plot)
+
+
+def sentence_importance(predictor: GenrePredictor, plot: str, pixels: np.ndarray | None = None) -> list[dict]:
+    """Leave-one-sentence-out occlusion: how much each genre's probability drops without each sentence."""
+    parts = sentences(plot)
+    full = predictor.probabilities(plot, pixels)
+    out = []
+    for i, sentence in enumerate(parts):
+        rest = "".join(parts[:i] + parts[i + 1 :]).strip()
+        without = predictor.probabilities(rest, pixels) if rest and len(parts) > 1 else np.full_like(full, np.nan)
+        out.append({"sentence": sentence, "drop": dict(zip(predictor.labels, (full - without).tolist()))})
+    return out
 
 
 def predict_csv(input_csv: Path, out_csv: Path, models: Path) -> int:

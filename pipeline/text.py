@@ -1,4 +1,4 @@
-"""Plot text → a unit-length sentence embedding (mean-pooled transformer states).
+"""Plot text → a sentence embedding (transformer states, mean-pooled over the real tokens).
 
 Tokenization is the `tokenizers` library on the backbone's tokenizer.json, with no padding and
 one explicit truncation rule, so the browser (same tokenizer.json in JS) gets the same ids.
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
@@ -39,31 +38,38 @@ def load_tokenizer(backbone: str) -> Tokenizer:
     return tok
 
 
-def encode(tok: Tokenizer, text: str, max_len: int) -> list[int]:
-    """Ids with special tokens; longer ones keep their first max_len-1 tokens and the final [SEP].
+MAX_CHARS = 20_000  # far past max_len tokens; bounds the tokenizer's work on huge inputs
 
-    demo.js applies the same rule, so keep the two in step."""
-    ids = tok.encode(text).ids
+
+def encode(tok: Tokenizer, text: str, max_len: int) -> list[int]:
+    """Ids with special tokens, from the first MAX_CHARS characters; longer ones keep their first
+    max_len-1 tokens and the final [SEP]. demo.js applies the same rule: keep the two in step."""
+    ids = tok.encode(text[:MAX_CHARS]).ids
     if len(ids) > max_len:
         ids = ids[: max_len - 1] + ids[-1:]
     return ids
 
 
 class TextEncoder(torch.nn.Module):
-    def __init__(self, backbone: str):
+    """Transformer + mean pooling over the real tokens. `weights`: a fine-tuned state (safetensors)."""
+
+    def __init__(self, backbone: str, weights: Path | None = None):
         super().__init__()
         from transformers import AutoModel
 
         self.backbone = AutoModel.from_pretrained(backbone_path(backbone))
         self.dim = self.backbone.config.hidden_size
+        if weights is not None:
+            from safetensors.torch import load_file
+
+            self.load_state_dict(load_file(str(weights)))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.backbone(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
         ).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return F.normalize(pooled, dim=-1)
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
 def pad(batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,9 +83,9 @@ def pad(batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def embed(plots: list[str], backbone: str, max_len: int, batch: int) -> np.ndarray:
+def embed(plots: list[str], backbone: str, max_len: int, batch: int, weights: Path | None = None) -> np.ndarray:
     tok = load_tokenizer(backbone)
-    model = TextEncoder(backbone).eval()
+    model = TextEncoder(backbone, weights).eval()
     encoded = [encode(tok, p, max_len) for p in plots]
     order = np.argsort([len(e) for e in encoded])  # similar lengths together: less padding
     out = np.zeros((len(plots), model.dim), dtype=np.float32)

@@ -11,6 +11,7 @@ const files = {
   "onnxruntime-web/dist/ort-wasm-simd-threaded.mjs": "ort-wasm-simd-threaded.mjs",
   "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm": "ort-wasm-simd-threaded.wasm",
   "@huggingface/tokenizers/dist/tokenizers.min.mjs": "tokenizers.min.mjs",
+  "plotly.js-dist-min/plotly.min.js": "plotly.min.js", // the interactive topic map
 };
 mkdirSync(out, { recursive: true });
 for (const [from, to] of Object.entries(files)) {

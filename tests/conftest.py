@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +14,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # The tiny run: small enough for CI, real enough to exercise every stage.
 TINY = [
-    "--min_genre_count",
-    "3",
-    "--fusion_epochs",
-    "30",
-    "--fusion_hidden",
-    "64",
-    "--patience",
-    "30",
-    "--max_len",
-    "64",
+    *(
+        "--min_genre_count",
+        "3",
+        "--max_len",
+        "64",
+        "--topic_min_size",
+        "5",
+        "--gradcam_posters",
+        "2",
+        "--sample_rows",
+        "3",
+    ),
+    *("--epochs", "2", "--batch", "8"),  # text fine-tuning
+    *(
+        "--fusion_epochs",
+        "30",
+        "--fusion_hidden",
+        "64",
+        "--patience",
+        "30",
+        "--fusion_lr",
+        "0.002",
+        "--fusion_dropout",
+        "0.2",
+    ),
 ]
 
 
@@ -43,13 +59,30 @@ class TinyRun:
         self.base = base
         self.data = tiny_data.make(base / "data")
         self.work, self.site_data, self.models = base / "cache", base / "_data", base / "models"
+        self.figures = base / "figures"
 
     def args(self, stage: str, *extra) -> list:
-        paths = ["--data", self.data, "--work", self.work, "--site_data", self.site_data, "--models", self.models]
+        paths = [
+            "--data",
+            self.data,
+            "--work",
+            self.work,
+            "--site_data",
+            self.site_data,
+            "--models",
+            self.models,
+            "--figures",
+            self.figures,
+        ]
         return [stage, *paths, *TINY, *extra]
 
     def run(self, stage: str = "all", *extra) -> subprocess.CompletedProcess:
         return cli(*self.args(stage, *extra))
+
+    def stage(self, name: str) -> Path:
+        """The folder the first full run used for a stage (later tests may add others beside it)."""
+        (path,) = set(re.findall(rf"^\[{name}\] (?:running ->|cached:) (\S+)$", self.first.stdout, re.M))
+        return Path(path)
 
     def json(self, name: str) -> dict:
         return json.loads((self.site_data / name).read_text())

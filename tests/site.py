@@ -29,6 +29,14 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         ".onnx": "application/octet-stream",
     }
 
+    isolated = False
+
+    def end_headers(self):
+        if self.isolated:  # what a host that can isolate sends; lets onnxruntime-web use threads
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
     def log_message(self, *args):  # keep test output quiet
         pass
 
@@ -36,11 +44,11 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 class Server:
     """Serves `site` at http://127.0.0.1:PORT/mm-genre/ until stopped."""
 
-    def __init__(self, site: Path, root: Path):
+    def __init__(self, site: Path, root: Path, isolated: bool = False):
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         (root / BASEURL.strip("/")).symlink_to(site, target_is_directory=True)
-        handler = functools.partial(Handler, directory=str(root))
+        handler = functools.partial(type("H", (Handler,), {"isolated": isolated}), directory=str(root))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}{BASEURL}/"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

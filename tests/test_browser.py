@@ -93,15 +93,53 @@ def test_plot_only_matches_native(page, tmp_path, plot):
     assert page.errors == []
 
 
-def test_plot_with_poster_matches_native(page, tmp_path):
-    poster(tmp_path / "p.jpg", random.Random(3), ["Horror"], size=(185, 278))
-    page.set_input_files("#poster", str(tmp_path / "p.jpg"))
+@pytest.mark.parametrize(
+    "name,size,genres", [("p.jpg", (185, 278), ["Horror"]), ("q.png", (300, 450), ["Romance"]), ("r.jpg", (640, 360), ["Action"])]
+)
+def test_plot_with_poster_matches_native(page, tmp_path, name, size, genres):
+    poster(tmp_path / name, random.Random(3), genres, size=size)
+    page.set_input_files("#poster", str(tmp_path / name))
     page.wait_for_selector("#poster-preview:not([hidden])")
     try:
-        assert_agree(run_demo(page, PLOTS[2]), native(tmp_path, PLOTS[2], "p.jpg"))
+        for plot in PLOTS[1:]:
+            assert_agree(run_demo(page, plot), native(tmp_path, plot, name))
         assert "plot + poster" in page.inner_text("#timing")
     finally:
         page.click("#clear-poster")
+
+
+def test_sentence_highlights_match_python(page):
+    from pipeline.predict import GenrePredictor, sentence_importance
+
+    plot = PLOTS[2] + " Nobody believes them until the youngest disappears. A priest is called."
+    run_demo(page, plot)
+    page.wait_for_selector("#why:not([hidden]) #why-text mark")
+    why = json.loads(page.get_attribute("#demo-app", "data-why"))
+    expected = sentence_importance(GenrePredictor(ROOT / "assets/models"), plot)
+    assert why["sentences"] == [e["sentence"] for e in expected]
+    for i, e in enumerate(expected):
+        for k, genre in enumerate(why["genres"]):
+            assert abs(why["drops"][i][k] - e["drop"][genre]) <= 0.05
+    assert page.locator("#why-genres button").count() == 3
+    page.locator("#why-genres button").nth(1).click()
+    assert page.locator("#why-genres button").nth(1).get_attribute("aria-pressed") == "true"
+
+
+def test_huge_image_is_downscaled(page, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (3000, 4500), (40, 40, 60)).save(tmp_path / "huge.jpg", quality=70)
+    page.set_input_files("#poster", str(tmp_path / "huge.jpg"))
+    page.wait_for_function("document.getElementById('status').textContent.includes('downscaled')")
+    assert page.locator("#poster-preview").is_visible()
+    page.click("#clear-poster")
+
+
+def test_image_over_20_mb_is_rejected(page):
+    big = {"name": "big.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * (21 * 1024 * 1024)}
+    page.set_input_files("#poster", files=[big])
+    page.wait_for_function("document.getElementById('status').textContent.includes('limit is 20 MB')")
+    assert page.locator("#poster-preview").is_hidden()
 
 
 def test_empty_plot_is_explained(page):

@@ -27,8 +27,10 @@ def predictor(tiny):
 
 
 @pytest.fixture(scope="module")
-def torch_text():
-    return text.TextEncoder("minilm").eval(), text.load_tokenizer("minilm")
+def torch_text(tiny):
+    """The fine-tuned encoder the tiny run exported, in torch."""
+    folder = tiny.stage("finetune")
+    return text.TextEncoder("minilm", folder / "encoder.safetensors").eval(), text.load_tokenizer("minilm")
 
 
 @pytest.mark.parametrize("plot", PLOTS)
@@ -42,10 +44,17 @@ def test_int8_text_encoder_matches_torch(predictor, torch_text, plot):
     assert cosine(got, expected) >= 0.99
 
 
-def test_truncation_keeps_the_final_separator(torch_text):
-    _, tok = torch_text
+def test_truncation_keeps_the_final_separator():
+    tok = text.load_tokenizer("minilm")
     ids = text.encode(tok, PLOTS[2], 64)
     assert len(ids) == 64 and ids[0] == 101 and ids[-1] == 102
+
+
+def test_huge_input_is_cut_to_max_chars_before_tokenizing():
+    tok = text.load_tokenizer("minilm")
+    huge = "word " * 1_000_000  # 5 MB of text
+    assert text.encode(tok, huge, 64) == text.encode(tok, huge[: text.MAX_CHARS], 64)
+    assert len(text.encode(tok, "x" * 50_000, 10_000)) <= 3  # one over-long word: [CLS] [UNK] [SEP]
 
 
 @pytest.mark.parametrize("size", [(185, 278), (300, 450), (57, 80), (700, 1024)])
@@ -61,7 +70,7 @@ def test_poster_encoder_matches_torch(predictor, size):
 
 
 def test_fusion_head_matches_torch(tiny):
-    (folder,) = (tiny.work / "train").iterdir()
+    folder = tiny.stage("train")
     head = fusion.load(cache.Output(folder, folder.name))
     session = ort.InferenceSession(str(tiny.models / "fusion_head.onnx"))
     rng = np.random.default_rng(0)

@@ -8,15 +8,29 @@ import pytest
 
 from tests.conftest import cli
 
-STAGES = ["data", "embed", "train", "evaluate", "export", "all", "predict"]
+STAGES = [
+    "data",
+    "finetune",
+    "embed",
+    "train",
+    "evaluate",
+    "export",
+    "topics",
+    "explain",
+    "figures",
+    "all",
+    "predict",
+    "fetch",
+    "serve",
+]
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_has_help(stage):
     out = cli(stage, "--help").stdout
     assert "usage: python -m pipeline" in out
-    if stage != "predict":
-        assert "--fusion_epochs" in out and "--data" in out
+    if stage not in ("predict", "fetch", "serve"):
+        assert "--fusion_epochs" in out and "--data" in out and "--lr_backbone" in out
 
 
 def test_curation_counts_each_rule(tiny):
@@ -33,7 +47,7 @@ def test_curation_counts_each_rule(tiny):
 def test_split_is_disjoint_and_covers_every_movie(tiny):
     import pandas as pd
 
-    (folder,) = (tiny.work / "data").iterdir()
+    folder = tiny.stage("data")
     movies = pd.read_csv(folder / "movies.csv")
     assert movies.tmdb_id.is_unique
     assert set(movies.split) == {"train", "val", "test"}
@@ -43,7 +57,16 @@ def test_split_is_disjoint_and_covers_every_movie(tiny):
 def test_metrics_cover_every_model_on_the_test_split(tiny):
     metrics = tiny.json("metrics.json")
     ids = [m["id"] for m in metrics["models"]]
-    assert ids == ["tfidf_lr", "text_lr", "poster_lr", "concat_lr", "fusion", "fusion_plot_only"]
+    assert ids == [
+        "tfidf_lr",
+        "text_lr",
+        "poster_lr",
+        "concat_lr",
+        "text_finetuned",
+        "poster_mlp",
+        "fusion",
+        "fusion_plot_only",
+    ]
     for m in metrics["models"]:
         for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall"):
             assert 0.0 <= m[key] <= 1.0
@@ -70,7 +93,17 @@ def test_rerun_is_cached_and_identical(tiny):
     start = time.perf_counter()
     second = tiny.run("all")
     elapsed = time.perf_counter() - start
-    for stage in ("data", "embed", "train", "evaluate", "export"):
+    for stage in (
+        "data",
+        "finetune",
+        "embed_plots",
+        "embed_posters",
+        "train",
+        "evaluate",
+        "export",
+        "topics",
+        "explain",
+    ):
         assert f"[{stage}] cached" in second.stdout
     assert "running" not in second.stdout
     assert (tiny.site_data / "metrics.json").read_text() == before
@@ -78,6 +111,68 @@ def test_rerun_is_cached_and_identical(tiny):
 
 
 def test_config_change_reruns_only_downstream(tiny):
-    out = tiny.run("train", "--fusion_lr", "0.002").stdout
-    assert "[data] cached" in out and "[embed] cached" in out
+    out = tiny.run("train", "--fusion_lr", "0.001").stdout
+    for upstream in ("data", "finetune", "embed_plots", "embed_posters"):
+        assert f"[{upstream}] cached" in out
     assert "[train] running" in out
+
+
+def test_finetune_saves_curves_per_epoch(tiny):
+    folder = tiny.stage("finetune")
+    history = json.loads((folder / "history.json").read_text())
+    assert 1 <= len(history) <= 2
+    for h in history:
+        assert h["train_loss"] > 0 and h["val_loss"] > 0 and 0 <= h["val_micro_f1"] <= 1
+    assert (folder / "encoder.safetensors").stat().st_size > 1_000_000
+
+
+def test_topics_are_named_from_their_words_and_saved_with_safetensors(tiny):
+    summary = tiny.json("topics.json")
+    assert summary["movies"] == 65
+    assert sum(t["size"] for t in summary["topics"]) + summary["outliers"] == 65
+    for t in summary["topics"]:
+        assert t["name"] == " · ".join(t["words"][:3])
+        assert set(t["top_genres"]) <= {"Action", "Comedy", "Horror", "Romance"}
+    folder = tiny.stage("topics")
+    assert list((folder / "bertopic").glob("*.safetensors"))
+
+
+def test_figures_are_written(tiny):
+    for name in (
+        "genre_distribution.png",
+        "genres_per_movie.png",
+        "cooccurrence.png",
+        "training_curves.png",
+        "per_genre_f1.png",
+        "pr_curves.png",
+        "threshold_curve.png",
+        "ablation.png",
+        "reliability.png",
+        "topics_top.png",
+        "topic_genres.png",
+        "topic_map.png",
+    ):
+        assert (tiny.figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    svg = (tiny.figures / "architecture.svg").read_text()
+    assert svg.startswith("<svg") and "Fusion head" in svg and "64 tokens" in svg
+    html = (tiny.figures / "topics_map.html").read_text()
+    assert '<script src="../vendor/plotly.min.js">' in html and "https://" not in html.split("<body>")[0]
+    gallery = tiny.json("gradcam.json")
+    assert len(gallery) == 2
+    for g in gallery:
+        for p in g["predicted"]:
+            assert (tiny.figures / "gradcam" / p["file"]).exists()
+    facts = tiny.json("figures.json")
+    assert len(facts["samples"]) == 3 and all((tiny.figures / s["thumb"]).exists() for s in facts["samples"])
+    assert "overview" not in json.dumps(facts)
+
+
+def test_same_data_and_config_give_the_same_metrics(tiny, tmp_path):
+    """A run from an empty cache reproduces the first run's numbers."""
+    cli(*tiny.args("evaluate"), "--work", tmp_path / "cache", "--site_data", tmp_path / "_data")
+    first = tiny.json("metrics.json")
+    second = json.loads((tmp_path / "_data" / "metrics.json").read_text())
+    for a, b in zip(first["models"], second["models"]):
+        for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1"):
+            assert abs(a[key] - b[key]) <= 1e-6, (a["id"], key)
+    assert first["thresholds"] == second["thresholds"]

@@ -73,10 +73,12 @@ function ensureModels() {
   return loading;
 }
 
-// Same rule as pipeline/text.py `encode`: no padding; too long keeps the first max_len-1 and [SEP].
+// Same rule as pipeline/text.py `encode`: the first max_chars characters, no padding; too long
+// keeps the first max_len-1 tokens and [SEP]. (JS strings count UTF-16 units, Python code points:
+// they differ only for text beyond the Basic Multilingual Plane, e.g. emoji, past max_chars.)
 function encode(text) {
-  const maxLen = models.spec.text_encoder.max_len;
-  let ids = models.tokenizer.encode(text).ids;
+  const { max_len: maxLen, max_chars: maxChars } = models.spec.text_encoder;
+  let ids = models.tokenizer.encode(text.slice(0, maxChars)).ids;
   if (ids.length > maxLen) ids = [...ids.slice(0, maxLen - 1), ids[ids.length - 1]];
   return ids;
 }
@@ -152,6 +154,59 @@ function render(probs) {
   $("demo-results").hidden = false;
 }
 
+// Leave-one-sentence-out occlusion, as pipeline/predict.py `sentence_importance`: how far each top
+// genre's probability falls when one sentence is left out. Same splitting pattern as Python.
+const SENTENCE = /[^.!?]+[.!?]*\s*/g;
+
+async function explain(plot, posterEmb, probs, top) {
+  const parts = plot.match(SENTENCE) ?? [plot];
+  const drops = [];
+  for (let i = 0; i < parts.length; i++) {
+    const rest = [...parts.slice(0, i), ...parts.slice(i + 1)].join("").trim();
+    if (parts.length < 2 || !rest) { drops.push(top.map(() => 0)); continue; }
+    const without = await probabilities(await embedPlot(rest), posterEmb);
+    drops.push(top.map((g) => probs[g] - without[g]));
+  }
+  return { parts, drops };
+}
+
+function showWhy(why, top, k) {
+  const { labels } = models.spec;
+  const max = Math.max(1e-6, ...why.drops.map((d) => d[k]));
+  const text = $("why-text");
+  text.replaceChildren(...why.parts.map((part, i) => {
+    const d = why.drops[i][k];
+    const el = document.createElement(d > 0 ? "mark" : "span");
+    el.textContent = part;
+    el.dataset.drop = String(d);
+    if (d > 0) {
+      el.className = "why";
+      el.style.backgroundColor = `rgba(36, 84, 166, ${(0.12 + 0.5 * d / max).toFixed(3)})`;
+      el.title = `without this sentence, ${labels[top[k]]} falls by ${(100 * d).toFixed(1)} points`;
+    }
+    return el;
+  }));
+  for (const [j, b] of [...$("why-genres").children].entries()) b.setAttribute("aria-pressed", String(j === k));
+}
+
+async function renderWhy(plot, posterEmb, probs) {
+  const top = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]).slice(0, 3);
+  $("why").hidden = true;
+  const why = await explain(plot, posterEmb, probs, top);
+  if (why.parts.length < 2) return;
+  app.dataset.why = JSON.stringify({ sentences: why.parts, genres: top.map((g) => models.spec.labels[g]), drops: why.drops });
+  $("why-genres").replaceChildren(...top.map((g, k) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "secondary";
+    b.textContent = models.spec.labels[g];
+    b.addEventListener("click", () => showWhy(why, top, k));
+    return b;
+  }));
+  showWhy(why, top, 0);
+  $("why").hidden = false;
+}
+
 async function predict() {
   const plot = $("plot").value.trim();
   if (!plot) {
@@ -173,6 +228,7 @@ async function predict() {
     app.dataset.lastMs = ms.toFixed(2);
     $("timing").textContent = `Inference took ${ms.toFixed(0)} ms in your browser${poster ? " (plot + poster)" : " (plot only)"}.`;
     status("");
+    await renderWhy(plot, posterEmb, probs);
   } catch (e) {
     status(`Something went wrong: ${e.message}`, true);
   } finally {
