@@ -85,7 +85,7 @@ def fusion_probs(head, text, image, has_poster) -> np.ndarray:
 def candidates(cfg, movies, y, split, embedded, tuned, trained) -> dict:
     """Every model in the table: id → (name, thunk giving probabilities for every movie)."""
     frozen, text, image = embedded.load()
-    head, poster_head = fusion.load(trained), fusion.load(trained, "poster_head")
+    head, poster_head, balanced = (fusion.load(trained, name) for name in ("head", "poster_head", "balanced_head"))
     tr, va = split == "train", split == "val"
     has_poster = (movies.poster != "").to_numpy(np.float32)[:, None]
     nothing = np.zeros((len(y), 0), np.float32)

@@ -44,6 +44,22 @@ def genre_distribution(movies, labels, y, path):
     save(fig, path)
 
 
+def balancing(labels, y, train, path):
+    """Training-split genre counts as they are, and as the seed's balancing resamples them (expected)."""
+    before = y[train].sum(0)
+    after = fusion.balance_weights(y[train], 1.0) @ y[train] * train.sum()
+    order = np.argsort(-before)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, before[order], 0.4, color=BLUE, label="training split")
+    ax.bar(x + 0.2, after[order], 0.4, color=ORANGE, label="after balancing (expected)")
+    ax.set_xticks(x, np.array(labels)[order], rotation=60, ha="right")
+    ax.set_ylabel("movies")
+    ax.legend(frameon=False)
+    ax.set_title("Genre counts before and after balancing (training split only)")
+    save(fig, path)
+
+
 def genres_per_movie(y, path):
     fig, ax = plt.subplots(figsize=(5, 3))
     counts = y.sum(1).astype(int)
@@ -337,6 +353,7 @@ def run(cfg) -> Path:
     names = {m["id"]: m["name"] for m in metrics["models"]}
     genre_distribution(movies, labels, y, out / "genre_distribution.png")
     genres_per_movie(y, out / "genres_per_movie.png")
+    balancing(labels, y, split == "train", out / "balancing.png")
     cooccurrence(labels, y, out / "cooccurrence.png")
     training_curves(
         json.loads((tuned / "history.json").read_text()),

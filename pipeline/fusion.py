@@ -56,9 +56,22 @@ def tensors(text, image, has_poster, y=None):
     return out + ([torch.from_numpy(y).float()] if y is not None else [])
 
 
-def train_head(cfg, text, image, has_poster, y, split, modality_dropout=None) -> tuple[FusionHead, list[dict]]:
-    """Train on the 'train' rows, early-stop on 'val' loss. A zero-width `text` gives a poster-only head."""
+def balance_weights(y: np.ndarray, strength: float) -> np.ndarray:
+    """Sampling weights that move genre frequencies toward uniform (the seed's balancing):
+    each movie weighs the mean of 1/count over its genres, to the power `strength` (0 = off)."""
+    inverse = 1.0 / np.maximum(y.sum(0), 1)
+    per_movie = (y * inverse).sum(1) / np.maximum(y.sum(1), 1)
+    w = per_movie**strength
+    return w / w.sum()
+
+
+def train_head(
+    cfg, text, image, has_poster, y, split, modality_dropout=None, balance=None
+) -> tuple[FusionHead, list[dict]]:
+    """Train on the 'train' rows (resampled toward uniform genres when `balance` > 0), early-stop on
+    'val' loss. A zero-width `text` gives a poster-only head."""
     drop = cfg.modality_dropout if modality_dropout is None else modality_dropout
+    balance = cfg.balance if balance is None else balance
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     tr, va = split == "train", split == "val"
@@ -67,11 +80,13 @@ def train_head(cfg, text, image, has_poster, y, split, modality_dropout=None) ->
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.fusion_lr, weight_decay=cfg.fusion_weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     t_tr, i_tr, p_tr, y_tr = tensors(text[tr], image[tr], has_poster[tr], y[tr])
+    weights = balance_weights(y[tr], balance) if balance > 0 else None
     val = tensors(text[va], image[va], has_poster[va], y[va])
     best, best_loss, history, stale = None, float("inf"), [], 0
     for epoch in (bar := tqdm(range(cfg.fusion_epochs), desc="training fusion head")):
         head.train()
-        order = torch.from_numpy(rng.permutation(len(y_tr)))
+        n = len(y_tr)
+        order = torch.from_numpy(rng.permutation(n) if weights is None else rng.choice(n, n, p=weights))
         total = 0.0
         for start in range(0, len(order), cfg.fusion_batch):
             rows = order[start : start + cfg.fusion_batch]
@@ -101,7 +116,7 @@ def run(cfg) -> cache.Output:
     keys = ("seed", "fusion_hidden", "fusion_dropout", "modality_dropout", "fusion_epochs", "fusion_lr")
     parts = {
         "embed": embedded.key,
-        "config": cfg.subset(*keys, "fusion_weight_decay", "fusion_batch", "patience"),
+        "config": cfg.subset(*keys, "fusion_weight_decay", "fusion_batch", "patience", "balance"),
         "code": CODE,
     }
 
@@ -113,6 +128,9 @@ def run(cfg) -> cache.Output:
         head, history = train_head(cfg, text, image, has_poster, y, split)
         save(head, out, "head", text.shape[1], image.shape[1], cfg.fusion_hidden)
         (out / "history.json").write_text(json.dumps(history, indent=1))
+        # the seed's balancing, for the report: same head, training rows resampled toward uniform genres
+        balanced, _ = train_head(cfg, text, image, has_poster, y, split, balance=1.0)
+        save(balanced, out, "balanced_head", text.shape[1], image.shape[1], cfg.fusion_hidden)
         # the poster model on its own (poster-only results, Grad-CAM): the same head, no text input
         no_text = np.zeros((len(y), 0), np.float32)
         poster_head, poster_history = train_head(cfg, no_text, image, has_poster, y, split, modality_dropout=0.0)
@@ -130,7 +148,7 @@ def save(head: FusionHead, out: Path, name: str, text_dim: int, image_dim: int, 
 
 
 def load(out: cache.Output, name: str = "head") -> FusionHead:
-    """The trained fusion head ('head') or the poster-only head ('poster_head')."""
+    """The trained fusion head ('head'), its balanced twin ('balanced_head') or the poster-only head ('poster_head')."""
     dims = json.loads((out / f"{name}.json").read_text())
     head = FusionHead(dims["text_dim"], dims["image_dim"], dims["n_labels"], dims["hidden"], 0.0)
     head.load_state_dict(torch.load(out / f"{name}.pt"))

@@ -94,7 +94,8 @@ def test_plot_only_matches_native(page, tmp_path, plot):
 
 
 @pytest.mark.parametrize(
-    "name,size,genres", [("p.jpg", (185, 278), ["Horror"]), ("q.png", (300, 450), ["Romance"]), ("r.jpg", (640, 360), ["Action"])]
+    "name,size,genres",
+    [("p.jpg", (185, 278), ["Horror"]), ("q.png", (300, 450), ["Romance"]), ("r.jpg", (640, 360), ["Action"])],
 )
 def test_plot_with_poster_matches_native(page, tmp_path, name, size, genres):
     poster(tmp_path / name, random.Random(3), genres, size=size)

@@ -103,7 +103,12 @@ def test_no_third_party_requests(built):
 
 
 def test_html_is_valid(built):
-    proc = subprocess.run(["npx", "--no-install", "html-validate", "--config", ".htmlvalidate.json", str(built / "index.html")], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["npx", "--no-install", "html-validate", "--config", ".htmlvalidate.json", str(built / "index.html")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -111,8 +116,12 @@ def test_linkchecker_finds_no_broken_internal_links(built, tmp_path):
     server = site.Server(built, tmp_path / "www")
     try:
         linkchecker = shutil.which("linkchecker", path=str(Path(sys.executable).parent))
-        proc = subprocess.run([linkchecker, "--no-status", "--no-warnings", "-r10", server.url],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [linkchecker, "--no-status", "--no-warnings", "-r10", server.url],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         server.stop()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -130,7 +139,10 @@ def test_page_renders_sections_and_figures(built, tmp_path, width, height):
             browser = site.launch(p)
             page = browser.new_page(viewport={"width": width, "height": height})
             outside = []
-            page.on("request", lambda r: r.url.startswith(f"http://127.0.0.1:") or r.url.startswith("data:") or outside.append(r.url))
+            page.on(
+                "request",
+                lambda r: r.url.startswith("http://127.0.0.1:") or r.url.startswith("data:") or outside.append(r.url),
+            )
             page.goto(server.url)
             for section in ("about", "data", "models", "results", "topics", "demo", "reproduce", "credits"):
                 assert page.locator(f"section#{section} h2").is_visible()
