@@ -113,6 +113,10 @@ def candidates(cfg, movies, y, split, embedded, tuned, trained) -> dict:
             "Fusion MLP (plot only)",
             lambda: fusion_probs(head, text, image, np.zeros_like(has_poster)),
         ),
+        "fusion_balanced": (
+            "Fusion MLP, trained on genre-balanced resampling",
+            lambda: fusion_probs(balanced, text, image, has_poster),
+        ),
     }
 
 

@@ -66,6 +66,7 @@ def test_metrics_cover_every_model_on_the_test_split(tiny):
         "poster_mlp",
         "fusion",
         "fusion_plot_only",
+        "fusion_balanced",
     ]
     for m in metrics["models"]:
         for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall"):
