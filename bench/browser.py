@@ -20,8 +20,10 @@ from tests import site
 from tests.tiny_data import poster
 
 ROOT = Path(__file__).resolve().parent.parent
-PLOT = ("A retired detective returns to the fishing village where she grew up after her brother is found drowned. "
-        "The police call it an accident, but the harbour keeps its own secrets.")
+PLOT = (
+    "A retired detective returns to the fishing village where she grew up after her brother is found drowned. "
+    "The police call it an accident, but the harbour keeps its own secrets."
+)
 
 
 def native(poster_path: Path, runs: int) -> tuple[float, float]:
@@ -47,7 +49,10 @@ def browser(url: str, poster_path: Path, runs: int) -> dict:
         b = site.launch(p)
         page = b.new_page()
         model_bytes = []
-        page.on("response", lambda r: "/assets/models/" in r.url and model_bytes.append(len(r.body())))
+        page.on(
+            "response",
+            lambda r: "/assets/models/" in r.url and model_bytes.append(int(r.headers.get("content-length", 0))),
+        )
         page.goto(url + "#demo")
         page.wait_for_selector("#demo-app[data-ready='1']")
         page.fill("#plot", PLOT)
@@ -69,7 +74,13 @@ def browser(url: str, poster_path: Path, runs: int) -> dict:
         page.wait_for_selector("#poster-preview:not([hidden])")
         with_poster = warm()
         b.close()
-    return {"download_mb": sum(model_bytes) / 2**20, "cold_s": cold, "plot_ms": plot_only, "poster_ms": with_poster, "isolated": threads}
+    return {
+        "download_mb": sum(model_bytes) / 2**20,
+        "cold_s": cold,
+        "plot_ms": plot_only,
+        "poster_ms": with_poster,
+        "isolated": threads,
+    }
 
 
 def main():
@@ -80,7 +91,9 @@ def main():
     poster(tmp / "poster.jpg", random.Random(0), ["Horror"], size=(185, 278))
     site.build(tmp / "_site")
     nat_plot, nat_poster = native(tmp / "poster.jpg", args.runs)
-    print(f"native onnxruntime, 1 thread: plot only {nat_plot:.1f} ms, plot + poster {nat_poster:.1f} ms (median of {args.runs})")
+    print(
+        f"native onnxruntime, 1 thread: plot only {nat_plot:.1f} ms, plot + poster {nat_poster:.1f} ms (median of {args.runs})"
+    )
     for isolated in (False, True):
         srv = site.Server(tmp / "_site", tmp / ("www-iso" if isolated else "www"), isolated=isolated)
         r = browser(srv.url, tmp / "poster.jpg", args.runs)
@@ -89,8 +102,12 @@ def main():
         print(f"\nChromium, {mode}:")
         print(f"  model download       {r['download_mb']:.1f} MB (target ≤ 35)")
         print(f"  cold start           {r['cold_s']:.2f} s page load → first prediction (target ≤ 3)")
-        print(f"  warm plot only       {r['plot_ms']:.1f} ms median (target ≤ 30); browser/native {r['plot_ms'] / nat_plot:.1f}× (aim ≤ 3)")
-        print(f"  warm plot + poster   {r['poster_ms']:.1f} ms median (target ≤ 80); browser/native {r['poster_ms'] / nat_poster:.1f}×")
+        print(
+            f"  warm plot only       {r['plot_ms']:.1f} ms median (target ≤ 30); browser/native {r['plot_ms'] / nat_plot:.1f}× (aim ≤ 3)"
+        )
+        print(
+            f"  warm plot + poster   {r['poster_ms']:.1f} ms median (target ≤ 80); browser/native {r['poster_ms'] / nat_poster:.1f}×"
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,12 @@ STAGES = ["data", "finetune", "embed", "train", "evaluate", "export", "topics", 
 def run(stage: str, common: list[str]) -> tuple[float, float]:
     """(seconds, peak resident MB) of one stage process."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", stage, *common], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "TQDM_DISABLE": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", stage, *common],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     if status != 0:
@@ -35,8 +39,18 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the temporary outputs")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mm-genre-bench-"))
-    common = ["--data", args.data, "--work", str(tmp / "cache"), "--site_data", str(tmp / "_data"),
-              "--models", str(tmp / "models"), "--figures", str(tmp / "figures")]
+    common = [
+        "--data",
+        args.data,
+        "--work",
+        str(tmp / "cache"),
+        "--site_data",
+        str(tmp / "_data"),
+        "--models",
+        str(tmp / "models"),
+        "--figures",
+        str(tmp / "figures"),
+    ]
     print(f"{'stage':10s} {'seconds':>9s} {'peak MB':>9s}   (outputs in {tmp})")
     total = to_models = 0.0
     for stage in STAGES:
