@@ -84,22 +84,27 @@ def cooccurrence(labels, y, path):
 
 
 def training_curves(tuned_history, fusion_history, path):
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"wspace": 0.45})
     e = [h["epoch"] for h in tuned_history]
     a.plot(e, [h["train_loss"] for h in tuned_history], "o-", color=BLUE, label="train loss")
     a.plot(e, [h["val_loss"] for h in tuned_history], "o-", color=ORANGE, label="val loss")
     a2 = a.twinx()
+    a2.spines["right"].set_visible(True)
     a2.plot(e, [h["val_micro_f1"] for h in tuned_history], "s--", color=GREEN, label="val micro-F1 @0.5")
     a2.set_ylim(0, 1)
+    a2.set_ylabel("val micro-F1", color=GREEN)
+    a.set_xticks(e)
     a.set_xlabel("epoch")
+    a.set_ylabel("loss")
     a.set_title("Text fine-tuning")
-    a.legend(loc="upper left", frameon=False, fontsize=8)
-    a2.legend(loc="lower right", frameon=False, fontsize=8)
+    a.legend(loc="upper right", frameon=False, fontsize=8)
+    a2.legend(loc="center right", frameon=False, fontsize=8)
     e = [h["epoch"] for h in fusion_history]
     b.plot(e, [h["train_loss"] for h in fusion_history], color=BLUE, label="train loss")
     b.plot(e, [h["val_loss"] for h in fusion_history], color=ORANGE, label="val loss")
     b.set_xlabel("epoch")
-    b.set_title("Fusion head")
+    b.set_ylabel("loss")
+    b.set_title("Fusion head (best val loss kept)")
     b.legend(frameon=False, fontsize=8)
     save(fig, path)
 
