@@ -276,7 +276,7 @@ def topic_html(summary, coords, assigned, titles, path):
         xaxis={"visible": False},
         yaxis={"visible": False},
     )
-    body = fig.to_html(include_plotlyjs=False, full_html=False)
+    body = fig.to_html(include_plotlyjs=False, full_html=False, div_id="topic-map")  # a fixed id: same output every run
     path.write_text(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mm-genre: interactive topic map</title>'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
