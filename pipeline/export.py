@@ -157,11 +157,10 @@ def shipped_check(out: Path, movies, y, embedded, metrics) -> dict:
     for i in tqdm(test, desc="checking shipped models on test"):
         t = predictor.embed_plot(movies.overview[i])
         pixels = image.load_image(movies.poster[i]) if movies.poster[i] else None
-        p = predictor.embed_poster(pixels) if pixels is not None else np.zeros((1, 1280), np.float32)
-        feed = {"text": t, "image": p, "has_poster": np.full((1, 1), float(pixels is not None), np.float32)}
-        probs.append(predictor.head.run(None, feed)[0][0])
+        p = None if pixels is None else predictor.embed_poster(pixels)
+        probs.append(predictor.combine(t, p))
         text_cos.append(cosine(t, text_fp32[i]))
-        if pixels is not None:
+        if p is not None:
             image_cos.append(cosine(p, image_fp32[i]))
     thresholds = np.array([metrics["thresholds"][g] for g in metrics["labels"]])
     shipped = evaluate.scores(y[test], evaluate.decide(np.array(probs), thresholds), metrics["labels"])

@@ -44,11 +44,16 @@ class GenrePredictor:
         x = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
         return self.poster.run(None, {"image": x})[0]
 
+    def combine(self, plot_emb: np.ndarray, poster_emb: np.ndarray | None = None) -> np.ndarray:
+        """Genre probabilities from a plot embedding and, when there is one, a poster embedding."""
+        has = poster_emb is not None
+        image = poster_emb if has else np.zeros((1, 1280), np.float32)
+        return self.head.run(
+            None, {"text": plot_emb, "image": image, "has_poster": np.full((1, 1), float(has), np.float32)}
+        )[0][0]
+
     def probabilities(self, plot: str, pixels: np.ndarray | None = None) -> np.ndarray:
-        has = pixels is not None
-        poster = self.embed_poster(pixels) if has else np.zeros((1, 1280), np.float32)
-        feed = {"text": self.embed_plot(plot), "image": poster, "has_poster": np.full((1, 1), float(has), np.float32)}
-        return self.head.run(None, feed)[0][0]
+        return self.combine(self.embed_plot(plot), None if pixels is None else self.embed_poster(pixels))
 
     def decide(self, probs: np.ndarray) -> list[str]:
         chosen = [g for g, p, t in zip(self.labels, probs, self.thresholds) if p >= t]
@@ -65,11 +70,15 @@ def sentences(plot: str) -> list[str]:
 def sentence_importance(predictor: GenrePredictor, plot: str, pixels: np.ndarray | None = None) -> list[dict]:
     """Leave-one-sentence-out occlusion: how much each genre's probability drops without each sentence."""
     parts = sentences(plot)
-    full = predictor.probabilities(plot, pixels)
+    poster = None if pixels is None else predictor.embed_poster(pixels)  # the same for every occlusion
+    full = predictor.combine(predictor.embed_plot(plot), poster)
     out = []
     for i, sentence in enumerate(parts):
         rest = "".join(parts[:i] + parts[i + 1 :]).strip()
-        without = predictor.probabilities(rest, pixels) if rest and len(parts) > 1 else np.full_like(full, np.nan)
+        if rest and len(parts) > 1:
+            without = predictor.combine(predictor.embed_plot(rest), poster)
+        else:
+            without = np.full_like(full, np.nan)
         out.append({"sentence": sentence, "drop": dict(zip(predictor.labels, (full - without).tolist()))})
     return out
 
