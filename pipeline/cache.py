@@ -28,13 +28,23 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+_seen: dict[tuple, str] = {}  # files_digest results in this process, by the files' names, sizes and mtimes
+
+
 def files_digest(paths: list[Path], desc: str = "hashing") -> str:
-    """One digest over many files' names and contents (posters, say)."""
+    """One digest over many files' names and contents (posters, say).
+
+    Every stage asks for its upstream stages' keys, so one run asks for the same folder's digest
+    many times: unchanged files (same size and mtime) are not read again within a process."""
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(paths))
+    if stamp in _seen:
+        return _seen[stamp]
     h = hashlib.sha256()
     for p in tqdm(sorted(paths), desc=desc, leave=False, disable=len(paths) < 500):
         h.update(p.name.encode())
         h.update(file_digest(p).encode())
-    return h.hexdigest()[:16]
+    _seen[stamp] = h.hexdigest()[:16]
+    return _seen[stamp]
 
 
 def source_digest(*files: str) -> str:
