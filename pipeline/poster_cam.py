@@ -1,0 +1,153 @@
+"""Grad-CAM of the visitor's own poster, computed in the browser: two ONNX graphs, explicit operations.
+
+poster_encoder.onnx  pixels → "embedding" [1, D] and "features" [1, D, h, w], the final feature maps
+                     (after Lite0's head BN + ReLU6) that are mean-pooled into the embedding.
+poster_cam.onnx      "features" + "text" (plot embedding) → "cam" [1, G, h, w], one Grad-CAM map per genre.
+
+Why that layer: the embedding is the spatial mean of F, so ∂emb_k/∂F_k,xy = 1/(h·w) everywhere; the
+Grad-CAM weight of channel k for genre g (the spatial mean of ∂logit_g/∂F_k,xy) is then exactly
+J_gk / (h·w) with J = ∂logit/∂emb, and no BN or ReLU6 derivative enters. (On _conv_head's output, before
+BN + ReLU6, the weight would also carry the BN scale and the share of positions inside ReLU6's linear range.)
+
+J for the fusion head (pipeline/fusion.py: logits = z + mlp([z, (emb − mean)/std · p, p]), p = has_poster = 1,
+mlp = Dropout, Linear W1 b1, GELU, Dropout, Linear W2 b2; z does not depend on the poster):
+    a = W1 [z, (emb − mean)/std, 1] + b1
+    J = (W2 · diag(gelu'(a))) · W1[:, G:G+D] / std            [G, D]
+    gelu'(a) = Φ(a) + a·φ(a)   (exact GELU; the tanh approximation's derivative when the head uses it)
+    cam_g = relu(Σ_k J_gk / (h·w) · F_k)
+pytorch-grad-cam computes the same map by autograd (tests/test_poster_cam.py compares them), then
+scales each map to 0..1 and resizes it to the poster; the browser does that scaling when drawing.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import image
+
+OPSET = 17
+
+
+class PosterGraph(nn.Module):
+    """The exported poster encoder: pixels → (embedding, features)."""
+
+    def __init__(self, encoder: image.PosterEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, pixels):
+        f = self.encoder.feature_maps(pixels)
+        return f.mean(dim=(2, 3)), f
+
+
+def gelu_grad(a: torch.Tensor, approximate: str) -> torch.Tensor:
+    if approximate == "tanh":
+        c = math.sqrt(2 / math.pi)
+        u = torch.tanh(c * (a + 0.044715 * a**3))
+        return 0.5 * (1 + u) + 0.5 * a * (1 - u * u) * c * (1 + 3 * 0.044715 * a * a)
+    phi = torch.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+    return 0.5 * (1 + torch.erf(a / math.sqrt(2))) + a * phi
+
+
+class CamGraph(nn.Module):
+    """features [1, D, h, w], text [1, Dt] → Grad-CAM maps for every genre [1, G, h, w] (before 0..1 scaling)."""
+
+    def __init__(self, head):
+        super().__init__()
+        lin1, act, lin2 = head.mlp[1], head.mlp[2], head.mlp[4]
+        assert isinstance(lin1, nn.Linear) and isinstance(act, nn.GELU) and isinstance(lin2, nn.Linear), head.mlp
+        self.head, self.lin1, self.lin2 = head, lin1, lin2
+        self.approximate = act.approximate
+        self.n_labels = lin2.out_features
+
+    def jacobian(self, emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """∂logits/∂emb for one poster: [G, D]."""
+        g = self.n_labels
+        z = self.head.text_head(text)
+        i = (emb - self.head.image_mean) / self.head.image_std
+        a = self.lin1(torch.cat([z, i, torch.ones_like(z[:, :1])], dim=1))[0]  # [hidden]
+        w_image = self.lin1.weight[:, g : g + emb.shape[1]]  # [hidden, D]
+        return (self.lin2.weight * gelu_grad(a, self.approximate)) @ w_image / self.head.image_std
+
+    def forward(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        emb = features.mean(dim=(2, 3))
+        n, d = features.shape[0], features.shape[1]
+        flat = features.reshape(n, d, -1)  # [1, D, h·w]
+        weights = self.jacobian(emb, text) / flat.shape[2]  # Grad-CAM weights: the gradient's spatial mean
+        return torch.relu(weights @ flat).reshape(n, self.n_labels, features.shape[2], features.shape[3])
+
+
+def to_onnx(model, args, path: Path, inputs, outputs, dynamic):
+    torch.onnx.export(
+        model.eval(),
+        args,
+        str(path),
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes=dynamic,
+        opset_version=OPSET,
+        dynamo=False,
+    )
+
+
+def preprocessing(cfg) -> dict:
+    """The poster preprocessing definition (pipeline/image.py's docstring), for the manifest and worker.js."""
+    return {
+        "pixels": "decoded RGB uint8 as float 0..255, channels first; EXIF orientation applied; no colour-profile conversion",
+        "alpha": "composited over white in integers: round(c*a/255) + 255 - a",
+        "max_bytes": image.MAX_BYTES,
+        "max_pixels": image.MAX_PIXELS,
+        "max_side": image.MAX_SIDE,
+        "reduce": "k = ceil(max(height, width) / max_side); if k > 1 each k×k block (edge blocks: their pixels) "
+        "becomes its mean rounded half up, (2*sum + n) // (2*n)",
+        "resize_in_model": [cfg.image_size, cfg.image_size],
+        "resize": "area (box filter) average, inside the model",
+        "normalisation": {"mean": image.MEAN, "std": image.STD},
+    }
+
+
+def export_poster(cfg, out_dir: Path) -> dict:
+    """Write poster_encoder.onnx (outputs "embedding", then "features") and return its manifest entry."""
+    from .export import store_weights_fp16  # export.py imports this module
+
+    encoder = image.PosterEncoder(cfg.image_size).eval()
+    path = Path(out_dir) / "poster_encoder.onnx"
+    dummy = torch.rand(1, 3, 278, 185) * 255
+    with torch.no_grad():
+        _, f = PosterGraph(encoder)(dummy)
+    axes = {"image": {2: "height", 3: "width"}}
+    to_onnx(PosterGraph(encoder), (dummy,), path, ["image"], ["embedding", "features"], axes)
+    store_weights_fp16(path)
+    return {
+        "file": path.name,
+        "inputs": {"image": [1, 3, "height", "width"]},
+        "input_type": "float32",
+        "output": "embedding",
+        "outputs": {"embedding": [1, encoder.dim], "features": list(f.shape)},
+        "dim": encoder.dim,
+        "preprocessing": preprocessing(cfg),
+        "weights": "fp16 storage, fp32 compute",
+    }
+
+
+def export_cam(head, out_dir: Path, text_dim: int, image_dim: int) -> dict:
+    """Write poster_cam.onnx for a fusion head (pipeline/fusion.py FusionHead) and return its manifest entry."""
+    model = CamGraph(head.eval())
+    path = Path(out_dir) / "poster_cam.onnx"
+    side = 7
+    args = (torch.rand(1, image_dim, side, side), torch.zeros(1, text_dim))
+    axes = {"features": {2: "h", 3: "w"}, "cam": {2: "h", 3: "w"}}
+    to_onnx(model, args, path, ["features", "text"], ["cam"], axes)
+    return {
+        "file": path.name,
+        "inputs": {"features": [1, image_dim, "h", "w"], "text": [1, text_dim]},
+        "input_type": "float32",
+        "output": "cam",
+        "outputs": {"cam": [1, model.n_labels, "h", "w"]},
+        "layer": "the poster encoder's final feature maps (after BN + ReLU6), mean-pooled into the embedding",
+        "method": "Grad-CAM of each genre's fusion logit (plot + poster): relu(sum_k mean_xy(dlogit/dF_k) F_k); "
+        "scale each map to 0..1 and stretch it over the whole poster to draw it",
+    }
