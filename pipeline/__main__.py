@@ -2,7 +2,6 @@
 
 import argparse
 import sys
-from pathlib import Path
 
 from . import config
 
@@ -16,6 +15,7 @@ STAGES = {
     "topics": "BERTopic on the plots, reusing the frozen plot embeddings",
     "explain": "Grad-CAM heatmaps of the poster model on a gallery of test posters",
     "figures": "draw every site figure from the saved outputs (no training)",
+    "publish": "write what the site shows (_data/, assets/models/, assets/figures/) from the stages' outputs",
     "all": "every stage above, in order (cached stages are skipped)",
 }
 
@@ -26,22 +26,8 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, help_text in STAGES.items():
         config.add_overrides(sub.add_parser(name, help=help_text, description=help_text), defaults)
-    p = sub.add_parser("predict", help="genres for a CSV of plots (and posters) with the ONNX models")
-    p.add_argument(
-        "input",
-        type=Path,
-        help="CSV with an 'overview' column; optional 'poster' (path relative to the CSV) and 'tmdb_id'",
-    )
-    p.add_argument(
-        "--out", type=Path, required=True, help="CSV to write: tmdb_id, one probability column per genre, genres"
-    )
-    p.add_argument(
-        "--models",
-        type=Path,
-        default=config.ROOT / defaults["models"],
-        help="folder with manifest.json and the ONNX files",
-    )
     for name, module, help_text in (
+        ("predict", "predict", "genres for a CSV of plots (and posters) with the ONNX models"),
         ("fetch", "fetch", "build a data folder from IMDb title.basics + the TMDB API (key in TMDB_API_KEY)"),
         ("serve", "serve", "local HTTP API over the ONNX models: POST /predict, GET /healthz"),
     ):
@@ -52,14 +38,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.stage == "predict":
-        from .predict import predict_csv
-
-        return predict_csv(args.input, args.out, args.models)
-    if args.stage in ("fetch", "serve"):
+    if args.stage in ("predict", "fetch", "serve"):
         return __import__(f"pipeline.{args.stage}", fromlist=["main"]).main(args)
     cfg = config.from_args(args)
-    from . import data, embed, evaluate, explain, export, figures, finetune, fusion, topics
+    from . import data, embed, evaluate, explain, export, figures, finetune, fusion, publish, topics
 
     stage = {
         "data": data.run,
@@ -71,12 +53,10 @@ def main(argv=None) -> int:
         "topics": topics.run,
         "explain": explain.run,
         "figures": figures.run,
+        "publish": publish.run,
+        "all": publish.run,  # pulls every other stage through the cache
     }
-    if args.stage == "all":
-        export.run(cfg)
-        figures.run(cfg)  # pulls topics and explain through the cache
-    else:
-        stage[args.stage](cfg)
+    stage[args.stage](cfg)
     return 0
 
 
