@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 from PIL import Image
 from tqdm import tqdm
 
@@ -86,19 +86,21 @@ def curate(df: pd.DataFrame, folder: Path, cfg) -> tuple[pd.DataFrame, list[str]
     return df.reset_index(drop=True), labels, steps
 
 
-def split(y: np.ndarray, cfg) -> np.ndarray:
-    """'train'/'val'/'test' per row, by iterative multi-label stratification."""
-    out = np.array(["train"] * len(y), dtype=object)
-    rest = np.arange(len(y))
+def split(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """('dev'/'test' per row, fold per row), by iterative multi-label stratification.
+
+    The test rows are set aside once and touched only by the final report. Every choice (epochs,
+    thresholds, peers' regularisation) is made by cross-validation over the dev rows' `folds`
+    (0..folds-1; -1 for test), and the shipped models then train on every dev row."""
+    part = np.array(["dev"] * len(y), dtype=object)
+    fold = np.full(len(y), -1)
     test_split = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=cfg.test_frac, random_state=cfg.seed)
-    keep, test = next(test_split.split(rest, y))
-    out[test] = "test"
-    rest = rest[keep]
-    val_size = cfg.val_frac / (1 - cfg.test_frac)
-    val_split = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=val_size, random_state=cfg.seed + 1)
-    _, val = next(val_split.split(rest, y[rest]))
-    out[rest[val]] = "val"
-    return out
+    dev, test = next(test_split.split(np.arange(len(y)), y))
+    part[test] = "test"
+    kfold = MultilabelStratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed + 1)
+    for k, (_, held) in enumerate(kfold.split(dev, y[dev])):
+        fold[dev[held]] = k
+    return part, fold
 
 
 def run(cfg) -> cache.Output:
@@ -109,18 +111,25 @@ def run(cfg) -> cache.Output:
         "folder": str(folder.resolve()),  # curated rows keep absolute poster paths
         "movies": cache.file_digest(folder / "movies.csv"),
         "posters": cache.files_digest(posters),
-        "config": cfg.subset("languages", "min_words", "min_genre_count", "val_frac", "test_frac", "seed"),
+        "config": cfg.subset("languages", "min_words", "min_genre_count", "folds", "test_frac", "seed"),
         "code": CODE,
     }
 
     def build(out: Path):
         movies, labels, steps = curate(df, folder, cfg)
-        movies["split"] = split(multi_hot(movies.genres, labels), cfg)
+        movies["split"], movies["fold"] = split(multi_hot(movies.genres, labels), cfg)
         movies["poster"] = [str(folder / p) if ok else "" for p, ok in zip(movies.poster, movies.has_poster)]
         movies.drop(columns="has_poster").to_csv(out / "movies.csv", index=False)
         (out / "labels.json").write_text(json.dumps(labels))
-        sizes = movies.split.value_counts().to_dict()
-        curation = {"steps": steps, "labels": labels, "split": sizes, "with_poster": int(movies.has_poster.sum())}
+        sizes = {"dev": int((movies.split == "dev").sum()), "test": int((movies.split == "test").sum())}
+        folds = movies.fold[movies.fold >= 0].value_counts().sort_index().tolist()
+        curation = {
+            "steps": steps,
+            "labels": labels,
+            "split": sizes,
+            "folds": folds,
+            "with_poster": int(movies.has_poster.sum()),
+        }
         (out / "curation.json").write_text(json.dumps(curation, indent=1))
 
     return cache.cached(cfg, "data", parts, build)

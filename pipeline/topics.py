@@ -48,7 +48,7 @@ def run(cfg) -> cache.Output:
         from umap import UMAP
 
         movies, labels, y = data.load(curated)
-        frozen = np.load(embedded.plots / "frozen.npy")
+        frozen = embedded.plots_array()
         model, assigned = fit(movies.overview.tolist(), frozen, cfg)
         model.save(
             str(out / "bertopic"),
@@ -87,11 +87,4 @@ def run(cfg) -> cache.Output:
         }
         (out / "topics.json").write_text(json.dumps(summary, indent=1))
 
-    result = cache.cached(cfg, "topics", parts, build)
-    site = cfg.path("site_data")
-    site.mkdir(parents=True, exist_ok=True)
-    summary = json.loads((result / "topics.json").read_text())
-    (site / "topics.json").write_text(
-        json.dumps({**summary, "topics": summary["topics"][: cfg.topics_shown]}, indent=1)
-    )
-    return result
+    return cache.cached(cfg, "topics", parts, build)
