@@ -1,267 +1,354 @@
-// In-browser genre prediction: the exported ONNX models run in onnxruntime-web (wasm), tokenized
-// with @huggingface/tokenizers from the same tokenizer.json that `python -m pipeline predict` uses.
-// Everything is fetched from this site; nothing leaves the visitor's machine.
-import * as ort from "../vendor/ort.wasm.min.mjs";
-import { Tokenizer } from "../vendor/tokenizers.min.mjs";
-
+// The demo's page side: it never runs a model. All model work (downloads, tokenizer, onnxruntime-web,
+// poster decoding, Grad-CAM, explanation) happens in worker.js; this file sends it messages and draws
+// the answers, so the page stays responsive. Everything is fetched from this site.
 const app = document.getElementById("demo-app");
 const $ = (id) => document.getElementById(id);
-const modelsUrl = new URL(app.dataset.models, location.href);
-// An absolute URL: a relative one would resolve against the ort module, not this page.
-ort.env.wasm.wasmPaths = new URL(app.dataset.vendor, location.href).href;
-// GitHub Pages cannot send cross-origin isolation headers, so threads are only used where allowed.
-ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+const abs = (path) => new URL(path, location.href).href;
+const mb = (n) => `${(n / 1048576).toFixed(1)} MB`;
+const NAMES = { runtime: "onnxruntime (wasm)", text: "text model", head: "fusion head", poster: "poster model", cam: "poster heatmap" };
 
-let models = null; // {spec, tokenizer, text, poster, head}
-let loading = null;
-let poster = null; // {data: Float32Array, dims}
+const worker = new Worker(abs(app.dataset.worker), { type: "module" });
+const textChoice = new URLSearchParams(location.search).get("text") === "teacher" ? "teacher" : "student";
+worker.postMessage({ type: "init", models: abs(app.dataset.models), vendor: abs(app.dataset.vendor), text: textChoice });
+
+let spec = null, parts = null;
+let started = false; // downloads begun
+let busy = false; // a prediction is waiting for its genres
+let posterState = null; // null | {id, pending: Promise, ok, preview, w, h}
+let posterSeq = 0, predictSeq = 0;
+let run = null; // the latest prediction: {id, t0, mode, genres, probs, parts, drops}
+const waiters = new Map(); // poster id -> resolve
 
 function status(text, isError = false) {
   $("status").textContent = text;
   $("status").classList.toggle("error", isError);
 }
 
-async function fetchWithProgress(name, done, total) {
-  const res = await fetch(new URL(name, modelsUrl));
-  if (!res.ok) throw new Error(`${name}: HTTP ${res.status}`);
-  const reader = res.body.getReader();
-  const chunks = [];
-  let got = 0;
-  for (;;) {
-    const { value, done: end } = await reader.read();
-    if (end) break;
-    chunks.push(value);
-    got += value.length;
-    showProgress(done + got, total);
+// ---- downloads: stated before, started when the visitor begins, shown per file ------------------
+
+function describeDownload() {
+  const size = (ps) => ps.flatMap((p) => parts[p]).filter((f) => !f.cached).reduce((n, f) => n + f.bytes, 0);
+  const base = size(["runtime", "text", "head"]), extra = size(["poster", "cam"]);
+  const list = ["text", "head", "runtime"].map((p) => `${NAMES[p]} ${mb(parts[p].reduce((n, f) => n + f.bytes, 0))}`).join(", ");
+  app.dataset.downloadBytes = String(base);
+  app.dataset.posterBytes = String(extra);
+  $("download").textContent = base + extra === 0
+    ? "The models are stored in this browser: nothing to download, and the demo works offline."
+    : `Runs in your browser. The first prediction downloads ${mb(base)} (${list}); a poster adds ${mb(extra)}. ` +
+      "Downloads start when you begin typing and are kept in this browser for later visits and offline use.";
+}
+
+let wanted = null; // parts asked for before the manifest arrived
+function warm(extra = []) {
+  if (!spec) { wanted = [...(wanted ?? []), ...extra]; return; }
+  const want = ["text", "head", ...extra];
+  if (!started) {
+    started = true;
+    navigator.serviceWorker?.register(abs(app.dataset.sw)).catch(() => {}); // offline copy of the page
   }
-  const bytes = new Uint8Array(got);
-  let at = 0;
-  for (const c of chunks) { bytes.set(c, at); at += c.length; }
-  return bytes;
+  worker.postMessage({ type: "warm", parts: want });
 }
 
-function showProgress(got, total) {
-  const mb = (n) => (n / 1048576).toFixed(1);
-  $("progress").value = total ? got / total : 0;
-  $("progress-text").textContent = `Downloading models: ${mb(got)} of ${mb(total)} MB`;
-}
-
-async function loadModels() {
-  const spec = await (await fetch(new URL("manifest.json", modelsUrl))).json();
-  const parts = ["text_encoder", "poster_encoder", "fusion_head"];
-  const total = parts.reduce((n, p) => n + spec.files[spec[p].file].bytes, 0);
-  $("loading").hidden = false;
-  const tokenizerJson = await (await fetch(new URL(spec.text_encoder.tokenizer, modelsUrl))).json();
-  const sessions = {};
-  let done = 0;
-  for (const p of parts) {
-    const bytes = await fetchWithProgress(spec[p].file, done, total);
-    done += bytes.length;
-    sessions[p] = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
+const rows = new Map(); // file -> {li, bar, text}
+function progress({ file, got, total, cached }) {
+  let r = rows.get(file);
+  if (!r) {
+    const li = document.createElement("li");
+    li.innerHTML = `<span class="name"></span><progress max="1" value="0"></progress><span class="p"></span>`;
+    li.querySelector(".name").textContent = file;
+    li.querySelector("progress").setAttribute("aria-label", `Downloading ${file}`);
+    $("files").append(li);
+    r = { li, bar: li.querySelector("progress"), text: li.querySelector(".p") };
+    rows.set(file, r);
   }
-  $("loading").hidden = true;
-  return { spec, tokenizer: new Tokenizer(tokenizerJson, {}), text: sessions.text_encoder,
-           poster: sessions.poster_encoder, head: sessions.fusion_head };
+  r.bar.value = total ? got / total : 0;
+  r.text.textContent = cached ? "stored" : `${mb(got)} of ${mb(total)}`;
+  const done = [...rows.values()].every((x) => x.bar.value >= 1);
+  $("loading").hidden = done;
 }
 
-function ensureModels() {
-  loading ??= loadModels().then((m) => (models = m)).catch((e) => {
-    loading = null;
-    $("loading").hidden = true;
-    throw e;
-  });
-  return loading;
+// ---- poster ---------------------------------------------------------------------------------------
+
+const TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"];
+
+function setPoster(file) {
+  clearPoster();
+  if (!file) return;
+  const maxBytes = spec?.poster_encoder.preprocessing.max_bytes ?? 20 * 1048576;
+  if (file.type && !TYPES.includes(file.type)) return rejectPoster(`"${file.name}" is not an image file (JPEG, PNG, WebP, GIF).`);
+  if (file.size > maxBytes) return rejectPoster(`The image is ${mb(file.size)}; the limit is ${maxBytes / 1048576} MB.`);
+  const id = ++posterSeq;
+  const state = { id, ok: false };
+  state.pending = new Promise((resolve) => waiters.set(id, resolve));
+  posterState = state;
+  status("Reading the poster…");
+  worker.postMessage({ type: "poster", id, blob: file });
+  warm(["poster"]);
 }
 
-// Same rule as pipeline/text.py `encode`: the first max_chars characters, no padding; too long
-// keeps the first max_len-1 tokens and [SEP]. (JS strings count UTF-16 units, Python code points:
-// they differ only for text beyond the Basic Multilingual Plane, e.g. emoji, past max_chars.)
-function encode(text) {
-  const { max_len: maxLen, max_chars: maxChars } = models.spec.text_encoder;
-  let ids = models.tokenizer.encode(text.slice(0, maxChars)).ids;
-  if (ids.length > maxLen) ids = [...ids.slice(0, maxLen - 1), ids[ids.length - 1]];
-  return ids;
+function rejectPoster(message) {
+  $("poster").value = "";
+  status(message, true);
 }
 
-async function embedPlot(text) {
-  const ids = encode(text);
-  const shape = [1, ids.length];
-  const out = await models.text.run({
-    input_ids: new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), shape),
-    attention_mask: new ort.Tensor("int64", new BigInt64Array(ids.length).fill(1n), shape),
-  });
-  return out.embedding.data;
+function clearPoster() {
+  if (posterState) waiters.get(posterState.id)?.(false);
+  posterState?.preview?.close();
+  posterState = null;
+  worker.postMessage({ type: "clear-poster" });
+  $("poster-preview").hidden = true;
+  $("clear-poster").hidden = true;
+  $("cam").hidden = true;
 }
 
-async function embedPoster(p) {
-  const out = await models.poster.run({ image: new ort.Tensor("float32", p.data, p.dims) });
-  return out.embedding.data;
+function posterReady(m) {
+  if (posterState?.id !== m.id) return m.preview?.close();
+  Object.assign(posterState, { ok: true, preview: m.preview, w: m.w, h: m.h });
+  const c = $("poster-preview");
+  c.width = m.w;
+  c.height = m.h;
+  c.getContext("2d").drawImage(m.preview, 0, 0);
+  c.hidden = false;
+  $("clear-poster").hidden = false;
+  status(m.reduced ? `Large image (${m.width}×${m.height}) reduced to ${m.w}×${m.h} before the model.` : "");
+  waiters.get(m.id)?.(true);
 }
 
-async function probabilities(textEmb, posterEmb) {
-  const dim = models.spec.text_encoder.dim;
-  const out = await models.head.run({
-    text: new ort.Tensor("float32", textEmb, [1, dim]),
-    image: new ort.Tensor("float32", posterEmb ?? new Float32Array(1280), [1, 1280]),
-    has_poster: new ort.Tensor("float32", Float32Array.of(posterEmb ? 1 : 0), [1, 1]),
-  });
-  return Array.from(out.probabilities.data);
+function posterFailed(m) {
+  if (posterState?.id !== m.id) return;
+  waiters.get(m.id)?.(false);
+  posterState = null;
+  rejectPoster(m.message);
 }
 
-// Decoded RGB pixels, channels first, 0..255, as pipeline/image.py `load_image` gives them.
-async function readPoster(file) {
-  const pre = models?.spec.poster_encoder.preprocessing ?? { max_bytes: 20 * 1048576, max_side: 1024 };
-  if (!file.type.startsWith("image/")) throw new Error(`"${file.name}" is not an image file.`);
-  if (file.size > pre.max_bytes) throw new Error(`The image is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${pre.max_bytes / 1048576} MB.`);
-  let bitmap;
-  try {
-    bitmap = await createImageBitmap(file, { imageOrientation: "from-image", colorSpaceConversion: "none", premultiplyAlpha: "none" });
-  } catch {
-    throw new Error(`"${file.name}" could not be decoded as an image.`);
-  }
-  const scale = Math.min(1, pre.max_side / Math.max(bitmap.width, bitmap.height));
-  const w = Math.max(1, Math.round(bitmap.width * scale)), h = Math.max(1, Math.round(bitmap.height * scale));
-  const canvas = new OffscreenCanvas(w, h);
-  const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  ctx.drawImage(bitmap, 0, 0, w, h);
-  const rgba = ctx.getImageData(0, 0, w, h).data;
-  const data = new Float32Array(3 * w * h);
-  for (let i = 0, n = w * h; i < n; i++) {
-    data[i] = rgba[4 * i];
-    data[n + i] = rgba[4 * i + 1];
-    data[2 * n + i] = rgba[4 * i + 2];
-  }
-  return { data, dims: [1, 3, h, w], resized: scale < 1, width: bitmap.width, height: bitmap.height };
-}
+// ---- results --------------------------------------------------------------------------------------
 
-function row(label, p, pass) {
+function row(label, p, threshold) {
   const li = document.createElement("li");
   li.dataset.genre = label;
   li.dataset.prob = String(p);
-  li.classList.toggle("pass", pass);
-  li.innerHTML = `<span class="name"></span><span class="bar" aria-hidden="true"><i></i></span><span class="p"></span>`;
+  li.innerHTML = `<span class="name"></span><span class="bar" aria-hidden="true"><i></i><b></b></span><span class="p"></span>`;
   li.querySelector(".name").textContent = label;
   li.querySelector(".bar i").style.width = `${(100 * p).toFixed(1)}%`;
+  li.querySelector(".bar b").style.left = `${(100 * threshold).toFixed(1)}%`;
   li.querySelector(".p").textContent = `${(100 * p).toFixed(1)}%`;
+  li.title = `threshold ${(100 * threshold).toFixed(0)}%`;
   return li;
 }
 
-function render(probs) {
-  const { labels, thresholds } = models.spec;
-  const order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]);
-  $("top3").replaceChildren(...order.slice(0, 3).map((i) => row(labels[i], probs[i], probs[i] >= thresholds[i])));
-  $("all-genres").replaceChildren(...order.map((i) => row(labels[i], probs[i], probs[i] >= thresholds[i])));
+function showGenres(m) {
+  const { labels } = spec;
+  const t = Array.isArray(spec.thresholds) ? spec.thresholds : spec.thresholds[m.mode];
+  const chosen = new Set(m.genres);
+  const order = m.probs.map((p, i) => i).sort((a, b) => m.probs[b] - m.probs[a]);
+  $("predicted").replaceChildren(...m.genres.map((i) => row(labels[i], m.probs[i], t[i])));
+  $("others").replaceChildren(...order.filter((i) => !chosen.has(i)).map((i) => row(labels[i], m.probs[i], t[i])));
+  const fallback = m.genres.length === 1 && m.probs[m.genres[0]] < t[m.genres[0]];
+  $("rule").textContent = (fallback ? "No genre reached its threshold, so the most probable one is shown. " : "") +
+    `Rule: a genre is predicted when its probability reaches its threshold (tuned for ${m.mode === "plot" ? "plot-only" : "plot + poster"} input; the tick on each bar).`;
+  const c = m.caution;
+  $("caution").hidden = !c;
+  $("caution").textContent = !c ? "" : c.kind === "short"
+    ? `Caution: this text has ${c.words} word${c.words === 1 ? "" : "s"}; the model learnt from plots of at least ${c.min}. Treat these genres as a guess.`
+    : `Caution: ${Math.round(100 * c.share)}% of the words are not in the model's vocabulary; this may not be a movie plot. Treat these genres as a guess.`;
+  app.dataset.result = JSON.stringify({
+    mode: m.mode,
+    genres: m.genres.map((i) => labels[i]),
+    probabilities: Object.fromEntries(labels.map((g, i) => [g, m.probs[i]])),
+  });
   $("demo-results").hidden = false;
 }
 
-// Leave-one-sentence-out occlusion, as pipeline/predict.py `sentence_importance`: how far each top
-// genre's probability falls when one sentence is left out. Same splitting pattern as Python.
-const SENTENCE = /[^.!?]+[.!?]*\s*/g;
+const JET = (v) => [Math.min(1, Math.max(0, 1.5 - Math.abs(4 * v - 3))), Math.min(1, Math.max(0, 1.5 - Math.abs(4 * v - 2))), Math.min(1, Math.max(0, 1.5 - Math.abs(4 * v - 1)))];
 
-async function explain(plot, posterEmb, probs, top) {
-  const parts = plot.match(SENTENCE) ?? [plot];
-  const drops = [];
-  for (let i = 0; i < parts.length; i++) {
-    const rest = [...parts.slice(0, i), ...parts.slice(i + 1)].join("").trim();
-    if (parts.length < 2 || !rest) { drops.push(top.map(() => 0)); continue; }
-    const without = await probabilities(await embedPlot(rest), posterEmb);
-    drops.push(top.map((g) => probs[g] - without[g]));
-  }
-  return { parts, drops };
+function drawCam(k) {
+  const { maps, h, w } = run.cam;
+  const raw = maps[k];
+  const lo = Math.min(...raw), hi = Math.max(...raw.map((v) => v - lo));
+  const img = new ImageData(w, h);
+  raw.forEach((v, i) => {
+    const [r, g, b] = JET((v - lo) / (1e-7 + hi));
+    img.data.set([255 * r, 255 * g, 255 * b, 255], 4 * i);
+  });
+  const small = new OffscreenCanvas(w, h);
+  small.getContext("2d").putImageData(img, 0, 0);
+  const c = $("cam-canvas");
+  c.width = posterState.w;
+  c.height = posterState.h;
+  const ctx = c.getContext("2d");
+  ctx.drawImage(posterState.preview, 0, 0);
+  ctx.globalAlpha = 0.45;
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(small, 0, 0, c.width, c.height); // stretched: the model saw the whole poster resized
+  ctx.globalAlpha = 1;
+  const name = spec.labels[run.cam.genres[k]];
+  c.setAttribute("aria-label", `Poster heatmap for ${name}`);
+  for (const [j, b] of [...$("cam-genres").children].entries()) b.setAttribute("aria-pressed", String(j === k));
 }
 
-function showWhy(why, top, k) {
-  const { labels } = models.spec;
-  const max = Math.max(1e-6, ...why.drops.map((d) => d[k]));
-  const text = $("why-text");
-  text.replaceChildren(...why.parts.map((part, i) => {
-    const d = why.drops[i][k];
+function showCam(m) {
+  if (m.error || !posterState?.ok) return;
+  const [, , h, w] = m.dims;
+  const genres = m.genres.slice(0, 6);
+  const maps = genres.map((g) => Array.from(m.data.subarray(g * h * w, (g + 1) * h * w)));
+  run.cam = { maps, h, w, genres };
+  app.dataset.cam = JSON.stringify({ dims: [h, w], maps: Object.fromEntries(genres.map((g, k) => [spec.labels[g], maps[k]])) });
+  $("cam-genres").replaceChildren(...genres.map((g, k) => button(spec.labels[g], () => drawCam(k))));
+  drawCam(0);
+  $("cam").hidden = false;
+}
+
+function button(text, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "secondary";
+  b.textContent = text;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function showWhy(k) {
+  const { labels } = spec;
+  const g = run.explained[k];
+  const drops = run.drops.map((d) => (d ? d[g] : null));
+  const max = Math.max(1e-6, ...drops.filter((d) => d !== null));
+  $("why-text").replaceChildren(...run.parts.map((part, i) => {
+    const d = drops[i];
     const el = document.createElement(d > 0 ? "mark" : "span");
     el.textContent = part;
+    if (d === null || d === undefined) { el.className = "pending"; return el; }
     el.dataset.drop = String(d);
     if (d > 0) {
       el.className = "why";
       el.style.backgroundColor = `rgba(36, 84, 166, ${(0.12 + 0.5 * d / max).toFixed(3)})`;
-      el.title = `without this sentence, ${labels[top[k]]} falls by ${(100 * d).toFixed(1)} points`;
+      el.title = `without this sentence, ${labels[g]} falls by ${(100 * d).toFixed(1)} points`;
     }
     return el;
   }));
+  run.shown = k;
   for (const [j, b] of [...$("why-genres").children].entries()) b.setAttribute("aria-pressed", String(j === k));
 }
 
-async function renderWhy(plot, posterEmb, probs) {
-  const top = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]).slice(0, 3);
-  $("why").hidden = true;
-  const why = await explain(plot, posterEmb, probs, top);
-  if (why.parts.length < 2) return;
-  app.dataset.why = JSON.stringify({ sentences: why.parts, genres: top.map((g) => models.spec.labels[g]), drops: why.drops });
-  $("why-genres").replaceChildren(...top.map((g, k) => {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = "secondary";
-    b.textContent = models.spec.labels[g];
-    b.addEventListener("click", () => showWhy(why, top, k));
-    return b;
-  }));
-  showWhy(why, top, 0);
+function whyStart(m) {
+  run.parts = m.parts;
+  run.drops = m.parts.map(() => undefined);
+  run.explained = run.genres.slice(0, 6);
+  run.toRun = m.toRun;
+  run.window = m.window;
+  $("why-genres").replaceChildren(...run.explained.map((g, k) => button(spec.labels[g], () => showWhy(k))));
+  showWhy(0);
   $("why").hidden = false;
 }
 
+function whyStep(m) {
+  run.drops[m.i] = m.drops;
+  const done = run.drops.filter((d) => d !== undefined).length;
+  $("why-progress").textContent = done < run.parts.length ? `Scoring sentence ${done + 1} of ${run.parts.length}…` : "";
+  showWhy(run.shown ?? 0);
+}
+
+function whyDone(m) {
+  const ms = performance.now() - run.t0;
+  app.dataset.whyMs = ms.toFixed(1);
+  if (m.parts.length >= 2) {
+    const skipped = m.parts.length - m.runs;
+    $("why-progress").textContent = skipped > 0
+      ? `${m.runs} sentences re-scored; the ${skipped} after ${m.runs < run.window ? "the first " + m.runs : "the model's 256-token window"} ${m.runs < run.window ? "were not scored" : "cannot change its input (drop 0)"}.`
+      : "";
+    app.dataset.why = JSON.stringify({
+      sentences: run.parts,
+      genres: run.explained.map((g) => spec.labels[g]),
+      drops: run.drops.map((d) => (d ? run.explained.map((g) => d[g]) : null)),
+    });
+  }
+  $("timing").textContent = `${run.timing} · explanation in ${(ms / 1000).toFixed(1)} s`;
+}
+
+// ---- predict --------------------------------------------------------------------------------------
+
 async function predict() {
+  if (busy) return; // one prediction at a time (the button is disabled too; this also covers Ctrl+Enter)
   const plot = $("plot").value.trim();
   if (!plot) {
     status("Please paste a plot first: a sentence or more about the movie.", true);
     $("plot").focus();
     return;
   }
+  busy = true;
   $("predict").disabled = true;
+  run = { id: ++predictSeq, t0: performance.now() };
+  delete app.dataset.whyMs;
+  warm(posterState ? ["poster"] : []);
   try {
-    status(models ? "Predicting…" : "Loading the models (once per visit)…");
-    await ensureModels();
-    status("Predicting…");
-    const t0 = performance.now();
-    const textEmb = await embedPlot(plot);
-    const posterEmb = poster ? await embedPoster(poster) : null;
-    const probs = await probabilities(textEmb, posterEmb);
-    const ms = performance.now() - t0;
-    render(probs);
-    app.dataset.lastMs = ms.toFixed(2);
-    $("timing").textContent = `Inference took ${ms.toFixed(0)} ms in your browser${poster ? " (plot + poster)" : " (plot only)"}.`;
-    status("");
-    await renderWhy(plot, posterEmb, probs);
+    if (posterState && !posterState.ok) {
+      status("Waiting for the poster to be read…");
+      await posterState.pending;
+    }
+    const withPoster = !!posterState?.ok;
+    status(started && parts && Object.values(parts).flat().every((f) => f.cached) ? "Predicting…" : "Predicting (the first time loads the models)…");
+    $("why").hidden = true;
+    $("cam").hidden = true;
+    worker.postMessage({ type: "predict", id: run.id, plot, withPoster });
   } catch (e) {
     status(`Something went wrong: ${e.message}`, true);
-  } finally {
-    $("predict").disabled = false;
+    done();
   }
 }
 
-async function setPoster(file) {
-  clearPoster();
-  if (!file) return;
-  try {
-    poster = await readPoster(file);
-    $("poster-preview").src = URL.createObjectURL(file);
-    $("poster-preview").hidden = false;
-    $("clear-poster").hidden = false;
-    status(poster.resized ? `Large image (${poster.width}×${poster.height}) downscaled before inference.` : "");
-  } catch (e) {
-    $("poster").value = "";
-    status(e.message, true);
-  }
+function done() {
+  busy = false;
+  $("predict").disabled = false;
 }
 
-function clearPoster() {
-  poster = null;
-  $("poster-preview").hidden = true;
-  $("clear-poster").hidden = true;
+function genres(m) {
+  if (m.id !== run?.id) return;
+  const ms = performance.now() - run.t0;
+  run.genres = m.genres;
+  showGenres(m);
+  status("");
+  app.dataset.genresMs = ms.toFixed(1);
+  app.dataset.modelMs = m.runMs.toFixed(1);
+  const load = m.loadMs > 50 ? ` (${(m.loadMs / 1000).toFixed(1)} s of it loading the models)` : "";
+  run.timing = `Genres in ${ms < 1000 ? ms.toFixed(0) + " ms" : (ms / 1000).toFixed(1) + " s"}${load}, ${m.mode === "plot" ? "plot only" : "plot + poster"}, in your browser`;
+  $("timing").textContent = run.timing;
+  done();
 }
+
+worker.onmessage = ({ data: m }) => {
+  switch (m.type) {
+    case "spec":
+      spec = m.spec;
+      parts = m.parts;
+      app.dataset.text = m.textPart;
+      describeDownload();
+      app.dataset.ready = "1";
+      if (wanted) warm(wanted);
+      break;
+    case "progress": progress(m); break;
+    case "poster": posterReady(m); break;
+    case "poster-error": posterFailed(m); break;
+    case "genres": genres(m); break;
+    case "cam": if (m.id === run?.id) showCam(m); break;
+    case "why-start": if (m.id === run?.id) whyStart(m); break;
+    case "why": if (m.id === run?.id) whyStep(m); break;
+    case "why-done": if (m.id === run?.id) whyDone(m); break;
+    case "error":
+      if (m.during === "predict" && m.id !== run?.id) break;
+      status(`Something went wrong: ${m.message}`, true);
+      if (m.during === "predict") done();
+      if (m.during === "init") $("download").textContent = "The demo could not start: the models are not reachable.";
+      break;
+  }
+};
+worker.onerror = (e) => status(`The demo's worker failed: ${e.message}`, true);
 
 $("predict").addEventListener("click", predict);
-$("plot").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) predict(); });
-$("plot").addEventListener("focus", () => ensureModels().catch(() => {}), { once: true });
+$("plot").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); predict(); }
+});
+$("plot").addEventListener("input", () => warm(posterState ? ["poster"] : []), { once: true });
 for (const b of document.querySelectorAll("button.example")) {
-  b.addEventListener("click", () => { $("plot").value = b.dataset.plot; $("plot").focus(); });
+  b.addEventListener("click", () => { $("plot").value = b.dataset.plot; $("plot").focus(); warm(); });
 }
 $("poster").addEventListener("change", (e) => setPoster(e.target.files[0]));
 $("clear-poster").addEventListener("click", () => { $("poster").value = ""; clearPoster(); status(""); });
@@ -273,4 +360,3 @@ zone.addEventListener("drop", (e) => {
   zone.classList.remove("over");
   setPoster(e.dataTransfer.files[0]);
 });
-app.dataset.ready = "1";

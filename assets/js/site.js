@@ -1,0 +1,36 @@
+// Page helpers for every reader: figures open full-size (a lightbox; the image link works without
+// JavaScript too), and any table not already wrapped gets a keyboard-focusable scrolling region.
+const dialog = document.createElement("dialog");
+dialog.className = "lightbox";
+dialog.innerHTML = `<form method="dialog"><button class="close" aria-label="Close full-size figure">×</button></form><img alt="">`;
+document.body.append(dialog);
+dialog.addEventListener("click", (e) => { if (e.target === dialog) dialog.close(); });
+
+for (const img of document.querySelectorAll("main figure img, main img.figure")) {
+  if (img.closest("a, .demo")) continue;
+  const a = document.createElement("a");
+  a.href = img.currentSrc || img.src;
+  a.className = "zoom";
+  a.setAttribute("aria-label", `Open full-size: ${img.alt || "figure"}`);
+  img.replaceWith(a);
+  a.append(img);
+  a.addEventListener("click", (e) => {
+    e.preventDefault();
+    const big = dialog.querySelector("img");
+    big.src = a.href;
+    big.alt = img.alt;
+    dialog.showModal();
+  });
+}
+
+for (const table of document.querySelectorAll("main table")) {
+  if (table.parentElement.classList.contains("table-wrap")) continue;
+  const wrap = document.createElement("div");
+  wrap.className = "table-wrap";
+  wrap.tabIndex = 0;
+  wrap.setAttribute("role", "region");
+  const caption = table.caption?.textContent.trim() || table.closest("section")?.querySelector("h2, h3")?.textContent.trim();
+  wrap.setAttribute("aria-label", caption ? `Table: ${caption}` : "Table");
+  table.replaceWith(wrap);
+  wrap.append(table);
+}
