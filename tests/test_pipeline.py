@@ -18,6 +18,7 @@ STAGES = [
     "topics",
     "explain",
     "figures",
+    "publish",
     "all",
     "predict",
     "fetch",
@@ -50,8 +51,11 @@ def test_split_is_disjoint_and_covers_every_movie(tiny):
     folder = tiny.stage("data")
     movies = pd.read_csv(folder / "movies.csv")
     assert movies.tmdb_id.is_unique
-    assert set(movies.split) == {"train", "val", "test"}
+    assert set(movies.split) == {"dev", "test"}
     assert tiny.json("metrics.json")["split"] == movies.split.value_counts().to_dict()
+    # every dev row is in exactly one of the K folds; test rows in none
+    assert set(movies.fold[movies.split == "dev"]) == {0, 1, 2}
+    assert (movies.fold[movies.split == "test"] == -1).all()
 
 
 def test_metrics_cover_every_model_on_the_test_split(tiny):
@@ -64,23 +68,33 @@ def test_metrics_cover_every_model_on_the_test_split(tiny):
         "concat_lr",
         "text_finetuned",
         "poster_mlp",
-        "fusion",
         "fusion_plot_only",
-        "fusion_balanced",
+        "fusion",
     ]
     for m in metrics["models"]:
         for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall"):
             assert 0.0 <= m[key] <= 1.0
+        for avg in ("micro", "macro"):
+            lo, hi = m[f"{avg}_f1_ci"]
+            assert lo <= m[f"{avg}_f1"] <= hi  # the bootstrap interval holds the point estimate
+            assert 0 <= m[f"cv_{avg}_f1"]["mean"] <= 1 and m[f"cv_{avg}_f1"]["sd"] >= 0
         assert set(m["per_genre"]) == set(metrics["labels"])
     assert metrics["labels"] == ["Action", "Comedy", "Horror", "Romance"]
+    assert set(metrics["thresholds"]) == {"plot", "plot+poster"}
+    for mode, c in metrics["comparison"].items():
+        assert c["best_peer"] in {"plot": ("tfidf_lr", "text_lr")}.get(mode, ids[:4])
     # the invented genres are easy to tell apart: a model that learned nothing would not get here
-    assert metrics["best"]["micro_f1"] > 0.6
+    assert max(m["micro_f1"] for m in metrics["models"]) > 0.6
 
 
 def test_manifest_describes_the_exported_files(tiny):
     spec = json.loads((tiny.models / "manifest.json").read_text())
     assert spec["labels"] == tiny.json("metrics.json")["labels"]
-    assert len(spec["thresholds"]) == len(spec["labels"])
+    assert set(spec["thresholds"]) == {"plot", "plot+poster"}
+    assert all(len(t) == len(spec["labels"]) for t in spec["thresholds"].values())
+    assert spec["thresholds"] == {
+        m: [tiny.json("metrics.json")["thresholds"][m][g] for g in spec["labels"]] for m in spec["thresholds"]
+    }
     for name, info in spec["files"].items():
         data = (tiny.models / name).read_bytes()
         assert info["bytes"] == len(data)
@@ -96,6 +110,8 @@ def test_rerun_is_cached_and_identical(tiny):
     elapsed = time.perf_counter() - start
     for stage in (
         "data",
+        "finetune_fold0",
+        "finetune_fold2",
         "finetune",
         "embed_plots",
         "embed_posters",
@@ -104,6 +120,7 @@ def test_rerun_is_cached_and_identical(tiny):
         "export",
         "topics",
         "explain",
+        "figures",
     ):
         assert f"[{stage}] cached" in second.stdout
     assert "running" not in second.stdout
@@ -118,13 +135,31 @@ def test_config_change_reruns_only_downstream(tiny):
     assert "[train] running" in out
 
 
-def test_finetune_saves_curves_per_epoch(tiny):
+def test_finetune_saves_curves_per_fold_and_epoch(tiny):
     folder = tiny.stage("finetune")
     history = json.loads((folder / "history.json").read_text())
-    assert 1 <= len(history) <= 2
-    for h in history:
-        assert h["train_loss"] > 0 and h["val_loss"] > 0 and 0 <= h["val_micro_f1"] <= 1
+    assert len(history["folds"]) == 3 and all(len(h) == 2 for h in history["folds"])
+    for h in [row for fold in history["folds"] for row in fold]:
+        assert h["train_loss"] > 0 and h["held_loss"] > 0 and 0 <= h["held_micro_ap"] <= 1
+    assert 1 <= history["chosen_epochs"] <= 2 and len(history["final"]) == history["chosen_epochs"]
     assert (folder / "encoder.safetensors").stat().st_size > 1_000_000
+    assert (folder / "head.safetensors").exists()
+
+
+def test_out_of_fold_logits_come_from_the_model_that_held_the_row_out(tiny):
+    import numpy as np
+    import pandas as pd
+
+    movies = pd.read_csv(tiny.stage("data") / "movies.csv")
+    oof = np.load(tiny.stage("finetune") / "oof_logits.npy")
+    dev = movies.fold.to_numpy() >= 0
+    assert np.isfinite(oof[dev]).all() and np.isnan(oof[~dev]).all()  # test rows get none
+    for k in range(3):
+        folder = tiny.stage(f"finetune_fold{k}")
+        rows = np.load(folder / "rows.npy")
+        assert (rows == np.flatnonzero(movies.fold == k)).all()
+        chosen = json.loads((tiny.stage("finetune") / "history.json").read_text())["chosen_epochs"]
+        np.testing.assert_array_equal(oof[rows], np.load(folder / "logits.npy")[chosen - 1])
 
 
 def test_topics_are_named_from_their_words_and_saved_with_safetensors(tiny):
