@@ -2,13 +2,20 @@
 
 GET /healthz, and POST /predict with JSON {"plot": ..., "poster": base64} or a form (plot, poster file).
 Every answer is JSON, errors included: {"error": "..."}.
+
+At most `max_inflight` requests are read and predicted at once (a semaphore taken before the body is
+read); a request that finds every slot taken for `wait` seconds gets 503 with Retry-After, so a flood
+queues nothing in memory. Posters are size-checked before decoding (image.load_image).
 """
 
 import argparse
 import base64
 import binascii
+import ctypes
 import json
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,13 +25,35 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
 from . import config, image
-from .predict import GenrePredictor
+from .predict import MODES, GenrePredictor
 
 FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 class BadInput(ValueError):
     """A client mistake, answered with 400 and this message."""
+
+
+class Busy(Exception):
+    """Every inference slot is taken: 503 with Retry-After."""
+
+
+RETRY_AFTER_S = 1
+
+
+def malloc_tuning() -> None:
+    """glibc only: few malloc arenas (a thread per connection would otherwise spread freed memory over
+    up to 8 per core), and memory handed back after large frees; a no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(-1, 32 * 2**20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def read_image(data: bytes) -> np.ndarray:
@@ -78,9 +107,15 @@ def read_request() -> tuple[str, np.ndarray | None]:
     raise BadInput("send JSON (Content-Type: application/json) or a form (multipart/form-data) with a 'plot'")
 
 
-def create_app(models: Path, max_body_mb: float = 25, threads: int = 1) -> Flask:
-    """The app, with the models loaded once here; their sessions are shared by all request threads."""
+def create_app(
+    models: Path, max_body_mb: float = 25, threads: int = 1, max_inflight: int | None = None, wait: float = 0.5
+) -> Flask:
+    """The app, with the models loaded once here; their sessions are shared by all request threads.
+    At most `max_inflight` (default: the cores) requests are predicted at once; others wait up to
+    `wait` seconds for a slot, then get 503."""
     predictor = GenrePredictor(models, threads)
+    slots = max_inflight or cores()
+    semaphore = threading.BoundedSemaphore(slots)
     app = Flask(__name__)
     app.extensions["genre_predictor"] = predictor
     app.config["MAX_CONTENT_LENGTH"] = int(max_body_mb * 2**20)
@@ -89,22 +124,40 @@ def create_app(models: Path, max_body_mb: float = 25, threads: int = 1) -> Flask
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok", labels=predictor.labels, models=str(models))
+        """Liveness and what the models predict; no file-system paths."""
+        return jsonify(status="ok", labels=predictor.labels, modes=list(MODES), max_inflight=slots)
 
     @app.post("/predict")
     def predict():
-        start = time.perf_counter()
-        plot, pixels = read_request()
-        probs = predictor.probabilities(plot, pixels)
+        if not semaphore.acquire(timeout=wait):  # before the body is read: waiting requests hold no body
+            raise Busy()
+        try:
+            start = time.perf_counter()
+            plot, pixels = read_request()
+            probs = predictor.probabilities(plot, pixels)
+        finally:
+            semaphore.release()
+        mode = MODES[pixels is not None]
         probabilities = {g: float(p) for g, p in zip(predictor.labels, probs)}
         top = sorted(probabilities.items(), key=lambda kv: kv[1], reverse=True)[:3]
         return jsonify(
-            genres=predictor.decide(probs),
+            genres=predictor.decide(probs, mode),
             probabilities=probabilities,
             top=[{"genre": g, "probability": p} for g, p in top],
             poster_used=pixels is not None,
+            mode=mode,
             ms=round((time.perf_counter() - start) * 1000, 3),
         )
+
+    @app.errorhandler(Busy)
+    def busy(e: Busy):
+        message = f"busy: {slots} requests are being predicted; retry in {RETRY_AFTER_S} s"
+        return jsonify(error=message), 503, {"Retry-After": str(RETRY_AFTER_S)}
+
+    @app.errorhandler(MemoryError)
+    def out_of_memory(e: MemoryError):
+        app.logger.error("out of memory on %s %s", request.method, request.path)
+        return jsonify(error="out of memory; retry later"), 503, {"Retry-After": str(RETRY_AFTER_S)}
 
     @app.errorhandler(BadInput)
     def bad_input(e: BadInput):
@@ -134,17 +187,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=Path, default=models, help="folder with manifest.json and the ONNX files")
     parser.add_argument("--max_body_mb", type=float, default=25, help="larger request bodies get 413")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per inference")
+    parser.add_argument(
+        "--max_inflight", type=int, default=None, help="requests predicted at once (default: the cores); more get 503"
+    )
+    parser.add_argument("--wait", type=float, default=0.5, help="seconds a request waits for a free slot before 503")
 
 
 def main(args: argparse.Namespace) -> int:
     """Serve until interrupted (Ctrl-C); each request runs in its own thread."""
+    malloc_tuning()
     try:
-        app = create_app(args.models, args.max_body_mb, args.threads)
+        app = create_app(args.models, args.max_body_mb, args.threads, args.max_inflight, args.wait)
         server = make_server(args.host, args.port, app, threaded=True)
     except Exception as e:  # missing or broken models: a message, not a traceback (werkzeug reports a busy port)
         print(f"error: cannot start the server: {e}", file=sys.stderr)
         return 2
-    print(f"serving {args.models} on http://{args.host}:{server.port} (Ctrl-C stops)", file=sys.stderr)
+    print(f"serving {args.models} on http://{args.host}:{server.port} (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

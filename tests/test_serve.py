@@ -1,7 +1,9 @@
-"""`python -m pipeline serve`: the API's answers, every kind of bad request, and a real server under load."""
+"""`python -m pipeline serve`: the API's answers, every kind of bad request, per-mode thresholds, the
+bound on concurrent inference (503 + Retry-After), and a real server under load and under a flood."""
 
 import base64
 import io
+import json
 import logging
 import statistics
 import threading
@@ -14,10 +16,12 @@ import requests
 from PIL import Image
 from werkzeug.serving import make_server
 
+from bench.serve import Server, bomb_png, flood
 from pipeline.image import load_image
 from pipeline.predict import GenrePredictor
 from pipeline.serve import create_app
 from tests.conftest import ROOT
+from tests.test_predict import models_with
 
 MODELS = ROOT / "assets/models"
 PLOTS = [
@@ -41,11 +45,12 @@ def b64(data: bytes) -> str:
 
 
 POSTER, POSTER2 = png(1), png(2)
+BOMB = bomb_png(30_000, 30_000)  # 900 megapixels claimed in a few hundred bytes
 
 
 @pytest.fixture(scope="module")
 def app():
-    return create_app(MODELS)
+    return create_app(MODELS, wait=60)  # requests queue for a slot rather than get 503 (tested on its own below)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +65,8 @@ def labels(client):
 
 def check(body: dict, labels: list[str], poster_used: bool) -> dict:
     """Asserts a /predict answer is well formed; returns its probabilities."""
-    assert set(body) == {"genres", "probabilities", "top", "poster_used", "ms"}
+    assert set(body) == {"genres", "probabilities", "top", "poster_used", "mode", "ms"}
+    assert body["mode"] == ("plot+poster" if poster_used else "plot")
     assert body["genres"] and set(body["genres"]) <= set(labels)
     probs = body["probabilities"]
     assert list(probs) == labels and all(0 <= p <= 1 for p in probs.values())
@@ -74,12 +80,14 @@ def diff(a: dict, b: dict) -> float:
     return max(abs(a[g] - b[g]) for g in a)
 
 
-def test_healthz(client):
+def test_healthz_reveals_no_paths(client):
     r = client.get("/healthz")
     assert r.status_code == 200 and r.is_json
     body = r.get_json()
-    assert body["status"] == "ok" and body["models"] == str(MODELS)
+    assert body["status"] == "ok" and body["modes"] == ["plot", "plot+poster"]
     assert body["labels"] and all(isinstance(g, str) for g in body["labels"])
+    text = r.get_data(as_text=True)
+    assert str(MODELS) not in text and str(ROOT) not in text and "/" not in text and ".onnx" not in text
 
 
 def test_json_plot_only(client, labels):
@@ -141,6 +149,8 @@ ERRORS = {
     "poster-not-image": ({"json": {"plot": PLOTS[0], "poster": b64(b"hello, no pixels here")}}, "not a usable image"),
     "upload-not-image": ({"upload": b"just some text"}, "not a usable image"),
     "upload-empty-named": ({"upload": b""}, "not a usable image"),
+    "poster-pixel-bomb": ({"json": {"plot": PLOTS[0], "poster": b64(BOMB)}}, "megapixel limit"),
+    "upload-pixel-bomb": ({"upload": BOMB}, "megapixel limit"),
 }
 
 
@@ -194,7 +204,7 @@ def test_api_matches_the_predictor(client):
         want = predictor.probabilities(plot, None if poster is None else load_image(poster))
         body = client.post("/predict", json={"plot": plot, **({"poster": b64(poster)} if poster else {})}).get_json()
         assert np.abs(np.array(list(body["probabilities"].values())) - want).max() < 1e-6
-        assert body["genres"] == predictor.decide(want)
+        assert body["genres"] == predictor.decide(want, "plot+poster" if poster else "plot")
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +264,76 @@ def test_real_server_under_concurrent_load(app, server, labels):
     )
     assert not errors, f"{len(errors)} errors, first: {errors[:3]}"
     assert len(latencies) == requests_total
+
+
+@pytest.mark.parametrize("form", ["per-mode", "one-list"])
+def test_each_request_uses_its_modes_thresholds(tmp_path, form):
+    """A plot alone is decided by the "plot" thresholds, a plot with a poster by "plot+poster"."""
+    n = len(json.loads((MODELS / "manifest.json").read_text())["labels"])
+
+    def change(spec):  # "plot": nothing passes (so the single most probable genre); "plot+poster": everything
+        spec["thresholds"] = {"plot": [1.01] * n, "plot+poster": [0.0] * n} if form == "per-mode" else [1.01] * n
+
+    client = create_app(models_with(tmp_path / "models", change)).test_client()
+    plot_only = client.post("/predict", json={"plot": PLOTS[0]}).get_json()
+    with_poster = client.post("/predict", json={"plot": PLOTS[0], "poster": b64(POSTER)}).get_json()
+    assert (plot_only["mode"], with_poster["mode"]) == ("plot", "plot+poster")
+    assert [len(plot_only["genres"]), len(with_poster["genres"])] == ([1, n] if form == "per-mode" else [1, 1])
+
+
+def test_full_server_answers_503_with_retry_after():
+    """With every inference slot taken, a request is refused at once (503, Retry-After, JSON), and
+    served again as soon as a slot frees up."""
+    app = create_app(MODELS, max_inflight=1, wait=0)
+    predictor = app.extensions["genre_predictor"]
+    entered, release = threading.Event(), threading.Event()
+    real = predictor.probabilities
+
+    def slow(*args):
+        entered.set()
+        release.wait(60)
+        return real(*args)
+
+    predictor.probabilities = slow
+    first = {}
+    thread = threading.Thread(
+        target=lambda: first.update(r=app.test_client().post("/predict", json={"plot": PLOTS[0]}))
+    )
+    thread.start()
+    try:
+        assert entered.wait(60)
+        r = app.test_client().post("/predict", json={"plot": PLOTS[1], "poster": b64(POSTER)})
+        assert r.status_code == 503 and r.is_json and "busy" in r.get_json()["error"]
+        assert r.headers["Retry-After"] == "1"
+        assert app.test_client().get("/healthz").status_code == 200  # health checks are not queued
+    finally:
+        release.set()
+        thread.join(60)
+    assert first["r"].status_code == 200
+    predictor.probabilities = real
+    assert app.test_client().post("/predict", json={"plot": PLOTS[1]}).status_code == 200
+
+
+def test_flood_of_good_and_bad_requests_keeps_memory_bounded():
+    """A shorter run of bench/serve.py's flood against a real server process: every answer is
+    200, 400, 413 or 503 (with Retry-After), all JSON; the server's memory after the flood is within
+    150 MB of before it (after a warm-up flood, so onnxruntime's arena and malloc have grown)."""
+    server = Server("--max_body_mb", "2", "--max_inflight", "2", "--wait", "0.2")
+    try:
+        flood(server, 150, None, 12, 2)  # warm-up
+        before = server.rss_mb()
+        counts, problems, samples, elapsed = flood(server, 400, None, 12, 2)
+        after = server.rss_mb()
+        assert requests.get(f"{server.url}/healthz", timeout=30).status_code == 200
+    finally:
+        server.stop()
+    statuses = {status for _, status in counts}
+    kinds = {kind for kind, _ in counts}
+    print(
+        f"\nflood: {sum(counts.values())} requests in {elapsed:.0f} s, statuses {sorted(statuses)}; "
+        f"RSS before {before:.0f} MB, highest {max(samples):.0f} MB, after {after:.0f} MB"
+    )
+    assert not problems, problems
+    assert statuses <= {200, 400, 413, 503} and 200 in statuses and 400 in statuses
+    assert len(kinds) >= 8
+    assert after - before < 150
