@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import re
+import stat
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -270,7 +271,8 @@ class Row:
     line: int
     tmdb_id: str | None
     overview: str | None  # None: no prediction for this row (reported already)
-    poster: str | None = None  # an absolute path allowed by the caller, or None
+    poster: str | None = None  # the poster's path (allowed by the caller), or None
+    poster_name: str = ""  # as the CSV writes it, for messages
 
 
 _worker: dict = {}
@@ -280,21 +282,22 @@ def _init(models: str, batch: int) -> None:
     _worker["predictor"], _worker["batch"] = GenrePredictor(Path(models), threads=1), batch
 
 
-def _predict(jobs: list[tuple[int, str, str | None]]) -> tuple[np.ndarray, list[str], list[str]]:
-    """(line, overview, poster path or None) → probabilities [N, G], each row's mode, warnings."""
+def _predict(jobs: list[tuple[int, str, str | None, str]]) -> tuple[np.ndarray, list[str], list[str]]:
+    """(line, overview, poster path or None, poster as written) → probabilities [N, G], each row's mode, warnings."""
     predictor, batch = _worker["predictor"], _worker["batch"]
-    text = predictor.embed_plots([overview for _, overview, _ in jobs], batch)
+    text = predictor.embed_plots([job[1] for job in jobs], batch)
     posters = np.zeros((len(jobs), predictor.image_dim), np.float32)
     has_poster = np.zeros(len(jobs), np.float32)
     warnings, loaded, where = [], [], []
-    for i, (line, _, poster) in enumerate(jobs):
+    for i, (line, _, poster, name) in enumerate(jobs):
         if poster is None:
             continue
         try:
-            loaded.append(image.load_image(poster))
+            loaded.append(read_poster(poster))
             where.append(i)
         except (OSError, ValueError) as e:
-            warnings.append(f"warning: line {line}: poster {poster!r} unusable ({e}); plot-only prediction")
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+            warnings.append(f"warning: line {line}: poster {name!r} unusable ({reason}); plot-only prediction")
         if len(loaded) >= max(1, batch) or (loaded and not predictor.poster_batchable):
             posters[where], has_poster[where] = predictor.embed_posters(loaded), 1
             loaded, where = [], []
@@ -304,11 +307,22 @@ def _predict(jobs: list[tuple[int, str, str | None]]) -> tuple[np.ndarray, list[
     return probs, [MODES[int(h)] for h in has_poster], warnings
 
 
+def read_poster(path: str) -> np.ndarray:
+    """Pixels of a poster file; its size is checked before it is read (image.load_image then checks
+    the pixel count from the header before decoding)."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file")
+    if info.st_size > image.MAX_BYTES:
+        raise ValueError(f"file is {info.st_size / 2**20:.1f} MB, over the {image.MAX_BYTES // 2**20} MB limit")
+    return image.load_image(path)
+
+
 def run_chunks(chunks: Iterator[list], models: Path, workers: int, batch: int) -> Iterator[tuple[list, tuple]]:
     """(chunk, _predict's answer for its rows) in input order; at most 2 chunks per worker in flight."""
 
     def jobs(chunk):
-        return [(r.line, r.overview, r.poster) for r in chunk if r.overview is not None]
+        return [(r.line, r.overview, r.poster, r.poster_name) for r in chunk if r.overview is not None]
 
     if workers <= 1:
         _init(str(models), batch)
@@ -407,7 +421,7 @@ def predict_csv(
                             "(--allow-outside permits it); plot-only prediction",
                             file=sys.stderr,
                         )
-                yield Row(rec.line, tmdb_id, overview, path)
+                yield Row(rec.line, tmdb_id, overview, path, poster)
 
         def chunks() -> Iterator[list[Row]]:
             chunk = []

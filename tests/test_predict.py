@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from bench.serve import bomb_png
 from pipeline import image
 from pipeline.predict import GenrePredictor
 from tests.conftest import ROOT, cli
@@ -110,6 +111,26 @@ def test_unreadable_posters_fall_back_to_plot_only(inputs):
     assert out["mode"].tolist() == ["plot"] * 4
     probs = out[LABELS].to_numpy(float)
     assert abs(probs[:3] - probs[3]).max() < 1e-6  # each bad poster row equals the plot-only row
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [("pixel-bomb", "megapixel limit"), ("over-20-MB", "MB limit"), ("folder", "not a regular file")],
+)
+def test_oversized_posters_are_refused_before_decoding(inputs, kind, message):
+    path = inputs / "img" / "x.png"
+    if kind == "pixel-bomb":
+        path.write_bytes(bomb_png(30_000, 30_000))  # 900 megapixels claimed in a few hundred bytes
+    elif kind == "over-20-MB":
+        with open(path, "wb") as f:
+            f.truncate(image.MAX_BYTES + 1)  # sparse: costs no disk
+    else:
+        path.mkdir()
+    src = write_csv(inputs / "in.csv", ["tmdb_id", "overview", "poster"], [[1, PLOTS[0], "img/x.png"]])
+    proc = predict(src, inputs / "out.csv")
+    assert proc.returncode == 0 and "warning: line 2: poster 'img/x.png' unusable" in proc.stderr
+    assert message in proc.stderr
+    assert read(inputs / "out.csv")["mode"].tolist() == ["plot"]
 
 
 # Each case: lines after the header (bytes), the line numbers reported as skipped, the tmdb_ids predicted.
