@@ -277,6 +277,7 @@ async function predict() {
   busy = true;
   $("predict").disabled = true;
   run = { id: ++predictSeq, t0: performance.now() };
+  app.dataset.runs = String(predictSeq);
   delete app.dataset.whyMs;
   warm(posterState ? ["poster"] : []);
   try {

@@ -34,3 +34,6 @@ for (const table of document.querySelectorAll("main table")) {
   table.replaceWith(wrap);
   wrap.append(table);
 }
+
+// code blocks that scroll sideways (on a phone) take the keyboard too
+for (const pre of document.querySelectorAll("main pre")) pre.tabIndex = 0;
