@@ -241,6 +241,10 @@ def run(cfg) -> cache.Output:
             "labels": labels,
             "split": {"dev": int(dev.sum()), "test": int(te.sum())},
             "folds": int(fold.max() + 1),
+            "epochs": {  # chosen by the folds: text fine-tuning (held-out AP), fusion head (early stopping)
+                "text": json.loads((tuned / "history.json").read_text())["chosen_epochs"],
+                "fusion": json.loads((trained / "history.json").read_text())["head"]["epochs"],
+            },
             "bootstrap": BOOTSTRAP,
             "models": models,
             "comparison": comparison,
