@@ -93,3 +93,30 @@ def test_no_poster_ignores_the_image_input(tiny):
     a = session.run(None, {"text": t, "image": np.zeros((1, 1280), np.float32), "has_poster": off})[0]
     b = session.run(None, {"text": t, "image": np.ones((1, 1280), np.float32), "has_poster": off})[0]
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def exported_poster(tmp_path_factory):
+    from types import SimpleNamespace
+
+    from pipeline import poster_cam
+
+    out = tmp_path_factory.mktemp("poster")
+    entry = poster_cam.export_poster(SimpleNamespace(image_size=224), out)
+    return image.PosterEncoder(224).eval(), ort.InferenceSession(str(out / entry["file"])), entry
+
+
+@pytest.mark.parametrize("size", [(1, 1), (185, 278), (1024, 13), (50, 1000), (683, 1024)])
+def test_exported_poster_encoder_is_the_torch_encoder_at_any_size(exported_poster, size):
+    """The area resize inside the model: the exported graph computes PosterEncoder.forward for any input size."""
+    encoder, session, entry = exported_poster
+    rng = np.random.default_rng(size[0] * 7 + size[1])
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = encoder(image.to_tensor(pixels)).numpy()
+        features = encoder.feature_maps(image.to_tensor(pixels)).numpy()
+    got, got_features = session.run(None, {"image": image.to_tensor(pixels).numpy()})
+    assert got.shape == (1, encoder.dim) and list(got_features.shape) == entry["outputs"]["features"]
+    assert cosine(got, expected) >= 0.9999
+    assert np.abs(got - expected).max() < 0.01 * np.abs(expected).max()  # fp16-stored weights
+    assert np.abs(got_features - features).max() < 0.01 * np.abs(features).max()
