@@ -1,0 +1,149 @@
+"""`python -m pipeline predict` at catalogue scale, on this machine. Figures printed, nothing asserted.
+
+  .venv/bin/python -m bench.predict [--data /work/shared/data/tmdb5000] [--rows 10000] [--baseline_rows 1000]
+
+Synthesizes IMDb-length plots from the real TMDB overviews (each joins 5 to 15 random overviews,
+about 1,500 to 5,000 characters, so nearly all fill the encoder's max_len tokens) into a temporary
+CSV (never committed), then runs the CLI as a user would, each run its own process tree:
+
+- one at a time, today's way: one process, one row per model call (`--workers 1 --batch 1`),
+  on the first `--baseline_rows` rows (a rate does not need all of them);
+- the defaults: a worker per core, batching wherever the manifest allows, on all `--rows`;
+- both plot-only and with posters (the real posters, by absolute path: `--allow-outside`);
+- the defaults on a tenth of the rows too, to show that peak memory does not grow with input length.
+
+Prints rows/s, the speed-up over one at a time measured in the same run, and the peak resident memory
+of the whole process tree (sampled every 0.2 s). Target: ≥ 3× one at a time.
+"""
+
+import argparse
+import csv
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants."""
+    parents, rss = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        p = int(stat.parent.name)
+        parents[p] = int(re.search(r"PPid:\s+(\d+)", text).group(1))
+        m = re.search(r"VmRSS:\s+(\d+) kB", text)
+        rss[p] = int(m.group(1)) if m else 0
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += [c for c, parent in parents.items() if parent == p]
+    return total / 1024
+
+
+def run(src: Path, out: Path, *flags: str) -> tuple[float, float, str]:
+    """(seconds, peak MB of the process tree, stderr's last line) of one predict run."""
+    cmd = [sys.executable, "-m", "pipeline", "predict", str(src), "--out", str(out), *flags]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    peak = [0.0]
+
+    def sample():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"predict failed ({proc.returncode}): {err[-2000:]}")
+    return seconds, peak[0], err.strip().splitlines()[-1]
+
+
+def synthesize(data: Path, rows: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(plot, absolute poster path) pairs: each plot joins 5-15 random overviews."""
+    with open(data / "movies.csv", newline="", encoding="utf-8") as f:
+        movies = [(r["overview"], r["poster"]) for r in csv.DictReader(f) if r["overview"].strip()]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(rows):
+        plot = " ".join(rng.choice(movies)[0] for _ in range(rng.randint(5, 15)))
+        poster = rng.choice([p for _, p in rng.sample(movies, 20) if p] or [""])
+        out.append((plot, str((data / poster).resolve()) if poster else ""))
+    return out
+
+
+def write(path: Path, rows: list[tuple[str, str]], posters: bool) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["tmdb_id", "overview", "poster"])
+        for i, (plot, poster) in enumerate(rows):
+            w.writerow([i, plot, poster if posters else ""])
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT / "data", help="a folder with movies.csv and posters/")
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--baseline_rows", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=None, help="passed to predict (default: its own, the cores)")
+    parser.add_argument("--batch", type=int, default=None, help="passed to predict (default: its own)")
+    parser.add_argument("--models", type=Path, default=ROOT / "assets/models")
+    args = parser.parse_args()
+    rows = synthesize(args.data, args.rows)
+    chars = sorted(len(p) for p, _ in rows)
+    flags = ["--models", str(args.models), "--allow-outside"]
+    new = [
+        *(["--workers", str(args.workers)] if args.workers else []),
+        *(["--batch", str(args.batch)] if args.batch else []),
+    ]
+    print(
+        f"{len(rows)} synthesized plots, {chars[len(chars) // 2]} characters median "
+        f"({chars[0]}-{chars[-1]}); {len(os.sched_getaffinity(0))} cores; models {args.models}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        results = {}
+        for posters in (False, True):
+            mode = "plot+poster" if posters else "plot"
+            full = write(tmp / f"{mode}.csv", rows, posters)
+            few = write(tmp / f"{mode}-few.csv", rows[: args.baseline_rows], posters)
+            tenth = write(tmp / f"{mode}-tenth.csv", rows[: max(1, args.rows // 10)], posters)
+            for name, src, n, extra in (
+                ("one at a time", few, args.baseline_rows, ["--workers", "1", "--batch", "1"]),
+                ("defaults", tenth, max(1, args.rows // 10), new),
+                ("defaults", full, args.rows, new),
+            ):
+                seconds, peak, last = run(src, tmp / "out.csv", *flags, *extra)
+                results[mode, name, n] = (n / seconds, peak)
+                print(
+                    f"  {mode:<12} {name:<14} {n:>6} rows {seconds:7.1f} s {n / seconds:7.1f} rows/s  peak {peak:6.0f} MB"
+                )
+        print("\nsummary")
+        for mode in ("plot", "plot+poster"):
+            base = results[mode, "one at a time", args.baseline_rows][0]
+            rate, peak = results[mode, "defaults", args.rows]
+            _, peak_tenth = results[mode, "defaults", max(1, args.rows // 10)]
+            print(
+                f"  {mode:<12} one at a time {base:.1f} rows/s; defaults {rate:.1f} rows/s = {rate / base:.2f}x "
+                f"(target >= 3x); peak memory {peak_tenth:.0f} MB for {args.rows // 10} rows, {peak:.0f} MB for {args.rows}"
+            )
+
+
+if __name__ == "__main__":
+    main()
