@@ -13,7 +13,8 @@ CSV (never committed), then runs the CLI as a user would, each run its own proce
 - the defaults on a tenth of the rows too, to show that peak memory does not grow with input length.
 
 Prints rows/s, the speed-up over one at a time measured in the same run, and the peak resident memory
-of the whole process tree (sampled every 0.2 s). Target: ≥ 3× one at a time.
+of the whole process tree (sampled every 0.2 s), and the CPU time per row (user + system, all processes:
+unlike rows/s, it does not depend on what else the machine runs). Target: ≥ 3× one at a time.
 """
 
 import argparse
@@ -21,6 +22,7 @@ import csv
 import os
 import random
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -51,10 +53,11 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def run(src: Path, out: Path, *flags: str) -> tuple[float, float, str]:
-    """(seconds, peak MB of the process tree, stderr's last line) of one predict run."""
+def run(src: Path, out: Path, *flags: str) -> tuple[float, float, float]:
+    """(wall seconds, peak MB of the process tree, CPU seconds of the tree) of one predict run."""
     cmd = [sys.executable, "-m", "pipeline", "predict", str(src), "--out", str(out), *flags]
     env = {**os.environ, "TQDM_DISABLE": "1"}
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     peak = [0.0]
@@ -71,7 +74,8 @@ def run(src: Path, out: Path, *flags: str) -> tuple[float, float, str]:
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"predict failed ({proc.returncode}): {err[-2000:]}")
-    return seconds, peak[0], err.strip().splitlines()[-1]
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, peak[0], cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
 
 
 def synthesize(data: Path, rows: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -129,10 +133,11 @@ def main() -> None:
                 ("defaults", tenth, max(1, args.rows // 10), new),
                 ("defaults", full, args.rows, new),
             ):
-                seconds, peak, last = run(src, tmp / "out.csv", *flags, *extra)
+                seconds, peak, cpu = run(src, tmp / "out.csv", *flags, *extra)
                 results[mode, name, n] = (n / seconds, peak)
                 print(
-                    f"  {mode:<12} {name:<14} {n:>6} rows {seconds:7.1f} s {n / seconds:7.1f} rows/s  peak {peak:6.0f} MB"
+                    f"  {mode:<12} {name:<14} {n:>6} rows {seconds:7.1f} s {n / seconds:7.1f} rows/s "
+                    f"CPU {1000 * cpu / n:6.1f} ms/row  peak {peak:6.0f} MB"
                 )
         print("\nsummary")
         for mode in ("plot", "plot+poster"):
