@@ -514,3 +514,24 @@ def test_axe_finds_no_serious_violation(browser, server, posters, width, scheme)
     ]
     assert bad == [], "\n".join(bad)
     context.close()
+
+
+def test_architecture_svg_text_fits_its_boxes(browser):
+    """Every line of text in the architecture figure lies inside the box it is drawn in (measured by Chromium)."""
+    page = browser.new_page()
+    page.set_content((ROOT / "assets/figures/architecture.svg").read_text())
+    overflow = page.evaluate(
+        """() => {
+          const rects = [...document.querySelectorAll('rect')].map(r => r.getBBox())
+            .filter(r => r.width < document.querySelector('svg').viewBox.baseVal.width);
+          const out = [];
+          for (const t of document.querySelectorAll('text')) {
+            const b = t.getBBox(), cx = b.x + b.width / 2, cy = b.y + b.height / 2;
+            const box = rects.find(r => cx > r.x && cx < r.x + r.width && cy > r.y && cy < r.y + r.height);
+            if (box && (b.x < box.x + 2 || b.x + b.width > box.x + box.width - 2)) out.push(t.textContent);
+          }
+          return out;
+        }"""
+    )
+    page.close()
+    assert overflow == [], f"text wider than its box: {overflow}"
