@@ -1,6 +1,8 @@
-"""The Pages workflow lints clean (actionlint, zizmor) and does what publishing needs."""
+"""The CI workflow lints clean (actionlint, zizmor), runs the tests on every push and pull request, and
+publishes the site only from main and only after the tests pass."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +13,8 @@ import yaml
 
 from tests.conftest import ROOT
 
-WORKFLOW = ROOT / ".github/workflows/pages.yml"
+WORKFLOW = ROOT / ".github/workflows/ci.yml"
+JOBS = ["test", "lint", "build", "deploy"]
 
 
 def actionlint(path: Path) -> list[dict]:
@@ -38,10 +41,46 @@ def test_zizmor_is_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_builds_and_deploys_on_push_to_main():
-    wf = yaml.safe_load(WORKFLOW.read_text())
-    assert wf[True]["push"]["branches"] == ["main"]  # YAML reads the key `on` as True
-    build = "\n".join(str(s.get("run", "")) + str(s.get("uses", "")) for s in wf["jobs"]["build"]["steps"])
+def load() -> dict:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def commands(job: dict) -> str:
+    return "\n".join(str(s.get("run", "")) + str(s.get("uses", "")) for s in job["steps"])
+
+
+def test_only_this_workflow():
+    assert sorted(p.name for p in WORKFLOW.parent.iterdir()) == ["ci.yml"]
+
+
+def test_tests_run_on_every_push_and_pull_request():
+    triggers = load()[True]  # YAML reads the key `on` as True
+    assert "push" in triggers and "pull_request" in triggers
+    assert not (triggers["push"] or {}).get("branches") and not (triggers["pull_request"] or {}).get("branches")
+    assert "bash .ci/run" in commands(load()["jobs"]["test"])
+    ci_run = (ROOT / ".ci/run").read_text()
+    assert "\nmake test\n" in ci_run  # the README's test command, as it stands
+    assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_pip_and_npm_are_cached_in_the_test_job_only():
+    jobs = load()["jobs"]
+    steps = jobs["test"]["steps"]
+    node = next(s for s in steps if s.get("uses", "").startswith("actions/setup-node@"))
+    assert node["with"]["cache"] == "npm"
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache@"))
+    assert cache["with"]["path"] == "~/.cache/pip" and "hashFiles('requirements.txt')" in cache["with"]["key"]
+    for job in ("build", "deploy"):  # publishing jobs build from the lock files alone
+        for step in jobs[job]["steps"]:
+            assert not step.get("uses", "").startswith("actions/cache@")
+            assert "cache" not in step.get("with", {}), step
+
+
+def test_deploys_from_main_only_after_the_tests_pass():
+    jobs = load()["jobs"]
+    build = jobs["build"]
+    assert build["needs"] == "test"
+    assert build["if"] == "github.ref == 'refs/heads/main' && github.event_name != 'pull_request'"
     for needed in (
         "npm ci",
         "npm run vendor",
@@ -49,16 +88,33 @@ def test_builds_and_deploys_on_push_to_main():
         "actions/configure-pages@",
         "actions/upload-pages-artifact@",
     ):
-        assert needed in build, needed
-    deploy = wf["jobs"]["deploy"]
-    assert deploy["needs"] == "build" and deploy["permissions"] == {"pages": "write", "id-token": "write"}
-    assert deploy["steps"][0]["uses"].startswith("actions/deploy-pages@")
+        assert needed in commands(build), needed
+    deploy = jobs["deploy"]
+    assert deploy["needs"] == "build" and deploy["steps"][0]["uses"].startswith("actions/deploy-pages@")
+    assert "lint" not in str(build["needs"])  # style is reported, it does not hold the site back
 
 
-@pytest.mark.parametrize("job", ["build", "deploy"])
+def test_least_privilege():
+    wf = load()
+    assert wf["permissions"] == {}
+    for name, job in wf["jobs"].items():
+        want = {"pages": "write", "id-token": "write"} if name == "deploy" else {"contents": "read"}
+        assert job["permissions"] == want, name
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False, name
+
+
+@pytest.mark.parametrize("job", JOBS)
 def test_actions_are_pinned_to_commits(job):
-    wf = yaml.safe_load(WORKFLOW.read_text())
-    for step in wf["jobs"][job]["steps"]:
+    for step in load()["jobs"][job]["steps"]:
         if "uses" in step:
             ref = step["uses"].split("@")[1]
             assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), step["uses"]
+
+
+def test_every_pin_names_its_tag():
+    lines = [line for line in WORKFLOW.read_text().splitlines() if "uses:" in line]
+    assert lines
+    for line in lines:
+        assert re.search(r"@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line), line
