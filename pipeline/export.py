@@ -1,8 +1,9 @@
-"""Stage `export`: the three ONNX models the browser and `predict` run, plus manifest.json.
+"""Stage `export`: the ONNX models the browser and `predict` run, plus manifest.json.
 
-text_encoder.onnx  the fine-tuned MiniLM + mean pooling, int8 (dynamic, per-channel); tokenizer.json beside it
-poster_encoder.onnx EfficientNet-Lite0 with resize and normalisation inside; weights stored fp16
-fusion_head.onnx   the trained MLP head, sigmoid included
+text_encoder.onnx   the fine-tuned MiniLM + mean pooling, int8 (dynamic, per-channel); tokenizer.json beside it
+poster_encoder.onnx EfficientNet-Lite0 with resize and normalisation inside (pipeline/poster_cam.py)
+poster_cam.onnx     Grad-CAM maps of the visitor's poster for every genre (pipeline/poster_cam.py)
+fusion_head.onnx    the stacked head, the text model's genre head and sigmoid included
 """
 
 import json
@@ -18,13 +19,13 @@ from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from tqdm import tqdm
 
-from . import cache, data, evaluate, finetune, fusion, image, predict, text
+from . import cache, data, evaluate, finetune, fusion, image, poster_cam, predict, text
 
 # digested at import, so a stage's key names the code that actually runs
-CODE = cache.source_digest(__file__, predict.__file__)
+CODE = cache.source_digest(__file__, predict.__file__, poster_cam.__file__, image.__file__)
 
 OPSET = 17
-FILES = ("text_encoder.onnx", "poster_encoder.onnx", "fusion_head.onnx", "tokenizer.json")
+FILES = ("text_encoder.onnx", "poster_encoder.onnx", "poster_cam.onnx", "fusion_head.onnx", "tokenizer.json")
 
 
 def to_onnx(model: torch.nn.Module, args: tuple, path: Path, inputs: list[str], output: str, dynamic: dict):
@@ -117,21 +118,14 @@ def export_text(cfg, out: Path, weights: Path, plots: list[str]) -> dict:
     }
 
 
-def export_poster(cfg, out: Path) -> int:
-    model = image.PosterEncoder(cfg.image_size)
-    axes = {"image": {2: "height", 3: "width"}}
-    to_onnx(model, (torch.rand(1, 3, 278, 185) * 255,), out / "poster_encoder.onnx", ["image"], "embedding", axes)
-    store_weights_fp16(out / "poster_encoder.onnx")
-    return model.dim
-
-
 def export_head(head: fusion.FusionHead, out: Path, text_dim: int, image_dim: int):
     args = (torch.zeros(1, text_dim), torch.zeros(1, image_dim), torch.ones(1, 1))
     axes = {name: {0: "batch"} for name in ("text", "image", "has_poster", "probabilities")}
     to_onnx(head, args, out / "fusion_head.onnx", ["text", "image", "has_poster"], "probabilities", axes)
 
 
-def manifest(cfg, labels, thresholds, text_dim, image_dim, out: Path) -> dict:
+def manifest(cfg, labels, thresholds, text_dim, poster: dict, cam: dict, out: Path) -> dict:
+    image_dim = poster["dim"]
     files = {f: {"bytes": (out / f).stat().st_size, "sha256": cache.file_digest(out / f)} for f in FILES}
     return {
         "labels": labels,
@@ -153,21 +147,8 @@ def manifest(cfg, labels, thresholds, text_dim, image_dim, out: Path) -> dict:
             "quantization": "int8 dynamic, per-channel weights; run one plot per call, unpadded",
             "batchable": False,  # dynamic int8: one activation scale per input tensor
         },
-        "poster_encoder": {
-            "file": "poster_encoder.onnx",
-            "inputs": {"image": [1, 3, "height", "width"]},
-            "input_type": "float32",
-            "output": "embedding",
-            "dim": image_dim,
-            "preprocessing": {
-                "pixels": "decoded RGB, 0..255, channels first",
-                "max_side": image.MAX_SIDE,
-                "max_bytes": image.MAX_BYTES,
-                "resize_in_model": [cfg.image_size, cfg.image_size],
-                "normalisation": {"mean": image.MEAN, "std": image.STD},
-            },
-            "weights": "fp16 storage, fp32 compute",
-        },
+        "poster_encoder": poster,
+        "poster_cam": cam,
         "fusion_head": {
             "file": "fusion_head.onnx",
             "inputs": {"text": ["batch", text_dim], "image": ["batch", image_dim], "has_poster": ["batch", 1]},
@@ -226,9 +207,11 @@ def run(cfg) -> cache.Output:
         movies, _, y = data.load(curated)
         dev_plots = movies.overview[movies.fold >= 0].tolist()
         quant = export_text(cfg, out, tuned / "encoder.safetensors", dev_plots)
-        image_dim = export_poster(cfg, out)
-        export_head(fusion.load(trained), out, quant["dim"], image_dim)
-        spec = manifest(cfg, metrics["labels"], metrics["thresholds"], quant["dim"], image_dim, out)
+        poster = poster_cam.export_poster(cfg, out)
+        head = fusion.load(trained)
+        export_head(head, out, quant["dim"], poster["dim"])
+        cam = poster_cam.export_cam(head, out, quant["dim"], poster["dim"])
+        spec = manifest(cfg, metrics["labels"], metrics["thresholds"], quant["dim"], poster, cam, out)
         (out / "manifest.json").write_text(json.dumps(spec, indent=1))
         check = shipped_check(out, movies, y, metrics)
         (out / "shipped.json").write_text(json.dumps({**check, "text_quantization": quant}, indent=1))
