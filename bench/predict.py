@@ -12,8 +12,8 @@ CSV (never committed), then runs the CLI as a user would, each run its own proce
 - both plot-only and with posters (the real posters, by absolute path: `--allow-outside`);
 - the defaults on a tenth of the rows too, to show that peak memory does not grow with input length.
 
-Prints rows/s, the speed-up over one at a time measured in the same run, and the peak resident memory
-of the whole process tree (sampled every 0.2 s), and the CPU time per row (user + system, all processes:
+Prints rows/s, the speed-up over one at a time measured in the same run, and the peak memory of the
+whole process tree (proportional set size, shared pages counted once; sampled every 0.2 s), and the CPU time per row (user + system, all processes:
 unlike rows/s, it does not depend on what else the machine runs). Target: ≥ 3× one at a time.
 """
 
@@ -33,28 +33,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants."""
-    parents, rss = {}, {}
-    for stat in Path("/proc").glob("[0-9]*/status"):
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and all its descendants: resident memory with pages shared
+    between them (the workers are forked) counted once in all, not once per process."""
+    parents = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
         try:
-            text = stat.read_text()
-        except OSError:
+            parents[int(status.parent.name)] = int(re.search(r"PPid:\s+(\d+)", status.read_text()).group(1))
+        except (OSError, AttributeError):
             continue
-        p = int(stat.parent.name)
-        parents[p] = int(re.search(r"PPid:\s+(\d+)", text).group(1))
-        m = re.search(r"VmRSS:\s+(\d+) kB", text)
-        rss[p] = int(m.group(1)) if m else 0
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        try:
+            total += int(re.search(r"Pss:\s+(\d+) kB", Path(f"/proc/{p}/smaps_rollup").read_text()).group(1))
+        except (OSError, AttributeError):
+            pass
         todo += [c for c, parent in parents.items() if parent == p]
     return total / 1024
 
 
 def run(src: Path, out: Path, *flags: str) -> tuple[float, float, float]:
-    """(wall seconds, peak MB of the process tree, CPU seconds of the tree) of one predict run."""
+    """(wall seconds, peak PSS MB of the process tree, CPU seconds of the tree) of one predict run."""
     cmd = [sys.executable, "-m", "pipeline", "predict", str(src), "--out", str(out), *flags]
     env = {**os.environ, "TQDM_DISABLE": "1"}
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -64,7 +64,7 @@ def run(src: Path, out: Path, *flags: str) -> tuple[float, float, float]:
 
     def sample():
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+            peak[0] = max(peak[0], tree_pss_mb(proc.pid))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)

@@ -27,6 +27,7 @@ import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -156,8 +157,12 @@ class GenrePredictor:
 
     def decide(self, probs: np.ndarray, mode: str) -> list[str]:
         """Genres at or over `mode`'s thresholds ("plot" or "plot+poster"); with none, the most probable."""
-        chosen = [g for g, p, t in zip(self.labels, probs, self.thresholds[mode]) if p >= t]
-        return chosen or [self.labels[int(np.argmax(probs))]]
+        return decide(probs, self.labels, self.thresholds[mode])
+
+
+def decide(probs: np.ndarray, labels: list[str], thresholds: np.ndarray) -> list[str]:
+    """The manifest's rule: genres whose probability is at or over its threshold; if none, the most probable."""
+    return [g for g, p, t in zip(labels, probs, thresholds) if p >= t] or [labels[int(np.argmax(probs))]]
 
 
 SENTENCE = re.compile(r"[^.!?]+[.!?]*\s*")  # demo.js splits plots with the same pattern
@@ -439,23 +444,25 @@ def predict_csv(
             w = csv.writer(out)
             w.writerow((["tmdb_id"] if "tmdb_id" in col else []) + labels + ["genres", "mode"])
             thresholds = mode_thresholds(spec)
-            for chunk, (probs, modes, warnings) in run_chunks(chunks(), models, workers, batch):
-                for message in warnings:
-                    print(message, file=sys.stderr)
-                k = 0
-                for row in chunk:
-                    cells = [] if row.tmdb_id is None else [row.tmdb_id]
-                    if row.overview is None:
-                        cells += [""] * len(labels) + ["", ""]
-                    else:
-                        p, mode = probs[k], modes[k]
-                        k += 1
-                        chosen = [g for g, x, t in zip(labels, p, thresholds[mode]) if x >= t]
-                        genres = chosen or [labels[int(np.argmax(p))]]
-                        cells += [f"{x:.6f}" for x in p] + ["|".join(genres), mode]
-                        written += 1
-                    w.writerow(cells)
-                progress.update(len(chunk))
+            try:
+                for chunk, (probs, modes, warnings) in run_chunks(chunks(), models, workers, batch):
+                    for message in warnings:
+                        print(message, file=sys.stderr)
+                    k = 0
+                    for row in chunk:
+                        cells = [] if row.tmdb_id is None else [row.tmdb_id]
+                        if row.overview is None:
+                            cells += [""] * len(labels) + ["", ""]
+                        else:
+                            p, mode = probs[k], modes[k]
+                            k += 1
+                            cells += [f"{x:.6f}" for x in p] + ["|".join(decide(p, labels, thresholds[mode])), mode]
+                            written += 1
+                        w.writerow(cells)
+                    progress.update(len(chunk))
+            except BrokenProcessPool:  # a worker killed (out of memory?): say so, keep what was written
+                progress.close()
+                return error(f"a worker process died after {written} predictions were written to {out_csv}")
         progress.close()
     note = f"; {skipped} rows skipped (see the warnings above)" if skipped else ""
     print(f"wrote {written} predictions to {out_csv}{note}", file=sys.stderr)
