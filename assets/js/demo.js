@@ -93,7 +93,6 @@ function rejectPoster(message) {
 
 function clearPoster() {
   if (posterState) waiters.get(posterState.id)?.(false);
-  posterState?.preview?.close();
   posterState = null;
   worker.postMessage({ type: "clear-poster" });
   $("poster-preview").hidden = true;
@@ -102,12 +101,12 @@ function clearPoster() {
 }
 
 function posterReady(m) {
-  if (posterState?.id !== m.id) return m.preview?.close();
-  Object.assign(posterState, { ok: true, preview: m.preview, w: m.w, h: m.h });
+  if (posterState?.id !== m.id) return;
+  Object.assign(posterState, { ok: true, w: m.w, h: m.h });
   const c = $("poster-preview");
   c.width = m.w;
   c.height = m.h;
-  c.getContext("2d").drawImage(m.preview, 0, 0);
+  c.getContext("2d").putImageData(m.preview, 0, 0);
   c.hidden = false;
   $("clear-poster").hidden = false;
   status(m.reduced ? `Large image (${m.width}×${m.height}) reduced to ${m.w}×${m.h} before the model.` : "");
@@ -159,41 +158,20 @@ function showGenres(m) {
   $("demo-results").hidden = false;
 }
 
-const JET = (v) => [Math.min(1, Math.max(0, 1.5 - Math.abs(4 * v - 3))), Math.min(1, Math.max(0, 1.5 - Math.abs(4 * v - 2))), Math.min(1, Math.max(0, 1.5 - Math.abs(4 * v - 1)))];
-
 function drawCam(k) {
-  const { maps, h, w } = run.cam;
-  const raw = maps[k];
-  const lo = Math.min(...raw), hi = Math.max(...raw.map((v) => v - lo));
-  const img = new ImageData(w, h);
-  raw.forEach((v, i) => {
-    const [r, g, b] = JET((v - lo) / (1e-7 + hi));
-    img.data.set([255 * r, 255 * g, 255 * b, 255], 4 * i);
-  });
-  const small = new OffscreenCanvas(w, h);
-  small.getContext("2d").putImageData(img, 0, 0);
-  const c = $("cam-canvas");
-  c.width = posterState.w;
-  c.height = posterState.h;
-  const ctx = c.getContext("2d");
-  ctx.drawImage(posterState.preview, 0, 0);
-  ctx.globalAlpha = 0.45;
-  ctx.imageSmoothingEnabled = true;
-  ctx.drawImage(small, 0, 0, c.width, c.height); // stretched: the model saw the whole poster resized
-  ctx.globalAlpha = 1;
-  const name = spec.labels[run.cam.genres[k]];
-  c.setAttribute("aria-label", `Poster heatmap for ${name}`);
+  const c = $("cam-canvas"), o = run.cam.overlays[k];
+  c.width = o.width;
+  c.height = o.height;
+  c.getContext("2d").putImageData(o, 0, 0);
+  c.setAttribute("aria-label", `Poster heatmap for ${spec.labels[run.cam.genres[k]]}`);
   for (const [j, b] of [...$("cam-genres").children].entries()) b.setAttribute("aria-pressed", String(j === k));
 }
 
 function showCam(m) {
   if (m.error || !posterState?.ok) return;
-  const [, , h, w] = m.dims;
-  const genres = m.genres.slice(0, 6);
-  const maps = genres.map((g) => Array.from(m.data.subarray(g * h * w, (g + 1) * h * w)));
-  run.cam = { maps, h, w, genres };
-  app.dataset.cam = JSON.stringify({ dims: [h, w], maps: Object.fromEntries(genres.map((g, k) => [spec.labels[g], maps[k]])) });
-  $("cam-genres").replaceChildren(...genres.map((g, k) => button(spec.labels[g], () => drawCam(k))));
+  run.cam = m;
+  app.dataset.cam = JSON.stringify({ dims: m.dims, maps: Object.fromEntries(m.genres.map((g, k) => [spec.labels[g], m.raw[k]])) });
+  $("cam-genres").replaceChildren(...m.genres.map((g, k) => button(spec.labels[g], () => drawCam(k))));
   drawCam(0);
   $("cam").hidden = false;
 }
@@ -207,54 +185,75 @@ function button(text, onClick) {
   return b;
 }
 
+const SHOWN_PAST_WINDOW = 2000; // characters of text past the encoder's window shown as plain text
+
+// The sentences as spans, built once per prediction; updates only restyle them.
+function buildWhy() {
+  const spans = run.parts.slice(0, run.window).map((part) => {
+    const el = document.createElement("span");
+    el.textContent = part;
+    return el;
+  });
+  const rest = run.parts.slice(run.window).join("");
+  const tail = document.createElement("span");
+  tail.className = "past";
+  tail.textContent = rest.length > SHOWN_PAST_WINDOW ? rest.slice(0, SHOWN_PAST_WINDOW) + " …" : rest;
+  run.spans = spans;
+  $("why-text").replaceChildren(...spans, tail);
+}
+
 function showWhy(k) {
   const { labels } = spec;
   const g = run.explained[k];
-  const drops = run.drops.map((d) => (d ? d[g] : null));
+  const drops = run.spans.map((_, i) => (run.drops[i] ? run.drops[i][g] : null));
   const max = Math.max(1e-6, ...drops.filter((d) => d !== null));
-  $("why-text").replaceChildren(...run.parts.map((part, i) => {
+  run.spans.forEach((el, i) => {
     const d = drops[i];
-    const el = document.createElement(d > 0 ? "mark" : "span");
-    el.textContent = part;
-    if (d === null || d === undefined) { el.className = "pending"; return el; }
-    el.dataset.drop = String(d);
-    if (d > 0) {
-      el.className = "why";
-      el.style.backgroundColor = `rgba(36, 84, 166, ${(0.12 + 0.5 * d / max).toFixed(3)})`;
-      el.title = `without this sentence, ${labels[g]} falls by ${(100 * d).toFixed(1)} points`;
-    }
-    return el;
-  }));
+    el.className = d === null ? "pending" : d > 0 ? "why" : "";
+    el.style.backgroundColor = d > 0 ? `rgba(36, 84, 166, ${(0.12 + 0.5 * d / max).toFixed(3)})` : "";
+    el.title = d > 0 ? `without this sentence, ${labels[g]} falls by ${(100 * d).toFixed(1)} points` : "";
+    if (d === null) delete el.dataset.drop; else el.dataset.drop = String(d);
+  });
   run.shown = k;
   for (const [j, b] of [...$("why-genres").children].entries()) b.setAttribute("aria-pressed", String(j === k));
 }
 
 function whyStart(m) {
   run.parts = m.parts;
-  run.drops = m.parts.map(() => undefined);
+  const zeros = new Array(spec.labels.length).fill(0); // past the encoder's window: exactly no effect
+  run.drops = m.parts.map((_, i) => (i >= m.window ? zeros : null));
   run.explained = run.genres.slice(0, 6);
   run.toRun = m.toRun;
   run.window = m.window;
+  buildWhy();
   $("why-genres").replaceChildren(...run.explained.map((g, k) => button(spec.labels[g], () => showWhy(k))));
   showWhy(0);
   $("why").hidden = false;
 }
 
+let drawPending = false; // restyle the highlighted text at most once per frame
+function redrawWhy() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => { drawPending = false; if (run?.spans) showWhy(run.shown ?? 0); });
+}
+
 function whyStep(m) {
   run.drops[m.i] = m.drops;
-  const done = run.drops.filter((d) => d !== undefined).length;
-  $("why-progress").textContent = done < run.parts.length ? `Scoring sentence ${done + 1} of ${run.parts.length}…` : "";
-  showWhy(run.shown ?? 0);
+  $("why-progress").textContent = m.i + 1 < run.toRun ? `Scoring sentence ${m.i + 2} of ${run.toRun}…` : "";
+  redrawWhy();
 }
 
 function whyDone(m) {
+  showWhy(run.shown ?? 0);
   const ms = performance.now() - run.t0;
   app.dataset.whyMs = ms.toFixed(1);
   if (m.parts.length >= 2) {
-    const skipped = m.parts.length - m.runs;
-    $("why-progress").textContent = skipped > 0
-      ? `${m.runs} sentences re-scored; the ${skipped} after ${m.runs < run.window ? "the first " + m.runs : "the model's 256-token window"} ${m.runs < run.window ? "were not scored" : "cannot change its input (drop 0)"}.`
-      : "";
+    const past = m.parts.length - run.window, capped = run.window - m.runs;
+    const notes = [`${m.runs} of ${m.parts.length} sentences re-scored`];
+    if (past > 0) notes.push(`${past} start after the model's first ${spec[app.dataset.text].max_len} tokens, so leaving them out changes nothing (drop 0)`);
+    if (capped > 0) notes.push(`${capped} more were not scored (at most ${m.runs} re-scorings)`);
+    $("why-progress").textContent = notes.join("; ") + ".";
     app.dataset.why = JSON.stringify({
       sentences: run.parts,
       genres: run.explained.map((g) => spec.labels[g]),

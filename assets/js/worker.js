@@ -303,8 +303,7 @@ async function decodePoster(blob) {
     }
     rgba[4 * i + 3] = 255;
   }
-  const preview = await createImageBitmap(new ImageData(rgba, w, h));
-  return { pixels, dims: [1, 3, h, w], width: W, height: H, reduced: k > 1, preview };
+  return { pixels, rgba, dims: [1, 3, h, w], width: W, height: H, reduced: k > 1 };
 }
 
 async function setPoster({ id, blob }) {
@@ -313,8 +312,9 @@ async function setPoster({ id, blob }) {
     try {
       const p = await decodePoster(blob);
       if (posterJob !== job) return;
-      poster = { id, pixels: p.pixels, dims: p.dims };
-      post({ type: "poster", id, width: p.width, height: p.height, w: p.dims[3], h: p.dims[2], reduced: p.reduced, preview: p.preview }, [p.preview]);
+      poster = { id, pixels: p.pixels, rgba: p.rgba, dims: p.dims };
+      const preview = new ImageData(p.rgba.slice(), p.dims[3], p.dims[2]);
+      post({ type: "poster", id, width: p.width, height: p.height, w: p.dims[3], h: p.dims[2], reduced: p.reduced, preview }, [preview.data.buffer]);
     } catch (e) {
       if (posterJob === job) post({ type: "poster-error", id, message: e.message });
     }
@@ -360,12 +360,35 @@ async function predict({ id, plot, withPoster }) {
   await explain(id, plot, text, head, textEmb, p?.embedding ?? null, probs);
 }
 
+const JET = (v) => [1.5 - Math.abs(4 * v - 3), 1.5 - Math.abs(4 * v - 2), 1.5 - Math.abs(4 * v - 1)].map((c) => 255 * Math.min(1, Math.max(0, c)));
+
+// Each map scaled to 0..1 (as pytorch-grad-cam does), coloured and stretched over the whole poster
+// (the model saw the whole poster resized), blended onto it: finished pixels for the page to show.
+function overlay(p, raw, h, w) {
+  const lo = Math.min(...raw), hi = Math.max(...raw) - lo;
+  const small = new OffscreenCanvas(w, h);
+  const heat = new ImageData(w, h);
+  raw.forEach((v, i) => heat.data.set([...JET((v - lo) / (1e-7 + hi)), 255], 4 * i));
+  small.getContext("2d").putImageData(heat, 0, 0);
+  const [, , H, W] = p.dims;
+  const canvas = new OffscreenCanvas(W, H);
+  const ctx = canvas.getContext("2d");
+  ctx.putImageData(new ImageData(p.rgba.slice(), W, H), 0, 0);
+  ctx.globalAlpha = 0.45;
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(small, 0, 0, W, H);
+  return ctx.getImageData(0, 0, W, H);
+}
+
 async function cam(id, p, textEmb, genres) {
   try {
     const s = await load("cam");
     const out = await run(s, { features: p.features, text: new ort.Tensor("float32", textEmb, [1, spec[textPart].dim]) });
-    const maps = out[spec.poster_cam.output];
-    post({ type: "cam", id, data: Float32Array.from(maps.data), dims: maps.dims, genres });
+    const maps = out[spec.poster_cam.output], [, , h, w] = maps.dims;
+    const shown = genres.slice(0, 6);
+    const raw = shown.map((g) => Array.from(maps.data.subarray(g * h * w, (g + 1) * h * w)));
+    const overlays = raw.map((m) => overlay(p, m, h, w));
+    post({ type: "cam", id, genres: shown, raw, dims: [h, w], overlays }, overlays.map((o) => o.data.buffer));
   } catch (e) {
     post({ type: "cam", id, error: e.message });
   }
@@ -389,18 +412,19 @@ async function explain(id, plot, text, head, textEmb, image, probs) {
   }
   const inWindow = Math.min(lo, MAX_RUNS);
   post({ type: "why-start", id, parts, toRun: inWindow, window: lo });
+  // sentences from `lo` on are past the window: their drops are exact zeros, sent once (why-start)
   const batch = spec[textPart].batchable ? 8 : 1;
-  for (let i = 0; i < parts.length; i += batch) {
+  for (let i = 0; i < lo; i += batch) {
     await pause();
     if (current !== id) return;
-    const group = Array.from({ length: Math.min(batch, parts.length - i) }, (_, j) => i + j);
+    const group = Array.from({ length: Math.min(batch, lo - i) }, (_, j) => i + j);
     const rests = group.map((s) => [...parts.slice(0, s), ...parts.slice(s + 1)].join("").trim());
     const todo = group.filter((s, j) => s < inWindow && rests[j]);
     const embs = todo.length ? await embedTexts(todo.map((s) => rests[group.indexOf(s)]), text) : [];
     if (current !== id) return;
     for (const s of group) {
-      let drops = new Array(probs.length).fill(0); // past the window, or nothing left without it
-      if (s >= inWindow && s < lo) drops = null; // over the cap: not computed
+      let drops = new Array(probs.length).fill(0); // nothing left without this sentence
+      if (s >= inWindow) drops = null; // over the cap: not computed
       const at = todo.indexOf(s);
       if (at >= 0) {
         const without = await combine(head, embs[at], image);
