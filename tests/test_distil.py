@@ -1,0 +1,212 @@
+"""The distilled student text encoder (pipeline/distil.py): vocabulary pruning, unseen words,
+rows it may read, ONNX export and quantization modes, the selection rule."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from pipeline import config, distil, quantize, text
+from tests.conftest import TINY
+
+TRAIN_PLOTS = [
+    "A haunted cabin in the woods hides a demon.",
+    "Two friends plan a heist and a chase through the city.",
+    "An awkward wedding turns into a hilarious family dinner.",
+]
+
+
+def tiny_config(tiny, **extra) -> config.Config:
+    """The tiny run's configuration (conftest's TINY flags and folders) as a Config."""
+    cfg = config.load()
+    flags = dict(zip(TINY[::2], TINY[1::2]))
+    for flag, value in flags.items():
+        key = flag.removeprefix("--")
+        cfg[key] = type(cfg[key])(value)
+    cfg.update(data=str(tiny.data), work=str(tiny.work), site_data=str(tiny.site_data), models=str(tiny.models))
+    cfg.update(threads=1, student_epochs=2, student_views=1, **extra)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def base_json():
+    return json.loads(text.load_tokenizer("minilm").to_str())
+
+
+@pytest.fixture(scope="module")
+def pruned(base_json):
+    tok = text.load_tokenizer("minilm")
+    used = {i for p in TRAIN_PLOTS for i in tok.encode(p).ids}
+    keep = distil.kept_ids(base_json, used)
+    return keep, distil.load_tokenizer_json(distil.pruned_tokenizer(base_json, keep))
+
+
+def test_pruned_vocabulary_tokenizes_training_plots_as_the_teacher(pruned, base_json):
+    keep, student_tok = pruned
+    teacher_tok = text.load_tokenizer("minilm")
+    assert len(keep) < len(base_json["model"]["vocab"]) / 10
+    for plot in TRAIN_PLOTS:
+        assert student_tok.encode(plot).tokens == teacher_tok.encode(plot).tokens
+        # ids are renumbered, consistently with the kept teacher ids
+        assert [keep[i] for i in student_tok.encode(plot).ids] == teacher_tok.encode(plot).ids
+    first = student_tok.encode(TRAIN_PLOTS[0])
+    assert first.tokens[0] == "[CLS]" and first.tokens[-1] == "[SEP]"
+    assert student_tok.token_to_id("[PAD]") == 0
+
+
+@pytest.mark.parametrize(
+    "word", ["spaceship", "zombies", "Kowalczyk", "antidisestablishmentarianism", "xqzv", "café", "1987"]
+)
+def test_unseen_and_rare_words_split_into_pieces_not_unk(pruned, word):
+    _, student_tok = pruned
+    enc = student_tok.encode(word)
+    pieces = enc.tokens[1:-1]  # between [CLS] and [SEP]
+    assert "[UNK]" not in enc.tokens, enc.tokens
+    assert pieces, enc.tokens
+    # the pieces spell the word again (lower-cased, accents as BERT's normaliser keeps them)
+    spelled = "".join(p.removeprefix("##") for p in pieces)
+    assert spelled == text.load_tokenizer("minilm").normalizer.normalize_str(word)
+    print(word, "->", pieces)
+
+
+def test_characters_the_teacher_lacks_stay_unknown_as_in_the_teacher(pruned):
+    _, student_tok = pruned
+    teacher = text.load_tokenizer("minilm").encode("a \U0001f600 demon").tokens
+    assert student_tok.encode("a \U0001f600 demon").tokens == teacher  # [UNK] for both
+
+
+def test_augment_gives_new_nonempty_texts():
+    rng = np.random.default_rng(0)
+    plot = "One. Two is here. Three comes later! Four ends it?"
+    views = {distil.augment(plot, rng, "Another plot. With two sentences.") for _ in range(40)}
+    assert all(v.strip() for v in views)
+    assert len(views) > 10 and any(v != plot for v in views)
+
+
+@pytest.fixture(scope="module")
+def student_pair(base_json):
+    """A 1-layer, rank-16 student initialised from the pretrained MiniLM (no training)."""
+    teacher = text.TextEncoder("minilm").eval()
+    tok = text.load_tokenizer("minilm")
+    keep = distil.kept_ids(base_json, {i for p in TRAIN_PLOTS for i in tok.encode(p).ids})
+    cfg = config.Config(max_len=64, student_layers="5", student_rank=16)
+    student = distil.StudentEncoder(distil.student_spec(cfg, teacher, len(keep)))
+    distil.init_from_teacher(student, teacher, keep)
+    return teacher, student.eval(), distil.load_tokenizer_json(distil.pruned_tokenizer(base_json, keep))
+
+
+def test_full_rank_student_with_all_layers_is_the_teacher(base_json):
+    """Initialisation copies the teacher exactly: same layers, full rank, kept rows."""
+    teacher = text.TextEncoder("minilm").eval()
+    tok = text.load_tokenizer("minilm")
+    keep = distil.kept_ids(base_json, {i for p in TRAIN_PLOTS for i in tok.encode(p).ids})
+    cfg = config.Config(max_len=64, student_layers="0,1,2,3,4,5", student_rank=0)
+    student = distil.StudentEncoder(distil.student_spec(cfg, teacher, len(keep)))
+    distil.init_from_teacher(student, teacher, keep)
+    student_tok = distil.load_tokenizer_json(distil.pruned_tokenizer(base_json, keep))
+    with torch.no_grad():
+        for plot in TRAIN_PLOTS:
+            a = teacher(*text.pad([text.encode(tok, plot, 64)]))
+            b = student.eval()(*text.pad([text.encode(student_tok, plot, 64)]))
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static", "fp16"])
+def test_exported_student_matches_torch_and_batchable_means_batch_invariant(student_pair, tmp_path, mode):
+    _, student, student_tok = student_pair
+    plots = TRAIN_PLOTS + ["A ghost. A kiss.", "The soldier's letters reach her one summer, years after the war ended."]
+    ids = [text.encode(student_tok, p, 64) for p in plots]
+    x = torch.tensor([ids[0]])
+    fp32 = tmp_path / "fp32.onnx"
+    axes = {
+        "input_ids": {0: "batch", 1: "tokens"},
+        "attention_mask": {0: "batch", 1: "tokens"},
+        "embedding": {0: "batch"},
+    }
+    quantize.export_onnx(student, (x, torch.ones_like(x)), fp32, ["input_ids", "attention_mask"], "embedding", axes)
+    with torch.no_grad():
+        ref = np.concatenate([student(*text.pad([r])).numpy() for r in ids])
+    assert np.abs(quantize.outputs(fp32, quantize.text_feeds(ids)) - ref).max() < 1e-4
+    out = tmp_path / f"{mode}.onnx"
+    info = quantize.quantize_text(fp32, out, mode, quantize.text_feeds(ids * 4))
+    cos = quantize.embedding_cosine(fp32, out, quantize.text_feeds(ids))
+    assert cos["min"] > 0.97, cos
+    spread = quantize.batch_matches(out, ids)
+    print(mode, info, cos, "batched vs single", spread)
+    assert info["batchable"] == (mode in ("static", "fp16"))
+    assert info["batchable"] == (spread <= 1e-4)  # batchable exactly when batching changes nothing
+    assert not (quantize.op_types(out) - quantize.WASM_OPS - STANDARD_OPS)
+
+
+STANDARD_OPS = {  # plain ai.onnx operators the exported transformer uses (wasm runs every ai.onnx op)
+    *("Add", "And", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Erf", "Expand"),
+    *("Flatten", "Gather", "GreaterOrEqual", "IsNaN", "LayerNormalization", "MatMul", "Mul", "Range"),
+    *("ReduceSum", "Reshape", "Shape", "Slice", "Softmax", "Sqrt", "Pow", "ReduceMean", "Sub", "Transpose"),
+    *("Unsqueeze", "Where", "Not", "Less", "Squeeze", "Neg"),
+}
+
+
+def test_student_passes_only_within_the_bound():
+    teacher = {"plot": {"micro_f1": 0.640, "macro_f1": 0.570}, "plot+poster": {"micro_f1": 0.670, "macro_f1": 0.610}}
+    close = {"plot": {"micro_f1": 0.636, "macro_f1": 0.566}, "plot+poster": {"micro_f1": 0.672, "macro_f1": 0.606}}
+    assert distil.student_passes(teacher, close)
+    worse = json.loads(json.dumps(close))
+    worse["plot+poster"]["macro_f1"] = 0.604
+    assert not distil.student_passes(teacher, worse)
+    assert distil.student_passes({"micro_f1": 0.5, "macro_f1": 0.5}, {"micro_f1": 0.6, "macro_f1": 0.496})
+    assert not distil.student_passes({"micro_f1": 0.5, "macro_f1": 0.5}, {"micro_f1": 0.6, "macro_f1": 0.4949})
+
+
+@pytest.fixture(scope="module")
+def distilled(tiny):
+    cfg = tiny_config(tiny)
+    return cfg, distil.run(cfg)
+
+
+def test_distil_stage_never_reads_test_plots_and_holds_out_its_check_fold(distilled):
+    import pandas as pd
+
+    cfg, out = distilled
+    movies = pd.read_csv(next((cfg.path("work") / "data").glob("*/movies.csv")), keep_default_na=False)
+    tok = text.load_tokenizer(cfg.text_backbone)
+    vocab = json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]
+    dev = movies.split != "test"
+    dev_tokens = {t for p in movies.overview[dev] for t in tok.encode(p).tokens}
+    test_only = {t for p in movies.overview[~dev] for t in tok.encode(p).tokens} - dev_tokens
+    test_only = {t for t in test_only if len(t.removeprefix("##")) > 1}  # characters are always kept
+    assert dev_tokens <= set(vocab)
+    assert not (test_only & set(vocab)), test_only & set(vocab)
+    held = np.load(out / "check_rows.npy")
+    assert len(held) and not (movies.split[held] == "test").any()
+    if "fold" in movies:
+        assert (movies.fold[held] == cfg.get("distil_check_fold", 0)).all()
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["history"]) == 2 and history["history"][-1]["logit_mse"] < history["history"][0]["logit_mse"]
+    assert np.load(out / "logits.npy").shape[0] == len(movies)
+
+
+def test_distil_stage_is_cached(distilled, capsys):
+    cfg, out = distilled
+    again = distil.run(cfg)
+    assert again.path == out.path and "[distil] cached" in capsys.readouterr().out
+
+
+def test_export_student_writes_a_runnable_encoder_and_its_manifest_entry(distilled, tmp_path):
+    cfg, out = distilled
+    entry = distil.export_student(cfg, out, tmp_path, "static")
+    assert set(entry) >= {"file", "tokenizer", "dim", "max_len", "max_chars", "inputs", "input_type", "output"}
+    assert entry["batchable"] is True and entry["dim"] == 384 and entry["max_len"] == cfg.max_len
+    check = json.loads((tmp_path / "student_check.json").read_text())
+    assert check["onnx_fp32_vs_torch_max_abs"] < 1e-4
+    assert check["cosine_to_fp32"]["min"] > 0.97
+    tok = distil.load_tokenizer_json(json.loads((tmp_path / entry["tokenizer"]).read_text()))
+    sess = ort.InferenceSession(str(tmp_path / entry["file"]), providers=["CPUExecutionProvider"])
+    ids = np.array([text.encode(tok, "A haunted cabin and a zyxwvut demon.", cfg.max_len)], np.int64)
+    emb = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+    assert emb.shape == (1, entry["dim"]) and np.isfinite(emb).all()
+    student, _ = distil.load_student(out)
+    with torch.no_grad():
+        ref = student(torch.from_numpy(ids), torch.ones_like(torch.from_numpy(ids))).numpy()
+    assert quantize.cosines(emb, ref)[0] > 0.97
