@@ -1,0 +1,140 @@
+"""The cross-fitting diagram (assets/figures/crossfit.svg): which rows each model trains on, and how
+out-of-fold predictions carry every choice before the shipped models train on all dev rows."""
+
+from pathlib import Path
+
+from .style import CHAR_EM, GREEN, INK, MUTED, ORANGE, PAD, SUB, Box, arrow, document, down, place_rows, text, wrap
+
+MARGIN, GAP, ROW = 14, 22, 30  # ROW: height of a row of cells
+CELLS = {
+    "train": ("#dbe6fb", INK),
+    "held out": (ORANGE, "#ffffff"),
+    "unused": ("#f1f2f5", MUTED),
+    "report": (GREEN, "#ffffff"),
+}
+NB = "\u00a0"  # a no-break space keeps "plot + poster" on one line
+
+
+class Grid:
+    """Columns: the K dev folds, then the test split (set apart); one row of cells per model."""
+
+    def __init__(self, fold_sizes: list[int], n_test: int, names: list[str]):
+        self.k = len(fold_sizes)
+        self.heads = [(f"fold {i + 1}", str(n)) for i, n in enumerate(fold_sizes)] + [("test", str(n_test))]
+        names = [*names, "movies"]  # the label of the header's second line
+        words = [*CELLS, *names, *(s for h in self.heads for s in h)]
+        self.label_w = max(len(s) for s in names) * SUB * CHAR_EM + PAD
+        self.col_w = max(len(s) for s in words if s not in names) * SUB * CHAR_EM + PAD
+        self.width = 2 * MARGIN + self.label_w + (self.k + 1) * self.col_w + 8
+
+    def x(self, j: int) -> float:
+        """Left edge of column j (the test column sits 8 px apart)."""
+        return MARGIN + self.label_w + j * self.col_w + (8 if j == self.k else 0)
+
+    def header(self, y: float) -> tuple[list[str], float]:
+        out = [text(MARGIN, y + 2.4 * SUB, "movies", SUB, anchor="start", fill=MUTED)]
+        for j, (a, b) in enumerate(self.heads):
+            cx = self.x(j) + self.col_w / 2
+            out += [text(cx, y + SUB, a, SUB, weight=600), text(cx, y + 2.4 * SUB, b, SUB, fill=MUTED)]
+        return out, y + 2.4 * SUB + 8
+
+    def row(self, y: float, name: str, cells: list[str], bold=False) -> list[str]:
+        out = [text(MARGIN, y + ROW / 2 + SUB * 0.35, name, SUB, anchor="start", weight=600 if bold else 400)]
+        for j, label in enumerate(cells):
+            fill, ink = CELLS[label]
+            out.append(
+                f'<rect x="{self.x(j):.1f}" y="{y:.1f}" width="{self.col_w:.1f}" height="{ROW}" rx="4" fill="{fill}" '
+                f'stroke="#ffffff" stroke-width="2"/>'
+            )
+            out.append(text(self.x(j) + self.col_w / 2, y + ROW / 2 + SUB * 0.35, label, SUB, fill=ink))
+        return out
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def svg(fold_sizes: list[int], n_test: int, epochs: int, epochs_max: int, fusion_epochs: int) -> str:
+    k = len(fold_sizes)
+    names = [f"fold model {i + 1}" for i in range(k)] + ["shipped models"]
+    grid = Grid(fold_sizes, n_test, names)
+    width = max(grid.width, 400)
+    inner = width - 2 * MARGIN - 2 * PAD
+    parts, y = grid.header(MARGIN)
+    for i in range(k):  # fold model i trains on every dev fold but i, scores fold i, never sees test
+        parts += grid.row(y, names[i], ["held out" if j == i else "train" for j in range(k)] + ["unused"])
+        y += ROW
+    flow = [
+        Box(
+            "Out-of-fold text logits",
+            wrap(
+                f"each dev row scored by the fold model that held it out: {k} fine-tunes, none saw that row's labels",
+                inner,
+            ),
+        ),
+        Box(
+            "Fusion head, cross-fitted",
+            wrap(
+                "trained on those logits and the posters, over the same folds → "
+                f"out-of-fold probabilities, plot only and plot{NB}+{NB}poster",
+                inner,
+            ),
+        ),
+        Box(
+            "Choices, on dev folds only",
+            [
+                *wrap(f"fine-tuning: {epochs} of {plural(epochs_max, 'epoch')} (held-out AP)", inner),
+                *wrap(f"fusion head: {plural(fusion_epochs, 'epoch')} (early stopping)", inner),
+                *wrap("thresholds per genre and input mode; peers tuned alike", inner),
+            ],
+            fill="#fdeede",
+            stroke=ORANGE,
+        ),
+    ]
+    bottom = place_rows([[(b, width / 2)] for b in flow], y + GAP, GAP)
+    parts.append(arrow(width / 2, y + 2, width / 2, flow[0].y - 2))
+    parts += [b.svg() for b in flow] + [down(a, b) for a, b in zip(flow, flow[1:])]
+    # the shipped models: the same columns, every dev fold trains them, and only they meet the test rows
+    y = bottom + GAP
+    parts.append(arrow(width / 2, bottom, width / 2, y - 2))
+    for line in wrap("text encoder and fusion head, retrained on every dev row with those choices", inner):
+        y += SUB * 1.35
+        parts.append(text(width / 2, y - 3, line, SUB, fill=MUTED))
+    y += 6
+    parts += grid.row(y, names[-1], ["train"] * k + ["report"], bold=True)
+    y += ROW
+    report = Box(
+        "Test report",
+        wrap("F1 with bootstrap 95 % intervals: no choice ever touched these rows", inner),
+        fill="#e3f4ea",
+        stroke=GREEN,
+    )
+    bottom = place_rows([[(report, width / 2)]], y + GAP, GAP)
+    test_cx = grid.x(k) + grid.col_w / 2
+    parts.append(arrow(test_cx, y, test_cx, report.y - 2))
+    parts.append(report.svg())
+    return document(
+        width,
+        bottom + MARGIN,
+        "Cross-fitting: dev folds, fold models, out-of-fold predictions, shipped models, test report",
+        f"{sum(fold_sizes)} dev movies are split into {k} folds and {n_test} test movies are set aside. Each of {k} "
+        "fold models trains on the other folds and scores its held-out fold, so every dev row gets text logits from a "
+        "model that never saw its labels. The fusion head trains on those out-of-fold logits, cross-fitted over the "
+        "same folds. Epochs and thresholds are chosen on the out-of-fold predictions; the shipped models then train on "
+        "every dev row, and only they are scored on the test split.",
+        parts,
+    )
+
+
+def draw(curation: dict, tuned_history: dict, fusion_history: dict, out: Path) -> dict:
+    tuned_epochs = len(tuned_history["folds"][0])
+    (out / "crossfit.svg").write_text(
+        svg(
+            curation["folds"],
+            curation["split"]["test"],
+            tuned_history["chosen_epochs"],
+            tuned_epochs,
+            fusion_history["head"]["epochs"],
+        )
+    )
+    return {}

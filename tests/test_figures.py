@@ -1,0 +1,145 @@
+"""Figures: SVG text fits its boxes (by the width estimate the layout uses, and as Chromium renders it),
+the SVGs stay readable on a 390 px phone, and the tiny run draws every figure the site shows."""
+
+import re
+import shutil
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from pipeline.figures import architecture, scheme, style
+from tests.conftest import ROOT, cli
+
+SVG = "{http://www.w3.org/2000/svg}"
+MIN_PHONE_FONT = 8.5  # CSS px: the smallest text an SVG may shrink to on a 390 px phone
+
+
+def manifest(text_dim=384, image_dim=1280, labels=18, max_len=256, size=224) -> dict:
+    return {
+        "labels": [f"Genre {i}" for i in range(labels)],
+        "text_encoder": {"dim": text_dim, "max_len": max_len},
+        "poster_encoder": {"dim": image_dim, "preprocessing": {"resize_in_model": [size, size]}},
+    }
+
+
+SVGS = {
+    "architecture": architecture.svg(manifest(), 256),
+    "crossfit": scheme.svg([1204, 1203, 1205], 638, 3, 3, 12),
+    # stress cases: their text must still fit its boxes, though they may shrink below legible on a phone
+    "architecture-stress": architecture.svg(manifest(4096, 2048, 120, 8192, 1024), 4096),
+    "crossfit-stress": scheme.svg([99999] * 5, 123456, 10, 12, 250),
+}
+
+
+def parse(svg: str):
+    root = ET.fromstring(svg)
+    _, _, vw, vh = map(float, root.get("viewBox").split())
+    rects = [
+        {k: float(r.get(k)) for k in ("x", "y", "width", "height")}
+        for r in root.iter(SVG + "rect")
+        if r.get("x") is not None  # the page background has no position
+    ]
+    texts = []
+    for t in root.iter(SVG + "text"):
+        size, x, y = float(t.get("font-size")), float(t.get("x")), float(t.get("y"))
+        w = style.text_width(t.text, size)
+        left = {"middle": x - w / 2, "start": x, "end": x - w}[t.get("text-anchor", "start")]
+        texts.append({"text": t.text, "size": size, "left": left, "right": left + w, "top": y - size, "bottom": y})
+    return root, vw, vh, rects, texts
+
+
+def container(rects, box):
+    """The smallest rect holding the middle of a text's box, or None (then it must fit the picture)."""
+    cx, cy = (box["left"] + box["right"]) / 2, (box["top"] + box["bottom"]) / 2
+    inside = [r for r in rects if r["x"] <= cx <= r["x"] + r["width"] and r["y"] <= cy <= r["y"] + r["height"]]
+    return min(inside, key=lambda r: r["width"] * r["height"], default=None)
+
+
+def misfits(rects, boxes, vw, vh) -> list[str]:
+    out = []
+    for b in boxes:
+        r = container(rects, b) or {"x": 0, "y": 0, "width": vw, "height": vh}
+        if (
+            b["left"] < r["x"]
+            or b["right"] > r["x"] + r["width"]
+            or b["top"] < r["y"]
+            or b["bottom"] > r["y"] + r["height"]
+        ):
+            out.append(
+                f"{b['text']!r} [{b['left']:.0f}, {b['right']:.0f}] outside [{r['x']:.0f}, {r['x'] + r['width']:.0f}]"
+            )
+    return out
+
+
+@pytest.mark.parametrize("name", SVGS)
+def test_svg_text_fits_its_boxes(name):
+    """Every text, at CHAR_EM × font size per character (wider than common sans-serif fonts), lies
+    inside the box it is drawn in, or inside the picture."""
+    _, vw, vh, rects, texts = parse(SVGS[name])
+    assert texts and not misfits(rects, texts, vw, vh), misfits(rects, texts, vw, vh)
+
+
+@pytest.mark.parametrize("name", SVGS)
+def test_svg_is_readable_on_a_phone(name):
+    """Shown as an <img> with max-width 100 %, the SVG scales to at most the phone's width: its
+    smallest text must stay legible there, and it never grows on desktop past its natural size."""
+    root, vw, _, _, texts = parse(SVGS[name])
+    natural = float(root.get("width"))
+    shown = min(natural, style.PHONE)
+    smallest = min(t["size"] for t in texts) * shown / vw
+    print(f"{name}: viewBox width {vw:.0f}, natural {natural:.0f} px, smallest text on a phone {smallest:.1f} px")
+    if not name.endswith("stress"):
+        assert smallest >= MIN_PHONE_FONT
+
+
+def test_svg_text_fits_as_rendered(tmp_path):
+    """The same check with the widths Chromium measures in the fonts it really has."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which("chromium"):
+        pytest.skip("no chromium")
+    from tests import site
+
+    with sync_api.sync_playwright() as p:
+        browser = site.launch(p)
+        page = browser.new_page()
+        for name, svg in SVGS.items():
+            page.set_content(f"<!DOCTYPE html><body style='margin:0'>{svg}</body>")
+            boxes = page.evaluate(
+                """() => [...document.querySelectorAll('text')].map(t => {
+                    const b = t.getBBox();
+                    return {text: t.textContent, size: +t.getAttribute('font-size'),
+                            left: b.x, right: b.x + b.width, top: b.y, bottom: b.y + b.height,
+                            estimate: t.textContent.length * 0.6 * t.getAttribute('font-size')};
+                })"""
+            )
+            _, vw, vh, rects, _ = parse(svg)
+            widest = max((b["right"] - b["left"]) / b["estimate"] for b in boxes if b["text"].strip())
+            print(f"{name}: rendered width / estimate at most {widest:.2f}")
+            assert not misfits(rects, boxes, vw, vh), misfits(rects, boxes, vw, vh)
+        browser.close()
+
+
+def site_figures() -> set[str]:
+    """Figure files the write-up references by name (gradcam/ and thumbs/ come from _data lists)."""
+    pages = [ROOT / "index.md", *(ROOT / "_includes").glob("*.html")]
+    return {m for p in pages for m in re.findall(r"/assets/figures/([\w.-]+\.(?:png|svg|html))", p.read_text())}
+
+
+def test_tiny_run_draws_every_figure_the_site_shows(tiny):
+    missing = sorted(f for f in site_figures() if not (tiny.figures / f).is_file())
+    assert not missing, f"referenced by the site but not drawn: {missing}"
+    facts = tiny.json("figures.json")
+    for f in facts["files"]:
+        assert (tiny.figures / f).is_file(), f
+        if f.endswith(".png"):
+            assert (tiny.figures / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
+    assert 1 <= facts["finetune_epochs_chosen"] <= facts["finetune_epochs_max"]
+    assert 0 <= facts["expected_calibration_error"] <= 1
+    for name in ("architecture.svg", "crossfit.svg"):
+        _, vw, vh, rects, texts = parse((tiny.figures / name).read_text())
+        assert not misfits(rects, texts, vw, vh), (name, misfits(rects, texts, vw, vh))
+
+
+def test_figures_rerun_is_cached(tiny):
+    proc = cli(*tiny.args("figures"))
+    assert re.search(r"^\[figures\] cached: ", proc.stdout, re.M), proc.stdout[-2000:]
