@@ -245,7 +245,7 @@ function whyStep(m) {
 }
 
 function whyDone(m) {
-  showWhy(run.shown ?? 0);
+  if (run.spans) showWhy(run.shown ?? 0);
   const ms = performance.now() - run.t0;
   app.dataset.whyMs = ms.toFixed(1);
   if (m.parts.length >= 2) {
