@@ -60,7 +60,8 @@ class FusionHead(nn.Module):
     def fit_scaling(self, image: np.ndarray, has_poster: np.ndarray):
         seen = image[has_poster[:, 0] > 0] if has_poster.any() else image
         self.image_mean.copy_(torch.from_numpy(seen.mean(0)))
-        self.image_std.copy_(torch.from_numpy(seen.std(0) + 1e-6))
+        # a floor: a feature (nearly) constant over the training posters must not blow up on a new one
+        self.image_std.copy_(torch.from_numpy(np.maximum(seen.std(0), 1e-2)))
 
 
 def tensors(*arrays):

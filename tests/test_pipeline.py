@@ -187,8 +187,11 @@ def test_figures_are_written(tiny):
         "topics_top.png",
         "topic_genres.png",
         "topic_map.png",
+        "results_ci.png",
+        "f1_by_length.png",
     ):
         assert (tiny.figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert (tiny.figures / "crossfit.svg").read_text().startswith("<svg")
     svg = (tiny.figures / "architecture.svg").read_text()
     assert svg.startswith("<svg") and "Fusion head" in svg and "64 tokens" in svg
     html = (tiny.figures / "topics_map.html").read_text()
