@@ -11,7 +11,8 @@ STAGES = {
     "embed": "plot embeddings (frozen and fine-tuned MiniLM) and poster embeddings (EfficientNet-Lite0)",
     "train": "train the fusion head (and the poster-only head) on the embeddings",
     "evaluate": "tune thresholds on val, score every model on test, write _data/metrics.json",
-    "export": "export the ONNX models and manifest.json to assets/models/",
+    "distil": "distil a web-sized student text encoder from the fine-tuned one (no labels read)",
+    "export": "export the ONNX models and manifest.json (teacher, student when it holds up, posters, head)",
     "topics": "BERTopic on the plots, reusing the frozen plot embeddings",
     "explain": "Grad-CAM heatmaps of the poster model on a gallery of test posters",
     "figures": "draw every site figure from the saved outputs (no training)",
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     if args.stage in ("predict", "fetch", "serve"):
         return __import__(f"pipeline.{args.stage}", fromlist=["main"]).main(args)
     cfg = config.from_args(args)
-    from . import data, embed, evaluate, explain, export, figures, finetune, fusion, publish, topics
+    from . import data, distil, embed, evaluate, explain, export, figures, finetune, fusion, publish, topics
 
     stage = {
         "data": data.run,
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
         "embed": embed.run,
         "train": fusion.run,
         "evaluate": evaluate.run,
+        "distil": distil.run,
         "export": export.run,
         "topics": topics.run,
         "explain": explain.run,

@@ -466,6 +466,7 @@ def export_student(cfg, student_out: cache.Output, out_dir: Path, mode: str | No
         fp32_ms = quantize.native_ms(fp32, feeds[:32])
     (out_dir / STUDENT_FILES[1]).write_text((student_out / "tokenizer.json").read_text())
     check = {
+        **info,
         "onnx_fp32_vs_torch_max_abs": parity,
         "cosine_to_fp32": cos,
         "batched_vs_single_max_abs": quantize.batch_matches(onnx_path, check_ids[:16]),
@@ -474,7 +475,6 @@ def export_student(cfg, student_out: cache.Output, out_dir: Path, mode: str | No
         "median_tokens": float(np.median([len(r) for r in check_ids[:32]])),
         "bytes": {f: (out_dir / f).stat().st_size for f in STUDENT_FILES},
         "ops": sorted(quantize.op_types(onnx_path)),
-        **info,
     }
     (out_dir / "student_check.json").write_text(json.dumps(check, indent=1))
     spec = student.spec
@@ -497,51 +497,6 @@ def export_student(cfg, student_out: cache.Output, out_dir: Path, mode: str | No
 
 # ---------------------------------------------------------------------------------------------
 # choosing the student
-
-
-def check_metrics(cfg, distilled: cache.Output, tuned: cache.Output, embedded, thresholds: dict) -> dict:
-    """Teacher and student on the check fold's rows, in both input modes, through the same fusion
-    head: the fold-k head of fusion.cross_fit, retrained exactly as cross_fit trains it (so it never
-    saw those rows' labels), fed the teacher's out-of-fold logits or the check student's logits.
-    `thresholds`: {"plot": [G] or {genre: t}, "plot+poster": ...} (metrics.json's). Returns
-    {"teacher": {mode: {"micro_f1", "macro_f1"}}, "student": {...}, "rows": n,
-    "teacher_reproduces_oof": max |p - fusion's saved OOF p|}, ready for student_passes."""
-    from . import evaluate, fusion
-
-    movies, labels, y = data.load(data.run(cfg))
-    fold = movies.fold.to_numpy()
-    k = int(setting(cfg, "distil_check_fold"))
-    held = np.load(distilled / "check_rows.npy")
-    z_teacher = np.load(tuned / "oof_logits.npy")
-    z_student = z_teacher.copy()
-    z_student[held] = np.load(distilled / "check_logits.npy")
-    image = embedded.posters_array()
-    has_poster = (movies.poster != "").to_numpy(np.float32)[:, None]
-    rng = np.random.default_rng(cfg.seed)  # the permutations fusion.cross_fit draws, fold by fold
-    for j in range(k + 1):
-        rest = rng.permutation(np.flatnonzero((fold >= 0) & (fold != j)))
-    n_stop = int(round(cfg.stop_frac * len(rest)))
-    head, _, _ = fusion.train_head(
-        cfg, z_teacher, image, has_poster, y, rest[n_stop:], rest[:n_stop], modality_dropout=cfg.modality_dropout
-    )
-    out, probs = {"rows": int(len(held))}, {}
-    for who, z in (("teacher", z_teacher), ("student", z_student)):
-        out[who] = {}
-        for mode in ("plot", "plot+poster"):
-            shown = has_poster[held] if mode == "plot+poster" else np.zeros_like(has_poster[held])
-            probs[who, mode] = fusion.stack_probs(head, z[held], image[held], shown)
-            t = thresholds[mode]
-            t = np.array([t[g] for g in labels] if isinstance(t, dict) else t, np.float32)
-            pred = evaluate.decide(probs[who, mode], t)
-            s = evaluate.scores(y[held], pred, labels)
-            out[who][mode] = {"micro_f1": s["micro_f1"], "macro_f1": s["macro_f1"]}
-    trained_oof = Path(cfg.path("work")) / "train"
-    saved = [fusion.load_oof(cache.Output(p, p.name)) for p in trained_oof.glob("*") if (p / ".done").exists()]
-    if saved:
-        out["teacher_reproduces_oof"] = min(
-            max(float(np.abs(probs["teacher", m] - o[m][held]).max()) for m in ("plot", "plot+poster")) for o in saved
-        )
-    return out
 
 
 def student_passes(teacher: dict, student: dict, bound: float = 0.005, keys=("micro_f1", "macro_f1")) -> bool:

@@ -138,16 +138,21 @@ def stack_probs(head: FusionHead, z, image, has_poster) -> np.ndarray:
         return torch.sigmoid(head.stack_logits(*tensors(z, image, has_poster))).numpy()
 
 
+def fold_head(cfg, z, image, has_poster, y, fold, k, **kw):
+    """The head of dev fold k: trained on the other folds, early-stopping on a random stop_frac of
+    them; never reads fold k's labels. Returns train_head's (head, history, best epoch)."""
+    rest = np.random.default_rng([cfg.seed, k]).permutation(np.flatnonzero((fold >= 0) & (fold != k)))
+    n_stop = int(round(cfg.stop_frac * len(rest)))
+    return train_head(cfg, z, image, has_poster, y, rest[n_stop:], rest[:n_stop], **kw)
+
+
 def cross_fit(cfg, z, image, has_poster, y, fold, **kw) -> tuple[dict, list, int]:
     """Out-of-fold probabilities of the head in both input modes, plus the epoch count for the final
-    head: each fold's head early-stops on a random stop_frac of its own training rows."""
-    rng = np.random.default_rng(cfg.seed)
+    head (the median of the folds' early-stopping choices)."""
     oof = {m: np.full(y.shape, np.nan, np.float32) for m in ("plot", "plot+poster")}
     histories, best_epochs = [], []
     for k in range(fold.max() + 1):
-        rest = rng.permutation(np.flatnonzero((fold >= 0) & (fold != k)))
-        n_stop = int(round(cfg.stop_frac * len(rest)))
-        head, history, best_epoch = train_head(cfg, z, image, has_poster, y, rest[n_stop:], rest[:n_stop], **kw)
+        head, history, best_epoch = fold_head(cfg, z, image, has_poster, y, fold, k, **kw)
         held = fold == k
         oof["plot"][held] = stack_probs(head, z[held], image[held], np.zeros_like(has_poster[held]))
         oof["plot+poster"][held] = stack_probs(head, z[held], image[held], has_poster[held])

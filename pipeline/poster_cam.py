@@ -22,7 +22,6 @@ scales each map to 0..1 and resizes it to the poster; the browser does that scal
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -109,8 +108,9 @@ def preprocessing(cfg) -> dict:
     }
 
 
-def export_poster(cfg, out_dir: Path) -> dict:
-    """Write poster_encoder.onnx (outputs "embedding", then "features") and return its manifest entry."""
+def export_poster(cfg, out_dir: Path, fp16: bool = True) -> dict:
+    """Write poster_encoder.onnx (outputs "embedding", then "features") and return its manifest entry.
+    fp16=False keeps fp32 weights (the input to static quantization)."""
     from .export import store_weights_fp16  # export.py imports this module
 
     encoder = image.PosterEncoder(cfg.image_size).eval()
@@ -120,7 +120,8 @@ def export_poster(cfg, out_dir: Path) -> dict:
         _, f = PosterGraph(encoder)(dummy)
     axes = {"image": {2: "height", 3: "width"}}
     to_onnx(PosterGraph(encoder), (dummy,), path, ["image"], ["embedding", "features"], axes)
-    store_weights_fp16(path)
+    if fp16:
+        store_weights_fp16(path)
     return {
         "file": path.name,
         "inputs": {"image": [1, 3, "height", "width"]},
@@ -129,7 +130,7 @@ def export_poster(cfg, out_dir: Path) -> dict:
         "outputs": {"embedding": [1, encoder.dim], "features": list(f.shape)},
         "dim": encoder.dim,
         "preprocessing": preprocessing(cfg),
-        "weights": "fp16 storage, fp32 compute",
+        "weights": "fp16 storage, fp32 compute" if fp16 else "fp32",
     }
 
 

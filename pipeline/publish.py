@@ -32,18 +32,21 @@ def run(cfg) -> None:
 
     spec = json.loads((exported / "manifest.json").read_text())
     models.mkdir(parents=True, exist_ok=True)
+    for stale in models.iterdir():  # a model this run does not ship (a student that failed its check) goes
+        if stale.name not in spec["files"] and stale.name != "manifest.json":
+            stale.unlink()
     for name in spec["files"]:
         shutil.copy(exported / name, models / name)
     shutil.copy(exported / "manifest.json", models / "manifest.json")
-    run_by_default = [spec[p]["file"] for p in ("text_encoder", "fusion_head")]
+
+    def mb(parts: list[str]) -> float:
+        return round(sum(spec["files"][f]["bytes"] for f in parts) / 2**20, 1)
+
+    plot_only = [spec["text_encoder"]["file"], spec["text_encoder"]["tokenizer"], spec["fusion_head"]["file"]]
     summary = {
         **spec,
-        "plot_only_mb": round(sum(spec["files"][f]["bytes"] for f in run_by_default) / 2**20, 1),
-        "download_mb": round(
-            sum(spec["files"][spec[p]["file"]]["bytes"] for p in ("text_encoder", "poster_encoder", "fusion_head"))
-            / 2**20,
-            1,
-        ),
+        "plot_only_mb": mb(plot_only),  # what a plot-only visitor downloads (runtime aside)
+        "download_mb": mb(plot_only + [spec[p]["file"] for p in ("poster_encoder", "poster_cam")]),
         "shipped": json.loads((exported / "shipped.json").read_text()),
     }
     write_json(site, "models.json", summary)
