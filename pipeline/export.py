@@ -200,6 +200,21 @@ def shipped_check(out: Path, movies, y, metrics, spec: dict) -> dict:
     return check
 
 
+def native_ms(out: Path, entries: dict, plots: list[str]) -> dict:
+    """Warm median ms per plot of each text encoder in native onnxruntime (one thread), side by side
+    in one run on the same plots, each through its own tokenizer."""
+    from tokenizers import Tokenizer
+
+    timings = {}
+    for name, entry in entries.items():
+        tok = Tokenizer.from_file(str(out / entry["tokenizer"]))
+        tok.no_padding()
+        tok.no_truncation()
+        feeds = quantize.text_feeds([text.encode(tok, p, entry["max_len"]) for p in plots])
+        timings[name] = quantize.native_ms(out / entry["file"], feeds)
+    return timings
+
+
 POSTER_CALIBRATION, POSTER_CHECK = 64, 60  # dev posters: fit the int8 scales / judge them
 
 
@@ -303,7 +318,15 @@ def run(cfg) -> cache.Output:
             variant["files"] = {**spec["files"], **{f: {} for f in distil.STUDENT_FILES}}
             checks["student"] = shipped_check(out, movies, y, metrics, variant)
         student_native = json.loads((out / "student_check.json").read_text())
-        report = {**checks, "text_quantization": quant, "student_choice": choice, "student_export": student_native}
+        timing_plots = dev_plots[-32:]  # dev plots the quantization choice did not sample
+        native = native_ms(out, {"teacher": teacher, "student": student}, timing_plots)
+        report = {
+            **checks,
+            "native_ms": {**native, "plots": len(timing_plots), "threads": 1},
+            "text_quantization": quant,
+            "student_choice": choice,
+            "student_export": student_native,
+        }
         (out / "shipped.json").write_text(json.dumps(report, indent=1))
 
     return cache.cached(cfg, "export", parts, build)

@@ -9,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-from . import data, evaluate, explain, export, figures, topics
+from . import data, distil, evaluate, explain, export, figures, topics
 
 PATH_KEYS = {"data", "work", "site_data", "models", "figures"}  # where things live: not shown on the site
 
@@ -49,6 +49,11 @@ def run(cfg) -> None:
         "download_mb": mb(plot_only + [spec[p]["file"] for p in ("poster_encoder", "poster_cam")]),
         "shipped": json.loads((exported / "shipped.json").read_text()),
     }
+    # the plot path of each text encoder, shipped or not, for the side-by-side table
+    built = {f: (exported / f).stat().st_size for f in (*distil.STUDENT_FILES, "text_encoder.onnx", "tokenizer.json")}
+    head = spec["files"][spec["fusion_head"]["file"]]["bytes"]
+    summary["teacher_bytes"] = {"plot_path": built["text_encoder.onnx"] + built["tokenizer.json"] + head}
+    summary["student_bytes"] = {"plot_path": sum(built[f] for f in distil.STUDENT_FILES) + head}
     write_json(site, "models.json", summary)
     write_json(site, "metrics.json", evaluate.load(evaluated))
     write_json(site, "curation.json", json.loads((curated / "curation.json").read_text()))
