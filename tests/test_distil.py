@@ -183,6 +183,14 @@ def test_distil_stage_never_reads_test_plots_and_holds_out_its_check_fold(distil
     if "fold" in movies:
         assert (movies.fold[held] == cfg.get("distil_check_fold", 0)).all()
     history = json.loads((out / "history.json").read_text())
+    # honest only when the check student learned from the fold model that never saw the check fold
+    fold_weights = any((p / "encoder.safetensors").exists() for p in cfg.path("work").glob("finetune_fold*/*"))
+    assert history["check_honest"] == fold_weights
+    assert history["shipped"] == (
+        "a student distilled on every dev row"
+        if fold_weights
+        else "the check student (dev rows outside the check fold)"
+    )
     assert len(history["history"]) == 2 and history["history"][-1]["logit_mse"] < history["history"][0]["logit_mse"]
     assert np.load(out / "logits.npy").shape[0] == len(movies)
 
