@@ -13,7 +13,7 @@ CSV (never committed), then runs the CLI as a user would, each run its own proce
 - the defaults on a tenth of the rows too, to show that peak memory does not grow with input length.
 
 Prints rows/s, the speed-up over one at a time measured in the same run, and the peak memory of the
-whole process tree (proportional set size, shared pages counted once; sampled every 0.2 s), and the CPU time per row (user + system, all processes:
+whole process tree (proportional set size, shared pages counted once; sampled every second), and the CPU time per row (user + system, all processes:
 unlike rows/s, it does not depend on what else the machine runs). Target: ≥ 3× one at a time.
 """
 
@@ -65,7 +65,7 @@ def run(src: Path, out: Path, *flags: str) -> tuple[float, float, float]:
     def sample():
         while proc.poll() is None:
             peak[0] = max(peak[0], tree_pss_mb(proc.pid))
-            time.sleep(0.2)
+            time.sleep(1.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
