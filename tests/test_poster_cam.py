@@ -133,3 +133,15 @@ def test_different_genres_look_at_different_places(setup):
         maps = poster_cam.CamGraph(setup.head)(features, setup.text).numpy()[0]
     a, b = scaled(maps[GENRES[0]], (7, 7)), scaled(maps[GENRES[1]], (7, 7))
     assert np.abs(a - b).mean() > 1e-3
+
+
+def test_fp32_export_is_the_fp16_export_without_rounding(setup, tmp_path):
+    entry = poster_cam.export_poster(SimpleNamespace(image_size=224), tmp_path, fp16=False)
+    assert entry["weights"] == "fp32"
+    fp32 = ort.InferenceSession(str(tmp_path / entry["file"]))
+    x = np.ascontiguousarray(setup.pixels[0].transpose(2, 0, 1)[None], dtype=np.float32)
+    with torch.no_grad():
+        expected = setup.encoder(image.to_tensor(setup.pixels[0])).numpy()
+    got = fp32.run(None, {"image": x})[0]
+    assert np.abs(got - expected).max() <= 1e-3 * np.abs(expected).max()
+    assert (tmp_path / entry["file"]).stat().st_size > 10_000_000  # fp32 weights (the fp16-stored file is ~7 MB)
