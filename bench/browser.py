@@ -2,8 +2,8 @@
 
   .venv/bin/python -m bench.browser [--runs 10] [--isolated]      (make bench)
 
-For each text encoder the manifest ships ("text_encoder"; also "teacher_text_encoder" when present,
-selected in the demo by ?text=teacher) and each input mode (plot only, plot + poster):
+For each text encoder the manifest lists ("text_encoder"; also any "NAME_text_encoder", e.g. the
+teacher or the student, selected in the demo by ?text=NAME) and each input mode (plot only, plot + poster):
   bytes        downloaded by a first visit up to the first genres (models + runtime + the demo's scripts)
   cold         page load → first genres shown (a fresh browser profile: nothing cached)
   return       page load → genres on a second visit in the same profile (models from Cache Storage)
@@ -156,7 +156,8 @@ def main():
     site.build(tmp / "_site")
     models = ROOT / "assets/models"
     spec = json.loads((models / "manifest.json").read_text())
-    encoders = [("text_encoder", "")] + ([("teacher_text_encoder", "?text=teacher")] if "teacher_text_encoder" in spec else [])
+    others = [k for k in spec if k.endswith("_text_encoder")]  # teacher_text_encoder, student_text_encoder, ...
+    encoders = [("text_encoder", "")] + [(k, "?text=" + k.removesuffix("_text_encoder")) for k in others]
     print(f"plot: {len(PLOT.split())} words, 4 sentences; posters 500×750 JPEG; {args.runs} warm runs; medians")
     with sync_playwright() as p:
         browser = site.launch(p)

@@ -472,13 +472,32 @@ def test_loads_only_what_is_needed_once_and_works_offline(browser, server):
     context.close()
 
 
-def test_teacher_query_falls_back_to_the_shipped_encoder(browser, server):
+@pytest.mark.parametrize("name", ["teacher", "student", "nonsense"])
+def test_text_query_selects_an_encoder_the_manifest_lists(browser, server, tmp_path, name):
+    key = f"{name}_text_encoder"
     context = browser.new_context()
     page = context.new_page()
-    page.goto(server.url + "?text=teacher#demo")
+    page.goto(server.url + f"?text={name}#demo")
     page.wait_for_selector("#demo-app[data-ready='1']")
-    want = "teacher_text_encoder" if "teacher_text_encoder" in server.spec else "text_encoder"
+    want = key if key in server.spec else "text_encoder"
     assert page.get_attribute("#demo-app", "data-text") == want
+    if want != "text_encoder":  # the other encoder really runs: its own embedding → its own probabilities
+        got = run_demo(page, PLOTS[0])
+        from pipeline.text import encode
+        from tokenizers import Tokenizer
+
+        spec, models = server.spec, server.models
+        tok = Tokenizer.from_file(str(models / spec[key]["tokenizer"]))
+        tok.no_padding()
+        tok.no_truncation()
+        ids = np.array([encode(tok, PLOTS[0], spec[key]["max_len"])], dtype=np.int64)
+        emb = ort.InferenceSession(str(models / spec[key]["file"])).run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+        head = ort.InferenceSession(str(models / spec["fusion_head"]["file"]))
+        dim = spec["poster_encoder"]["dim"]
+        probs = head.run(None, {"text": emb, "image": np.zeros((1, dim), np.float32), "has_poster": np.zeros((1, 1), np.float32)})[0][0]
+        worst = max(abs(got["probabilities"][g] - float(p)) for g, p in zip(spec["labels"], probs))
+        print(f"{key}: browser vs onnxruntime largest difference {worst:.5f}")
+        assert worst <= 0.05
     context.close()
 
 

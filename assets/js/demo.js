@@ -8,7 +8,7 @@ const mb = (n) => `${(n / 1048576).toFixed(1)} MB`;
 const NAMES = { runtime: "onnxruntime (wasm)", text: "text model", head: "fusion head", poster: "poster model", cam: "poster heatmap" };
 
 const worker = new Worker(abs(app.dataset.worker), { type: "module" });
-const textChoice = new URLSearchParams(location.search).get("text") === "teacher" ? "teacher" : "student";
+const textChoice = (new URLSearchParams(location.search).get("text") ?? "").replace(/[^a-z]/g, ""); // e.g. ?text=teacher
 worker.postMessage({ type: "init", models: abs(app.dataset.models), vendor: abs(app.dataset.vendor), text: textChoice });
 
 let spec = null, parts = null;

@@ -104,7 +104,8 @@ function needs(part) {
 async function init({ models, vendor, text }) {
   base = { models, vendor };
   [spec, runtime] = await Promise.all([json(new URL("manifest.json", models).href), json(new URL("runtime.json", vendor).href)]);
-  textPart = text === "teacher" && spec.teacher_text_encoder ? "teacher_text_encoder" : "text_encoder";
+  // ?text=teacher (or any NAME with a "NAME_text_encoder" entry) runs that encoder instead
+  textPart = text && spec[`${text}_text_encoder`] ? `${text}_text_encoder` : "text_encoder";
   const parts = {};
   for (const part of ["runtime", "text", "head", "poster", "cam"]) {
     parts[part] = [];
