@@ -1,7 +1,8 @@
 """Stage `explain`: Grad-CAM (pytorch-grad-cam) on the poster model for a gallery of test posters.
 
 The poster model is EfficientNet-Lite0 followed by the poster-only head; for each poster we draw
-one heatmap per top predicted genre over Lite0's last convolution, beside the original.
+one heatmap per top predicted genre over Lite0's final feature maps (after BN + ReLU6, the ones
+pooled into the embedding: the layer the browser's poster_cam.onnx uses), beside the original.
 """
 
 import json
@@ -36,7 +37,7 @@ def heatmaps(model: PosterClassifier, pixels: np.ndarray, genres: list[int]) -> 
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     x = image.to_tensor(pixels)
-    with GradCAM(model=model, target_layers=[model.encoder.net._conv_head]) as cam:
+    with GradCAM(model=model, target_layers=[model.encoder.features]) as cam:
         return np.stack([cam(input_tensor=x, targets=[ClassifierOutputTarget(g)])[0] for g in genres])
 
 
