@@ -68,6 +68,11 @@ def mode_thresholds(spec: dict) -> dict[str, np.ndarray]:
     return {mode: np.array(t[mode], dtype=np.float32) for mode in MODES}
 
 
+def takes_batches(session: ort.InferenceSession) -> bool:
+    """Whether every input's first dimension is free (not fixed at 1)."""
+    return all(not isinstance(i.shape[0], int) or i.shape[0] > 1 for i in session.get_inputs())
+
+
 class GenrePredictor:
     def __init__(self, models: Path, threads: int = 1):
         models = Path(models)
@@ -76,8 +81,6 @@ class GenrePredictor:
         self.thresholds = mode_thresholds(self.spec)
         self.text_dim = self.spec["text_encoder"]["dim"]
         self.image_dim = self.spec["poster_encoder"]["dim"]
-        self.text_batchable = bool(self.spec["text_encoder"].get("batchable", False))
-        self.poster_batchable = bool(self.spec["poster_encoder"].get("batchable", False))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -86,6 +89,9 @@ class GenrePredictor:
             return ort.InferenceSession(str(models / self.spec[part]["file"]), opts, providers=["CPUExecutionProvider"])
 
         self.text, self.poster, self.head = session("text_encoder"), session("poster_encoder"), session("fusion_head")
+        # several rows per call only when the manifest says outputs stay the same and the graph takes a batch
+        self.text_batchable = bool(self.spec["text_encoder"].get("batchable")) and takes_batches(self.text)
+        self.poster_batchable = bool(self.spec["poster_encoder"].get("batchable")) and takes_batches(self.poster)
         self.tokenizer = Tokenizer.from_file(str(models / self.spec["text_encoder"]["tokenizer"]))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()

@@ -340,3 +340,20 @@ def test_committed_models_predict(tmp_path):
     cli("predict", src, "--out", tmp_path / "out.csv")
     out = read(tmp_path / "out.csv")
     assert list(out.columns) == [*LABELS, "genres", "mode"]
+
+
+def test_batchable_flag_on_a_fixed_batch_graph_runs_one_at_a_time(inputs, tmp_path):
+    """The shipped poster encoder's graph takes one image per call ([1, 3, h, w]): a manifest that
+    calls it batchable must not make predict send it several."""
+
+    def change(spec):
+        spec["poster_encoder"]["batchable"] = True
+
+    models = models_with(tmp_path / "models", change)
+    assert GenrePredictor(models).poster_batchable is False
+    rows = [(PLOTS[i % len(PLOTS)], "img/a.jpg" if i % 2 else "img/b.jpg") for i in range(6)]
+    src = write_csv(inputs / "in.csv", ["tmdb_id", "overview", "poster"], [[i, p, q] for i, (p, q) in enumerate(rows)])
+    predict(src, inputs / "out.csv", "--workers", "1", "--batch", "4", models=models)
+    got = read(inputs / "out.csv")[LABELS].to_numpy(float)
+    want = np.array([p for p, _ in one_at_a_time(models, rows, inputs)])
+    assert np.abs(got - want).max() <= 1e-6 + 5e-7
