@@ -16,7 +16,7 @@ help:
 	@echo "make serve     install, build and serve the site with the demo at http://$(HOST):$(PORT)/"
 	@echo "make test      install, then run every test (pytest)"
 	@echo "make pipeline DATA=DIR   re-run the pipeline on a data folder (default: data/)"
-	@echo "make bench     wall time and peak memory of each stage; browser speed"
+	@echo "make bench     wall time and peak memory of each stage; browser, predict and serve speed"
 	@echo "make lint | make format"
 
 install: system-deps python-deps node-deps vendor
@@ -62,6 +62,8 @@ pipeline: python-deps
 bench: install
 	$(PY) -m bench.stages --data $(DATA)
 	$(PY) -m bench.browser
+	$(PY) -m bench.predict --data $(DATA)
+	$(PY) -m bench.serve
 
 lint: python-deps
 	$(VENV)/bin/ruff check pipeline tests notebooks bench

@@ -55,7 +55,11 @@ def native_ms(models: Path, part: str, poster_path: Path, runs: int) -> dict:
         return ort.InferenceSession(str(models / name), opts, providers=["CPUExecutionProvider"])
 
     enc = spec[part]
-    text, head, post = session(enc["file"]), session(spec["fusion_head"]["file"]), session(spec["poster_encoder"]["file"])
+    text, head, post = (
+        session(enc["file"]),
+        session(spec["fusion_head"]["file"]),
+        session(spec["poster_encoder"]["file"]),
+    )
     tok = Tokenizer.from_file(str(models / enc["tokenizer"]))
     tok.no_padding()
     tok.no_truncation()
@@ -83,7 +87,9 @@ def native_ms(models: Path, part: str, poster_path: Path, runs: int) -> dict:
 
 
 def predict_once(page, timeout=300_000):
-    page.evaluate("(() => { const a = document.getElementById('demo-app').dataset; delete a.result; delete a.whyMs; })()")
+    page.evaluate(
+        "(() => { const a = document.getElementById('demo-app').dataset; delete a.result; delete a.whyMs; })()"
+    )
     page.click("#predict")
     page.wait_for_selector("#demo-app[data-result]", timeout=timeout)
     page.wait_for_selector("#demo-app[data-why-ms]", timeout=timeout)
@@ -111,7 +117,11 @@ def browser_run(browser, url: str, posters: list[Path], with_poster: bool, runs:
     page.wait_for_selector("#demo-app[data-result]", timeout=300_000)
     cold = page.evaluate("performance.now()") / 1000
     page.wait_for_selector("#demo-app[data-why-ms]", timeout=300_000)
-    demo_bytes = sum(n for u, n in sizes if "/assets/" in u and any(k in u for k in ("/models/", "/vendor/ort", "/vendor/tok", "/js/")))
+    demo_bytes = sum(
+        n
+        for u, n in sizes
+        if "/assets/" in u and any(k in u for k in ("/models/", "/vendor/ort", "/vendor/tok", "/js/"))
+    )
     genres, why, model = [], [], []
     for i in range(runs):
         if with_poster:
@@ -136,8 +146,14 @@ def browser_run(browser, url: str, posters: list[Path], with_poster: bool, runs:
     context.close()
     med = statistics.median
     return {
-        "bytes": demo_bytes, "cold_s": cold, "return_s": back, "warm_ms": med(genres), "why_ms": med(why),
-        "model_ms": med(model), "longest_ms": longest, "isolated": isolated,
+        "bytes": demo_bytes,
+        "cold_s": cold,
+        "return_s": back,
+        "warm_ms": med(genres),
+        "why_ms": med(why),
+        "model_ms": med(model),
+        "longest_ms": longest,
+        "isolated": isolated,
     }
 
 
@@ -151,7 +167,12 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="mm-genre-bench-"))
     posters = []
     for i in range(4):
-        poster(tmp / f"poster{i}.jpg", random.Random(i), ["Horror", "Romance", "Action", "Comedy"][i : i + 1], size=(500, 750))
+        poster(
+            tmp / f"poster{i}.jpg",
+            random.Random(i),
+            ["Horror", "Romance", "Action", "Comedy"][i : i + 1],
+            size=(500, 750),
+        )
         posters.append(tmp / f"poster{i}.jpg")
     site.build(tmp / "_site")
     models = ROOT / "assets/models"
@@ -168,13 +189,23 @@ def main():
                 name = spec[part]["file"]
                 for mode in ("plot", "plot+poster"):
                     r = browser_run(browser, srv.url + query, posters, mode == "plot+poster", args.runs)
-                    threads = "cross-origin isolated, threaded wasm" if r["isolated"] else "not isolated (as GitHub Pages), 1 thread"
+                    threads = (
+                        "cross-origin isolated, threaded wasm"
+                        if r["isolated"]
+                        else "not isolated (as GitHub Pages), 1 thread"
+                    )
                     print(f"\n{part} ({name}), {mode}, Chromium {threads}:")
-                    print(f"  bytes downloaded      {r['bytes'] / 2**20:.1f} MB (models + runtime + demo scripts, first visit)")
+                    print(
+                        f"  bytes downloaded      {r['bytes'] / 2**20:.1f} MB (models + runtime + demo scripts, first visit)"
+                    )
                     print(f"  cold time to genres   {r['cold_s']:.2f} s (page load → genres, nothing cached)")
-                    print(f"  return visit          {r['return_s']:.2f} s (page load → genres, models from Cache Storage)")
+                    print(
+                        f"  return visit          {r['return_s']:.2f} s (page load → genres, models from Cache Storage)"
+                    )
                     print(f"  warm time to genres   {r['warm_ms']:.0f} ms (click → genres shown)")
-                    print(f"  time to explanation   {r['why_ms']:.0f} ms (click → sentences{' and heatmap' if mode != 'plot' else ''} done)")
+                    print(
+                        f"  time to explanation   {r['why_ms']:.0f} ms (click → sentences{' and heatmap' if mode != 'plot' else ''} done)"
+                    )
                     print(f"  longest main-thread   {r['longest_ms']:.0f} ms")
                     print(
                         f"  model time            browser {r['model_ms']:.1f} ms, native 1 thread {nat[mode]:.1f} ms: "

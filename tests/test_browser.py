@@ -216,7 +216,9 @@ def test_posters_match_predict(page, server, posters, tmp_path, name):
     page.wait_for_selector("#poster-preview:not([hidden])", timeout=120_000)
     try:
         pixels = image.load_image(tmp_path / name)
-        size = page.evaluate("[document.getElementById('poster-preview').width, document.getElementById('poster-preview').height]")
+        size = page.evaluate(
+            "[document.getElementById('poster-preview').width, document.getElementById('poster-preview').height]"
+        )
         assert size == [pixels.shape[1], pixels.shape[0]]  # the same reduction on both sides
         got = run_demo(page, PLOTS[1], "plot+poster")
         assert_agree(server, got, native(server, tmp_path, PLOTS[1], name), "plot+poster")
@@ -395,7 +397,9 @@ def test_long_plot_with_poster_never_blocks_the_page(browser, server, posters):
     # the page answers meanwhile: typing into the page and animation frames keep going
     page.evaluate("document.getElementById('plot').insertAdjacentHTML('afterend', '<input id=probe>')")
     page.fill("#probe", "still here")
-    frames = page.evaluate("new Promise(r => { let n = 0; const f = () => ++n < 5 ? requestAnimationFrame(f) : r(n); requestAnimationFrame(f); })")
+    frames = page.evaluate(
+        "new Promise(r => { let n = 0; const f = () => ++n < 5 ? requestAnimationFrame(f) : r(n); requestAnimationFrame(f); })"
+    )
     busy = page.evaluate("document.getElementById('demo-app').dataset.whyMs === undefined")
     page.wait_for_selector("#demo-app[data-why-ms]", timeout=300_000)
     longest = max(page.evaluate("window.__long"), default=0)
@@ -421,7 +425,9 @@ def test_a_200000_character_paste_stays_responsive(browser, server):
     why = json.loads(page.get_attribute("#demo-app", "data-why"))
     scored = sum(d is not None and any(x != 0 for x in d) for d in why["drops"])
     longest = max(page.evaluate("window.__long"), default=0)
-    print(f"200,000 characters: {len(why['sentences'])} sentences, {scored} re-scored; longest main-thread task {longest:.0f} ms")
+    print(
+        f"200,000 characters: {len(why['sentences'])} sentences, {scored} re-scored; longest main-thread task {longest:.0f} ms"
+    )
     assert len(why["sentences"]) > 1000 and scored <= 48
     assert longest <= 200
     context.close()
@@ -460,7 +466,9 @@ def test_loads_only_what_is_needed_once_and_works_offline(browser, server):
     page.goto(server.url + "#demo")
     page.wait_for_selector("#demo-app[data-ready='1']")
     run_demo(page, PLOTS[1])
-    assert not any(u.endswith((".onnx", ".wasm")) or u.endswith("tokenizer.json") for u in seen if "blob:" not in u), seen
+    assert not any(u.endswith((".onnx", ".wasm")) or u.endswith("tokenizer.json") for u in seen if "blob:" not in u), (
+        seen
+    )
     page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30_000)
 
     # offline: the page, the scripts, the runtime and the models all come from this browser
@@ -483,18 +491,23 @@ def test_text_query_selects_an_encoder_the_manifest_lists(browser, server, tmp_p
     assert page.get_attribute("#demo-app", "data-text") == want
     if want != "text_encoder":  # the other encoder really runs: its own embedding → its own probabilities
         got = run_demo(page, PLOTS[0])
-        from pipeline.text import encode
         from tokenizers import Tokenizer
+
+        from pipeline.text import encode
 
         spec, models = server.spec, server.models
         tok = Tokenizer.from_file(str(models / spec[key]["tokenizer"]))
         tok.no_padding()
         tok.no_truncation()
         ids = np.array([encode(tok, PLOTS[0], spec[key]["max_len"])], dtype=np.int64)
-        emb = ort.InferenceSession(str(models / spec[key]["file"])).run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+        emb = ort.InferenceSession(str(models / spec[key]["file"])).run(
+            None, {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        )[0]
         head = ort.InferenceSession(str(models / spec["fusion_head"]["file"]))
         dim = spec["poster_encoder"]["dim"]
-        probs = head.run(None, {"text": emb, "image": np.zeros((1, dim), np.float32), "has_poster": np.zeros((1, 1), np.float32)})[0][0]
+        probs = head.run(
+            None, {"text": emb, "image": np.zeros((1, dim), np.float32), "has_poster": np.zeros((1, 1), np.float32)}
+        )[0][0]
         worst = max(abs(got["probabilities"][g] - float(p)) for g, p in zip(spec["labels"], probs))
         print(f"{key}: browser vs onnxruntime largest difference {worst:.5f}")
         assert worst <= 0.05
@@ -504,7 +517,9 @@ def test_text_query_selects_an_encoder_the_manifest_lists(browser, server, tmp_p
 @pytest.mark.parametrize("with_poster", [False, True])
 def test_phone_width_never_scrolls_sideways(browser, server, posters, with_poster):
     folder, _ = posters
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
     page = open_page(context, server, width=390)
     if with_poster:
         page.set_input_files("#poster", str(folder / "large.jpg"))

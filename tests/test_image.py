@@ -70,7 +70,9 @@ def test_block_mean_is_integer_exact():
         assert (got[i, j] == (2 * block.sum((0, 1)) + n) // (2 * n)).all()
 
 
-@pytest.mark.parametrize("size,reduced", [((4000, 50), (1000, 13)), ((2048, 1024), (1024, 512)), ((1025, 10), (513, 5))])
+@pytest.mark.parametrize(
+    "size,reduced", [((4000, 50), (1000, 13)), ((2048, 1024), (1024, 512)), ((1025, 10), (513, 5))]
+)
 def test_large_images_are_reduced_by_an_integer_factor(size, reduced):
     got = image.load_image(png(Image.new("RGB", size, (9, 99, 199))))
     assert got.shape == (reduced[1], reduced[0], 3)
@@ -90,7 +92,10 @@ def test_decompression_bomb_is_refused_before_decoding():
         image.load_image(data)
 
 
-@pytest.mark.parametrize("data,message", [(b"not an image", "not a readable image"), (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not a readable image")])
+@pytest.mark.parametrize(
+    "data,message",
+    [(b"not an image", "not a readable image"), (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not a readable image")],
+)
 def test_unusable_bytes_raise_value_error(data, message):
     with pytest.raises(ValueError, match=message):
         image.load_image(data)
