@@ -58,15 +58,24 @@ def test_huge_input_is_cut_to_max_chars_before_tokenizing():
 
 
 @pytest.mark.parametrize("size", [(185, 278), (300, 450), (57, 80), (700, 1024)])
-def test_poster_encoder_matches_torch(predictor, size):
-    rng = np.random.default_rng(size[0])
-    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+@pytest.mark.parametrize("genres", [["Horror", "Romance"], ["Comedy", "Action"]])
+def test_poster_encoder_matches_torch(predictor, tmp_path, size, genres):
+    """The shipped poster encoder against the torch one, on posters like the ones it was calibrated
+    on: float (fp16-stored) within 0.999 cosine; static int8 within the 0.99 it had to keep on dev
+    posters to ship (export.MIN_COSINE)."""
+    import random
+
+    from pipeline import export
+    from tests.tiny_data import poster
+
+    poster(tmp_path / "p.jpg", random.Random(size[0]), genres, size=size)
+    pixels = image.load_image(tmp_path / "p.jpg")
     with torch.no_grad():
         expected = image.PosterEncoder(224).eval()(image.to_tensor(pixels)).numpy()
     got = predictor.embed_poster(pixels)
-    assert got.shape == (1, 1280)
-    assert cosine(got, expected) >= 0.999
-    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+    assert got.shape == (1, predictor.spec["poster_encoder"]["dim"])
+    int8 = predictor.spec["poster_encoder"].get("quantization") == "int8 static"
+    assert cosine(got, expected) >= (export.MIN_COSINE if int8 else 0.999)
 
 
 def test_fusion_head_matches_torch(tiny):
