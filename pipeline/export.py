@@ -15,7 +15,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from tqdm import tqdm
 
@@ -24,38 +23,9 @@ from . import cache, data, distil, embed, evaluate, finetune, fusion, image, pos
 # digested at import, so a stage's key names the code that actually runs
 CODE = cache.source_digest(__file__, predict.__file__, poster_cam.__file__, image.__file__, quantize.__file__)
 
-OPSET = 17
 
-
-def to_onnx(model: torch.nn.Module, args: tuple, path: Path, inputs: list[str], output: str, dynamic: dict):
-    torch.onnx.export(
-        model.eval(),
-        args,
-        str(path),
-        input_names=inputs,
-        output_names=[output],
-        dynamic_axes=dynamic,
-        opset_version=OPSET,
-        dynamo=False,
-    )
-
-
-def store_weights_fp16(path: Path, min_size: int = 16384):
-    """Halve the file: large fp32 weights are stored as fp16 and cast back to fp32 when loaded.
-
-    The graph still computes in fp32, so every runtime (wasm included) runs it unchanged."""
-    model = onnx.load(str(path))
-    graph = model.graph
-    casts = []
-    for init in graph.initializer:
-        if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= min_size:
-            name = init.name
-            half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), name + "_fp16")
-            init.CopyFrom(half)
-            casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT))
-    for node in reversed(casts):
-        graph.node.insert(0, node)
-    onnx.save(model, str(path))
+# one definition of the ONNX settings and of fp16 weight storage, shared with the student's export
+to_onnx, store_weights_fp16 = quantize.export_onnx, quantize.store_weights_fp16
 
 
 # Which layers stay float is chosen on dev plots (never test): the smallest set of candidates, in

@@ -25,9 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import image
-
-OPSET = 17
+from . import image, quantize
 
 
 class PosterGraph(nn.Module):
@@ -87,7 +85,7 @@ def to_onnx(model, args, path: Path, inputs, outputs, dynamic):
         input_names=inputs,
         output_names=outputs,
         dynamic_axes=dynamic,
-        opset_version=OPSET,
+        opset_version=quantize.OPSET,
         dynamo=False,
     )
 
@@ -111,8 +109,6 @@ def preprocessing(cfg) -> dict:
 def export_poster(cfg, out_dir: Path, fp16: bool = True) -> dict:
     """Write poster_encoder.onnx (outputs "embedding", then "features") and return its manifest entry.
     fp16=False keeps fp32 weights (the input to static quantization)."""
-    from .export import store_weights_fp16  # export.py imports this module
-
     encoder = image.PosterEncoder(cfg.image_size).eval()
     path = Path(out_dir) / "poster_encoder.onnx"
     dummy = torch.rand(1, 3, 278, 185) * 255
@@ -121,7 +117,7 @@ def export_poster(cfg, out_dir: Path, fp16: bool = True) -> dict:
     axes = {"image": {2: "height", 3: "width"}}
     to_onnx(PosterGraph(encoder), (dummy,), path, ["image"], ["embedding", "features"], axes)
     if fp16:
-        store_weights_fp16(path)
+        quantize.store_weights_fp16(path)
     return {
         "file": path.name,
         "inputs": {"image": [1, 3, "height", "width"]},
