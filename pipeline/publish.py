@@ -9,9 +9,44 @@ import json
 import shutil
 from pathlib import Path
 
-from . import data, distil, evaluate, explain, export, figures, topics
+from . import data, distil, errors, evaluate, explain, export, figures, topics
 
 PATH_KEYS = {"data", "work", "site_data", "models", "figures"}  # where things live: not shown on the site
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ("ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs")  # onnxruntime-web's files the demo fetches
+
+
+def runtime_bytes() -> int | None:
+    """Bytes of the browser runtime a first visit downloads beside the models (assets/vendor/runtime.json,
+    written by `npm run vendor`; else the same files in node_modules); None when neither is there."""
+    listed = ROOT / "assets/vendor/runtime.json"
+    if listed.is_file():
+        return sum(f["bytes"] for f in json.loads(listed.read_text()).values())
+    dist = ROOT / "node_modules/onnxruntime-web/dist"
+    if all((dist / f).is_file() for f in RUNTIME):
+        return sum((dist / f).stat().st_size for f in RUNTIME)
+    return None
+
+
+def page_facts(cfg, spec: dict, metrics: dict) -> dict:
+    """Counts the prose states, as numbers in _data/ (so the provenance test sees them change):
+    list lengths and facts of the models that the page would otherwise type by hand."""
+    from . import text
+
+    facts = {"labels": len(metrics.get("labels", [])), "student_layers": len(str(cfg.student_layers).split(","))}
+    try:  # layers of the text backbone (6 for MiniLM-L6), from its own config
+        from transformers import AutoConfig
+
+        facts["teacher_layers"] = AutoConfig.from_pretrained(text.backbone_path(cfg.text_backbone)).num_hidden_layers
+    except Exception:  # offline without the backbone: the page says nothing about the layer count
+        pass
+    features = spec.get("poster_encoder", {}).get("outputs", {}).get("features")
+    if features:
+        facts["poster_grid"] = features[-2:]  # the last convolution's spatial grid (Grad-CAM's resolution)
+    pre = spec.get("poster_encoder", {}).get("preprocessing", {})
+    if pre.get("max_bytes"):
+        facts["poster_max_mb"] = round(pre["max_bytes"] / 2**20, 1)
+    return facts
 
 
 def write_json(folder: Path, name: str, obj) -> None:
@@ -28,6 +63,7 @@ def replace_folder(src: Path, dst: Path) -> None:
 def run(cfg) -> None:
     curated, evaluated, exported = data.run(cfg), evaluate.run(cfg), export.run(cfg)
     topic_out, explained, drawn = topics.run(cfg), explain.run(cfg), figures.run(cfg)
+    analysed = errors.run(cfg)
     site, models = cfg.path("site_data"), cfg.path("models")
 
     spec = json.loads((exported / "manifest.json").read_text())
@@ -54,8 +90,19 @@ def run(cfg) -> None:
     head = spec["files"][spec["fusion_head"]["file"]]["bytes"]
     summary["teacher_bytes"] = {"plot_path": built["text_encoder.onnx"] + built["tokenizer.json"] + head}
     summary["student_bytes"] = {"plot_path": sum(built[f] for f in distil.STUDENT_FILES) + head}
+    runtime = runtime_bytes()
+    if runtime is not None:  # one honest first-visit size: models and the wasm runtime
+        poster = [spec[p]["file"] for p in ("poster_encoder", "poster_cam")]
+        summary["runtime_bytes"] = runtime
+        summary["first_visit_plot_mb"] = round((sum(spec["files"][f]["bytes"] for f in plot_only) + runtime) / 2**20, 1)
+        summary["first_visit_poster_mb"] = round(
+            (sum(spec["files"][f]["bytes"] for f in plot_only + poster) + runtime) / 2**20, 1
+        )
+    metrics = evaluate.load(evaluated)
+    summary["page"] = page_facts(cfg, spec, metrics)
     write_json(site, "models.json", summary)
-    write_json(site, "metrics.json", evaluate.load(evaluated))
+    write_json(site, "metrics.json", metrics)
+    write_json(site, "errors.json", errors.load(analysed))
     write_json(site, "curation.json", json.loads((curated / "curation.json").read_text()))
     found = json.loads((topic_out / "topics.json").read_text())
     write_json(site, "topics.json", {**found, "topics": found["topics"][: cfg.topics_shown]})
@@ -65,4 +112,5 @@ def run(cfg) -> None:
 
     replace_folder(drawn.path, cfg.path("figures"))
     shutil.copytree(explained.path, cfg.path("figures") / "gradcam", ignore=shutil.ignore_patterns(".done", "*.json"))
+    shutil.copytree(analysed.path, cfg.path("figures") / "errors", ignore=shutil.ignore_patterns(".done", "*.json"))
     print(f"[publish] {site}, {models} and {cfg.path('figures')} written")

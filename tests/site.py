@@ -74,3 +74,36 @@ def launch(playwright):
     return playwright.chromium.launch(
         executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_ARGS
     )
+
+
+def build_source(dest: Path, data: dict[str, object], baseurl: str = BASEURL) -> str:
+    """Build only the page (index.md, _includes, _layouts, _config.yml) from the given _data files
+    ({file name: parsed content}); returns index.html's text. No assets: a couple of seconds."""
+    import json
+
+    import yaml
+
+    src = dest / "src"
+    (src / "_data").mkdir(parents=True)
+    for name in ("_config.yml", "index.md", "_includes", "_layouts"):
+        (src / name).symlink_to(ROOT / name)
+    for name, content in data.items():
+        text = json.dumps(content) if name.endswith(".json") else yaml.safe_dump(content, allow_unicode=True)
+        (src / "_data" / name).write_text(text)
+    env = {**os.environ, "JEKYLL_NO_BUNDLER_REQUIRE": "true"}
+    cmd = ["jekyll", "build", "--quiet", "--source", str(src), "--destination", str(dest / "_site"), "--baseurl", baseurl]
+    subprocess.run(cmd, cwd=src, env=env, check=True, capture_output=True, text=True)
+    return (dest / "_site" / "index.html").read_text()
+
+
+def site_data() -> dict[str, object]:
+    """The committed _data/ files, parsed."""
+    import json
+
+    import yaml
+
+    out = {}
+    for path in sorted((ROOT / "_data").iterdir()):
+        text = path.read_text()
+        out[path.name] = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    return out

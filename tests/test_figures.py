@@ -143,3 +143,22 @@ def test_tiny_run_draws_every_figure_the_site_shows(tiny):
 def test_figures_rerun_is_cached(tiny):
     proc = cli(*tiny.args("figures"))
     assert re.search(r"^\[figures\] cached: ", proc.stdout, re.M), proc.stdout[-2000:]
+
+
+def test_tiny_run_publishes_the_error_analysis(tiny):
+    """errors.py runs inside publish: _data/errors.json from the test split, its figure and thumbnails."""
+    err = tiny.json("errors.json")
+    metrics = tiny.json("metrics.json")
+    assert err["test_movies"] == metrics["split"]["test"]
+    assert {g["genre"] for g in err["genres"]} == set(metrics["labels"])
+    effect = err["poster"]
+    assert effect["helped"] + effect["hurt"] + effect["same"] == effect["movies"]
+    for pair in err["pairs"]:
+        assert pair["true"] != pair["predicted"] and 0 < pair["movies"] <= pair["of"]
+    for ex in effect["helped_examples"] + effect["hurt_examples"]:
+        assert ex["truth"] and ex["plot"] != ex["plot+poster"]
+        assert ex["thumb"] is None or (tiny.figures / "errors" / ex["thumb"]).is_file()
+    assert (tiny.figures / "errors/confusion.png").read_bytes()[:4] == b"\x89PNG"
+    lengths = err["lengths"]
+    assert lengths["window"] == tiny.json("models.json")["text_encoder"]["max_len"]
+    assert lengths["max_tokens"] >= lengths["longest"][-1]["tokens"] and lengths["over_window"] >= 0
