@@ -1,18 +1,22 @@
 // mm-genre's service worker: an offline copy of the site. Same-origin GETs go to the network first
 // and fall back to the last copy kept here, so updates show when online and the demo opens offline.
-// Model files and the wasm runtime are not kept here: the demo's worker (assets/js/worker.js) keeps
-// them in Cache Storage keyed by their sha256, and reads them from there on later visits.
-const SHELL = "mm-genre-shell-v1";
-const PRECACHE = [
-  "./", "assets/css/site.css", "assets/js/demo.js", "assets/js/worker.js", "assets/js/site.js",
-  "assets/vendor/ort.wasm.min.mjs", "assets/vendor/tokenizers.min.mjs", "assets/vendor/runtime.json",
-  "assets/models/manifest.json", "assets/images/favicon.svg",
-];
+// Model files and the wasm runtime are not kept here: the demo's worker (assets/js/downloads.js) keeps
+// them in Cache Storage keyed by their sha256 and serves them to itself on later visits.
+// assets/vendor/shell.js (written at build time by scripts/vendor.mjs) names the shell's files and its
+// version, a digest of their content: a deploy that changes any of them installs this worker anew,
+// which precaches the new shell and deletes the old one.
+importScripts("assets/vendor/shell.js");
+const SHELL = `mm-genre-shell-${self.SHELL.version}`;
 
 self.addEventListener("install", (event) => {
-  event.waitUntil(caches.open(SHELL).then((c) => c.addAll(PRECACHE)).then(() => self.skipWaiting()));
+  event.waitUntil(caches.open(SHELL).then((c) => c.addAll(self.SHELL.files.map((f) => new Request(f, { cache: "no-cache" })))).then(() => self.skipWaiting()));
 });
-self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+self.addEventListener("activate", (event) => {
+  event.waitUntil((async () => {
+    for (const name of await caches.keys()) if (name.startsWith("mm-genre-shell-") && name !== SHELL) await caches.delete(name);
+    await self.clients.claim();
+  })());
+});
 
 self.addEventListener("fetch", (event) => {
   const req = event.request;
@@ -28,6 +32,9 @@ self.addEventListener("fetch", (event) => {
         }
         return res;
       })
-      .catch(async () => (await caches.match(req, { ignoreSearch: true })) ?? (await caches.match(req, { ignoreVary: true })) ?? Response.error())
+      .catch(async () => {
+        const shell = await caches.open(SHELL);
+        return (await shell.match(req, { ignoreSearch: true })) ?? (await shell.match(req, { ignoreVary: true })) ?? Response.error();
+      })
   );
 });

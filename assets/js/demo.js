@@ -5,11 +5,16 @@ const app = document.getElementById("demo-app");
 const $ = (id) => document.getElementById(id);
 const abs = (path) => new URL(path, location.href).href;
 const mb = (n) => `${(n / 1048576).toFixed(1)} MB`;
-const NAMES = { runtime: "onnxruntime (wasm)", text: "text model", head: "fusion head", poster: "poster model", cam: "poster heatmap" };
+const size = (n) => (n >= 104858 ? mb(n) : `${Math.max(1, Math.round(n / 1024))} KB`);
+const NAMES = { runtime: "onnxruntime", text: "text model", head: "fusion head", poster: "poster model", cam: "poster heatmap" };
 
 const worker = new Worker(abs(app.dataset.worker), { type: "module" });
 const textChoice = (new URLSearchParams(location.search).get("text") ?? "").replace(/[^a-z]/g, ""); // e.g. ?text=teacher
-worker.postMessage({ type: "init", models: abs(app.dataset.models), vendor: abs(app.dataset.vendor), text: textChoice });
+// window.__mmGenreOrt: session options bench/browser.py compares (graphOptimizationLevel, ...); never set otherwise
+worker.postMessage({
+  type: "init", models: abs(app.dataset.models), vendor: abs(app.dataset.vendor), text: textChoice,
+  pageStart: performance.timeOrigin + performance.now(), ort: window.__mmGenreOrt ?? {},
+});
 
 let spec = null, parts = null;
 let started = false; // downloads begun
@@ -26,16 +31,31 @@ function status(text, isError = false) {
 
 // ---- downloads: stated before, started when the visitor begins, shown per file ------------------
 
+// Every figure is bytes on the wire, the runtime included; files already stored in this browser are
+// named as stored, and whatever is still missing is listed file by file.
 function describeDownload() {
-  const size = (ps) => ps.flatMap((p) => parts[p]).filter((f) => !f.cached).reduce((n, f) => n + f.bytes, 0);
-  const base = size(["runtime", "text", "head"]), extra = size(["poster", "cam"]);
-  const list = ["text", "head", "runtime"].map((p) => `${NAMES[p]} ${mb(parts[p].reduce((n, f) => n + f.bytes, 0))}`).join(", ");
-  app.dataset.downloadBytes = String(base);
-  app.dataset.posterBytes = String(extra);
-  $("download").textContent = base + extra === 0
-    ? "The models are stored in this browser: nothing to download, and the demo works offline."
-    : `Runs in your browser. The first prediction downloads ${mb(base)} (${list}); a poster adds ${mb(extra)}. ` +
-      "Downloads start when you begin typing and are kept in this browser for later visits and offline use.";
+  const files = (ps) => ps.flatMap((p) => parts[p].map((f) => ({ ...f, part: p })));
+  const missing = (ps) => files(ps).filter((f) => !f.cached);
+  const sum = (fs) => fs.reduce((n, f) => n + f.bytes, 0);
+  const list = (fs) => fs.map((f) => `${f.name} ${size(f.bytes)}`).join(", ");
+  const plot = ["runtime", "text", "head"], withPoster = ["poster", "cam"];
+  const base = missing(plot), extra = missing(withPoster);
+  app.dataset.downloadBytes = String(sum(base));
+  app.dataset.posterBytes = String(sum(extra));
+  app.dataset.totalBytes = String(sum(files([...plot, ...withPoster])));
+  const keep = self.caches ? "kept in this browser for later visits and offline use" : "not kept: this page is not on a secure (https) origin, so every visit downloads them again";
+  let text;
+  if (!base.length && !extra.length) text = "The models are stored in this browser: nothing to download, and the demo works offline.";
+  else if (base.length === files(plot).length) {
+    text = `Runs in your browser. The first prediction downloads ${mb(sum(base))} (${list(base)}, onnxruntime included); ` +
+      `a poster adds ${mb(sum(extra))} (${list(extra)}). Downloads start when you begin typing and are ${keep}.`;
+  } else {
+    const stored = files([...plot, ...withPoster]).filter((f) => f.cached);
+    text = `Stored in this browser: ${mb(sum(stored))} (${list(stored)}). Still to download: ` +
+      (base.length ? `${mb(sum(base))} for the first prediction (${list(base)})` : "nothing for a plot") +
+      (extra.length ? `; ${mb(sum(extra))} when you add a poster (${list(extra)}).` : "; nothing for a poster.");
+  }
+  $("download").textContent = text;
 }
 
 let wanted = null; // parts asked for before the manifest arrived
@@ -74,7 +94,7 @@ const TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"
 function setPoster(file) {
   clearPoster();
   if (!file) return;
-  const maxBytes = spec?.poster_encoder.preprocessing.max_bytes ?? 20 * 1048576;
+  const maxBytes = spec?.rules.poster.max_bytes ?? 20 * 1048576; // before the manifest arrives: the page's stated limit
   if (file.type && !TYPES.includes(file.type)) return rejectPoster(`"${file.name}" is not an image file (JPEG, PNG, WebP, GIF).`);
   if (file.size > maxBytes) return rejectPoster(`The image is ${mb(file.size)}; the limit is ${maxBytes / 1048576} MB.`);
   const id = ++posterSeq;
@@ -137,7 +157,7 @@ function row(label, p, threshold) {
 
 function showGenres(m) {
   const { labels } = spec;
-  const t = Array.isArray(spec.thresholds) ? spec.thresholds : spec.thresholds[m.mode];
+  const t = spec.thresholds[m.mode];
   const chosen = new Set(m.genres);
   const order = m.probs.map((p, i) => i).sort((a, b) => m.probs[b] - m.probs[a]);
   $("predicted").replaceChildren(...m.genres.map((i) => row(labels[i], m.probs[i], t[i])));
@@ -266,7 +286,7 @@ function whyDone(m) {
 // ---- predict --------------------------------------------------------------------------------------
 
 async function predict() {
-  if (busy) return; // one prediction at a time (the button is disabled too; this also covers Ctrl+Enter)
+  if (busy) return; // one prediction at a time (also for Ctrl+Enter and clicks while aria-disabled)
   const plot = $("plot").value.trim();
   if (!plot) {
     status("Please paste a plot first: a sentence or more about the movie.", true);
@@ -274,7 +294,9 @@ async function predict() {
     return;
   }
   busy = true;
-  $("predict").disabled = true;
+  // aria-disabled, not disabled: a disabled button drops the keyboard focus to <body>; this one keeps it
+  $("predict").setAttribute("aria-disabled", "true");
+  app.setAttribute("aria-busy", "true");
   run = { id: ++predictSeq, t0: performance.now() };
   app.dataset.runs = String(predictSeq);
   delete app.dataset.whyMs;
@@ -285,7 +307,8 @@ async function predict() {
       await posterState.pending;
     }
     const withPoster = !!posterState?.ok;
-    status(started && parts && Object.values(parts).flat().every((f) => f.cached) ? "Predicting…" : "Predicting (the first time loads the models)…");
+    const stored = parts && Object.entries(parts).every(([p, fs]) => (["poster", "cam"].includes(p) && !withPoster) || fs.every((f) => f.cached));
+    status(stored ? "Predicting…" : "Loading the models (progress below)…");
     $("why").hidden = true;
     $("cam").hidden = true;
     worker.postMessage({ type: "predict", id: run.id, plot, withPoster });
@@ -297,7 +320,8 @@ async function predict() {
 
 function done() {
   busy = false;
-  $("predict").disabled = false;
+  $("predict").removeAttribute("aria-disabled");
+  app.removeAttribute("aria-busy");
 }
 
 function genres(m) {
@@ -308,6 +332,7 @@ function genres(m) {
   status("");
   app.dataset.genresMs = ms.toFixed(1);
   app.dataset.modelMs = m.runMs.toFixed(1);
+  app.dataset.phases = JSON.stringify(m.phases); // where the time went (bench/browser.py reads it)
   const load = m.loadMs > 50 ? ` (${(m.loadMs / 1000).toFixed(1)} s of it loading the models)` : "";
   run.timing = `Genres in ${ms < 1000 ? ms.toFixed(0) + " ms" : (ms / 1000).toFixed(1) + " s"}${load}, ${m.mode === "plot" ? "plot only" : "plot + poster"}, in your browser`;
   $("timing").textContent = run.timing;
@@ -325,6 +350,7 @@ worker.onmessage = ({ data: m }) => {
       if (wanted) warm(wanted);
       break;
     case "progress": progress(m); break;
+    case "stage": if (busy) status(m.text); break;
     case "poster": posterReady(m); break;
     case "poster-error": posterFailed(m); break;
     case "genres": genres(m); break;

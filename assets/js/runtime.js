@@ -1,0 +1,61 @@
+// onnxruntime-web: the wasm runtime started once per visit, one session per model, one run at a time.
+// The wasm is not handed over as bytes: onnxruntime fetches it from its URL and compiles it while it
+// streams (WebAssembly.instantiateStreaming), so Chromium keeps the compiled code beside the stored
+// response and a return visit skips the compile. That fetch is answered from downloads.js (the checked
+// copy in Cache Storage, application/wasm), so the runtime works offline too.
+import * as ort from "../vendor/ort.wasm.min.mjs";
+
+export { ort };
+export const phases = {}; // name -> ms, for the page's timing and bench/browser.py
+
+let options = {}; // session options a benchmark may override (graphOptimizationLevel, freeDimensionOverrides, ...)
+let started = null;
+
+async function timed(name, job) {
+  const t0 = performance.now();
+  try {
+    return await job;
+  } finally {
+    phases[name] = (phases[name] ?? 0) + performance.now() - t0;
+  }
+}
+
+// Starts the runtime: `glue` the Response of ort-wasm-simd-threaded.mjs, `wasm` {url, response()} of its .wasm.
+export function start({ glue, wasm, sessionOptions = {} }) {
+  started ??= (async () => {
+    options = sessionOptions;
+    const glueUrl = URL.createObjectURL(new Blob([await (await glue).arrayBuffer()], { type: "text/javascript" }));
+    const plainFetch = self.fetch.bind(self);
+    self.fetch = (input, init) => (String(input?.url ?? input) === wasm.url ? wasm.response() : plainFetch(input, init));
+    const streaming = WebAssembly.instantiateStreaming; // timed, to report the compile on its own
+    WebAssembly.instantiateStreaming = (source, imports) => timed("runtime compile", streaming(source, imports));
+    ort.env.logLevel = "error"; // onnxruntime warns about every initializer it folds (dozens per model)
+    ort.env.wasm.wasmPaths = { mjs: glueUrl, wasm: wasm.url };
+    // threads only where the page is cross-origin isolated (GitHub Pages is not)
+    ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  })().catch((e) => { started = null; throw e; });
+  return started;
+}
+
+export async function session(name, model) {
+  await started;
+  const create = ort.InferenceSession.create(model, {
+    executionProviders: ["wasm"],
+    logSeverityLevel: 3, // errors only
+    graphOptimizationLevel: "all",
+    ...options,
+  });
+  const t0 = performance.now(), compiled = phases["runtime compile"] ?? 0;
+  const s = await create;
+  // the first session also waits for the runtime compile: that is reported on its own
+  phases[`session ${name}`] = performance.now() - t0 - ((phases["runtime compile"] ?? 0) - compiled);
+  return s;
+}
+
+let queue = Promise.resolve();
+// One session run at a time (a new prediction may start while an explanation is between runs).
+export function run(sess, feeds) {
+  const next = queue.then(() => sess.run(feeds));
+  queue = next.catch(() => {});
+  return next;
+}
