@@ -236,6 +236,7 @@ def token_lengths(movies, test, tokenizer: Path, window: int) -> dict:
         "p99_tokens": float(np.percentile(counts, 99)),
         "median_tokens": float(np.median(counts)),
         "over_window": int((counts > window).sum()),
+        "all_within": bool((counts <= window).all()),
         "max_words": int(words.max()),
         "longest": [{"title": str(titles[i]), "words": int(words[i]), "tokens": int(counts[i])} for i in order],
     }

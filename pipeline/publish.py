@@ -28,6 +28,26 @@ def runtime_bytes() -> int | None:
     return None
 
 
+def figure_sizes(folder: Path) -> dict[str, list[int]]:
+    """[width, height] in px of every image under the figures folder, for the <img> tags' attributes."""
+    import re
+
+    from PIL import Image
+
+    sizes = {}
+    for f in sorted(folder.rglob("*")):
+        name = str(f.relative_to(folder))
+        if f.suffix in (".png", ".jpg", ".jpeg", ".webp"):
+            with Image.open(f) as im:
+                sizes[name] = list(im.size)
+        elif f.suffix == ".svg":
+            head = f.read_text()[:2000]
+            w, h = (re.search(rf'<svg[^>]*\s{a}="([\d.]+)', head) for a in ("width", "height"))
+            if w and h:
+                sizes[name] = [round(float(w.group(1))), round(float(h.group(1)))]
+    return sizes
+
+
 def page_facts(cfg, spec: dict, metrics: dict) -> dict:
     """Counts the prose states, as numbers in _data/ (so the provenance test sees them change):
     list lengths and facts of the models that the page would otherwise type by hand."""
@@ -46,6 +66,9 @@ def page_facts(cfg, spec: dict, metrics: dict) -> dict:
     pre = spec.get("poster_encoder", {}).get("preprocessing", {})
     if pre.get("max_bytes"):
         facts["poster_max_mb"] = round(pre["max_bytes"] / 2**20, 1)
+    from .__main__ import STAGES
+
+    facts["stages"] = [s for s in STAGES if s != "all"]
     return facts
 
 
@@ -107,10 +130,11 @@ def run(cfg) -> None:
     found = json.loads((topic_out / "topics.json").read_text())
     write_json(site, "topics.json", {**found, "topics": found["topics"][: cfg.topics_shown]})
     write_json(site, "gradcam.json", json.loads((explained / "gradcam.json").read_text()))
-    write_json(site, "figures.json", json.loads((drawn / "facts.json").read_text()))
     write_json(site, "config.json", {k: v for k, v in cfg.items() if k not in PATH_KEYS})
 
     replace_folder(drawn.path, cfg.path("figures"))
     shutil.copytree(explained.path, cfg.path("figures") / "gradcam", ignore=shutil.ignore_patterns(".done", "*.json"))
     shutil.copytree(analysed.path, cfg.path("figures") / "errors", ignore=shutil.ignore_patterns(".done", "*.json"))
+    facts = json.loads((drawn / "facts.json").read_text())
+    write_json(site, "figures.json", {**facts, "sizes": figure_sizes(cfg.path("figures"))})
     print(f"[publish] {site}, {models} and {cfg.path('figures')} written")

@@ -91,7 +91,17 @@ def build_source(dest: Path, data: dict[str, object], baseurl: str = BASEURL) ->
         text = json.dumps(content) if name.endswith(".json") else yaml.safe_dump(content, allow_unicode=True)
         (src / "_data" / name).write_text(text)
     env = {**os.environ, "JEKYLL_NO_BUNDLER_REQUIRE": "true"}
-    cmd = ["jekyll", "build", "--quiet", "--source", str(src), "--destination", str(dest / "_site"), "--baseurl", baseurl]
+    cmd = [
+        "jekyll",
+        "build",
+        "--quiet",
+        "--source",
+        str(src),
+        "--destination",
+        str(dest / "_site"),
+        "--baseurl",
+        baseurl,
+    ]
     subprocess.run(cmd, cwd=src, env=env, check=True, capture_output=True, text=True)
     return (dest / "_site" / "index.html").read_text()
 

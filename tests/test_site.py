@@ -1,5 +1,6 @@
 """The Jekyll site builds under a sub-path and shows the pipeline's numbers."""
 
+import difflib
 import hashlib
 import json
 import os
@@ -7,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -130,74 +130,163 @@ class Text(HTMLParser):
 
 NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?(?:e-?\d+)?)(?![\w.]*\w)")
 
-# Numbers the page may print that are not results: the prose's fixed facts. Everything else must
-# come from _data/ (or _config.yml).
+# Numbers the page may print that no _data/ value stands behind: prose facts. Keep this short: a
+# number the pipeline knows belongs in _data/ (models.json "page" holds the counts the prose needs).
 ALLOWED = {
-    "6": "MiniLM-L6 has 6 layers",
-    "12": "ELECTRA-small has 12 layers (the seed's recipe)",
-    "7": "Lite0's last convolution is a 7×7 grid",
-    "95": "95 % bootstrap intervals",
+    "95": "95 % bootstrap intervals: the interval's level, a convention of the write-up",
+    "2.0": "the Apache-2.0 licence's name (credits)",
 }
 
 
-def data_numbers() -> tuple[set[int], list[float]]:
-    """Integers and floats in _data/ and _config.yml, with what the page derives from them: ×100
-    (percentages), bytes in MB, list lengths; numbers inside strings too."""
-    ints, floats = set(), []
-
-    def add(v):
-        if isinstance(v, bool):
-            return
-        if isinstance(v, int):
-            ints.add(abs(v))
-            v = float(v)
-        if isinstance(v, float):
-            for x in (abs(v), abs(v) * 100, abs(v) / 2**20):
-                floats.append(x)
-                if x == int(x):
-                    ints.add(int(x))
-        if isinstance(v, str):
-            for token in NUMBER.findall(v):
-                add(float(token) if "." in token or "e" in token else int(token))
-        if isinstance(v, dict):
-            for k, x in v.items():
-                add(k)
-                add(x)
-        if isinstance(v, list):
-            ints.add(len(v))
-            for x in v:
-                add(x)
-
-    for path in [*sorted((ROOT / "_data").iterdir()), ROOT / "_config.yml"]:
-        text = path.read_text()
-        add(json.loads(text) if path.suffix == ".json" else yaml.safe_load(text))
-    return ints, floats
-
-
-def printed_as(token: str, ints: set[int], floats: list[float]) -> bool:
+def scaled(token: str) -> str:
+    """A number as the perturbed data holds it: 7x + 1, printed with the same decimals."""
     if "e" in token:
-        return any(abs(x - float(token)) <= 1e-12 + 1e-9 * x for x in floats)
-    if "." not in token:
-        return int(token) in ints
-    decimals, value = len(token.split(".")[1]), Decimal(token)
-    step = Decimal(1).scaleb(-decimals)
-    return any(
-        Decimal(repr(x)).quantize(step, rounding) == value
-        for x in floats
-        for rounding in (ROUND_HALF_UP, ROUND_HALF_EVEN)
-    )
+        return repr(float(token) * 7 + 1)
+    if "." in token:
+        return f"{float(token) * 7 + 1:.{len(token.split('.')[1])}f}"
+    return str(int(token) * 7 + 1)
 
 
-def test_every_number_comes_from_data(built):
-    html = (built / "index.html").read_text()
-    assert "{{" not in html and "{%" not in html
+def perturb(value):
+    """Every number in a _data/ value mapped to 7x + 1 (a prime factor and an offset, so zeros move too),
+    numbers inside strings included; keys, booleans and the shape stay. The map is increasing, so any
+    comparison between two data values (met / not met) comes out the same and the page keeps its shape."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return value * 7 + 1
+    if isinstance(value, str):
+        return NUMBER.sub(lambda m: scaled(m.group(1)), value)
+    if isinstance(value, list):
+        return [perturb(v) for v in value]
+    return {k: perturb(v) for k, v in value.items()}
+
+
+def page_numbers(html: str) -> tuple[list[tuple[str, str]], str]:
+    """The numbers of the page's visible text, each with its context, and the text with every number as #."""
     page = Text()
     page.feed(html)
-    ints, floats = data_numbers()
-    tokens = NUMBER.findall(" ".join(page.parts))
-    assert len(tokens) > 50  # the scan sees the results
-    stray = sorted({t for t in tokens if t not in ALLOWED and not printed_as(t, ints, floats)})
-    assert stray == [], f"numbers on the page that are not in _data/: {stray}"
+    text = " ".join(" ".join(page.parts).split())
+    numbers = [(m.group(1), text[max(0, m.start() - 60) : m.end() + 20]) for m in NUMBER.finditer(text)]
+    return numbers, NUMBER.sub("#", text)
+
+
+def test_every_number_comes_from_data(tmp_path):
+    """Built twice, the second time from _data/ with every number perturbed: every number the page prints
+    must change (so it is read from _data/, not typed, not a default, not a zero from a missing key)."""
+    data = site.site_data()
+    original = site.build_source(tmp_path / "a", data)
+    changed = site.build_source(tmp_path / "b", {name: perturb(v) for name, v in data.items()})
+    assert "{{" not in original and "{%" not in original
+    before, shape = page_numbers(original)
+    after, shape_after = page_numbers(changed)
+    assert len(before) > 100  # the scan sees the results
+    if shape != shape_after:  # a sentence that depends on a number's size, not on the data's fields
+        a, b = shape.split(". "), shape_after.split(". ")
+        diff = [line for line in difflib.unified_diff(a, b, lineterm="", n=0) if line[:1] in "+-"][2:8]
+        raise AssertionError("the perturbed page reads differently:\n" + "\n".join(diff))
+    stray = [f"{x!r} in …{context}…" for (x, context), (y, _) in zip(before, after) if x == y and x not in ALLOWED]
+    assert stray == [], f"{len(stray)} printed numbers that do not come from _data/:\n" + "\n".join(stray[:20])
+
+
+def test_the_provenance_test_catches_a_typed_number_and_a_missing_key(tmp_path):
+    """The check above fails for a number typed into the page and for a value read from a missing key."""
+    data = site.site_data()
+    broken = json.loads(json.dumps(data))
+    del broken["metrics.json"]["thresholds"]  # per_genre_table then has nothing to print
+    for variant, name in ((data, "typed"), (broken, "missing")):
+        html = site.build_source(tmp_path / f"{name}-a", variant)
+        if name == "typed":
+            html = html.replace("</main>", "<p>trained for 17 hours</p></main>")
+        other = site.build_source(tmp_path / f"{name}-b", {k: perturb(v) for k, v in variant.items()})
+        if name == "typed":
+            other = other.replace("</main>", "<p>trained for 17 hours</p></main>")
+        (a, _), (b, _) = page_numbers(html), page_numbers(other)
+        same = [x for (x, _), (y, _) in zip(a, b) if x == y and x not in ALLOWED]
+        assert same if name == "typed" else "n/a" in html, name
+
+
+def outcome(tmp_path, name: str, change) -> str:
+    """The page's text built from _data/ with `change(data)` applied."""
+    data = json.loads(json.dumps(site.site_data()))
+    change(data)
+    page = Text()
+    page.feed(site.build_source(tmp_path / name, data))
+    return " ".join(" ".join(page.parts).split())
+
+
+def sentence(text: str, start: str) -> str:
+    i = text.index(start)
+    return text[i : text.index(".", i + len(start)) + 1]
+
+
+def test_student_outcome_follows_the_data(tmp_path):
+    """Whether the student ships, and why, is read from models.json, not typed."""
+
+    def ships(d):
+        d["models.json"]["teacher_text_encoder"] = {"file": "teacher_text_encoder.onnx"}
+        d["models.json"]["shipped"].setdefault("student_choice", {}).update(passes=True, honest=True, within_bound=True)
+
+    def dishonest(d):
+        d["models.json"].pop("teacher_text_encoder", None)
+        d["models.json"]["student_text_encoder"] = {"file": "student_text_encoder.onnx"}
+        d["models.json"]["shipped"].setdefault("student_choice", {}).update(
+            passes=False, honest=False, within_bound=True
+        )
+
+    def outside(d):
+        dishonest(d)
+        d["models.json"]["shipped"]["student_choice"].update(honest=True, within_bound=False)
+
+    texts = {
+        name: outcome(tmp_path, name, f)
+        for name, f in (("ships", ships), ("dishonest", dishonest), ("outside", outside))
+    }
+    assert "The student ships" in texts["ships"] and "The teacher ships" not in texts["ships"]
+    assert "The teacher ships" in texts["dishonest"] and "not honest" in texts["dishonest"]
+    assert "outside the bound" in texts["outside"] and "not honest" not in texts["outside"]
+
+
+def test_balancing_claim_follows_the_data(tmp_path):
+    """The balancing caption claims a result only when metrics.json holds a CV comparison, and then the right one."""
+
+    def compared(on, off):
+        def change(d):
+            d["metrics.json"]["balancing"] = {"on": {"micro_f1": on}, "off": {"micro_f1": off}}
+
+        return change
+
+    none = outcome(tmp_path, "none", lambda d: d["metrics.json"].pop("balancing", None))
+    helped = outcome(tmp_path, "helped", compared(0.7, 0.6))
+    hurt = outcome(tmp_path, "hurt", compared(0.6, 0.7))
+    assert "did not compare balancing" in none and "did not help" not in none
+    assert "it helped, and the shipped model uses it" in helped
+    assert "it did not help" in hurt
+
+
+def test_headline_and_encoder_follow_the_data(tmp_path):
+    """The KPIs are the shipped int8 files' scores when export measured them (fp32 beside), else say fp32;
+    the Models section names the encoder the manifest ships."""
+    with_int8 = outcome(tmp_path, "int8", lambda d: None)
+    without = outcome(tmp_path, "fp32", lambda d: d["models.json"]["shipped"].pop("shipped"))
+    assert "shipped int8 files" in with_int8.split("Data")[0]
+    assert "shipped int8 files" not in without.split("Data")[0] and "(test, fp32;" in without
+    assert "did not score the shipped files" in without
+
+
+def test_extra_data_and_errors_sections_render_from_whatever_exists(tmp_path):
+    """A run without extra rows, paired margins or an error analysis says so instead of printing zeros."""
+
+    def strip(d):
+        for key in ("extra", "extra_steps"):
+            d["curation.json"].pop(key, None)
+        d["metrics.json"].pop("paired", None)
+        d.pop("errors.json", None)
+
+    text = outcome(tmp_path, "bare", strip)
+    assert "Not used in this run" in text
+    assert "recorded no paired bootstrap" in text
+    assert "has no error analysis" in text
 
 
 def test_no_placeholders_and_the_repository_link_is_real(built):
