@@ -25,7 +25,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
 from . import config, image
-from .predict import MODES, GenrePredictor
+from .manifest import MODES
+from .predictor import GenrePredictor
 
 FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 

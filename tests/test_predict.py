@@ -1,11 +1,13 @@
 """`python -m pipeline predict`: output format, posters, bad rows and bad input, per-mode thresholds,
-and that parallel/batched runs give what one-at-a-time runs give.
+the manifest's rules, and that parallel/batched runs give what one-at-a-time runs give.
 
-Runs the committed models (assets/models), or copies of their manifest with one thing changed."""
+Runs the tiny run's models (tests/conftest.py), or copies of their manifest with one thing changed;
+one test runs the committed models (assets/models) through the CLI's defaults."""
 
 import csv
 import json
 import random
+import re
 
 import numpy as np
 import onnx
@@ -14,14 +16,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.serve import bomb_png
-from pipeline import image
-from pipeline.predict import GenrePredictor
+from pipeline import image, rules
+from pipeline.predict import GenrePredictor, sentence_importance
+from pipeline.predictor import MAX_PADDING, length_batches, padded
 from tests.conftest import ROOT, cli
 from tests.tiny_data import poster
 
-MODELS = ROOT / "assets/models"
-SPEC = json.loads((MODELS / "manifest.json").read_text())
-LABELS = SPEC["labels"]
+COMMITTED = ROOT / "assets/models"
 PLOTS = [
     "A haunted cabin, a demon and a scream in the night.",
     "A wedding mix-up, an awkward roommate and a prank.",
@@ -49,18 +50,43 @@ def inputs(tmp_path):
     return tmp_path
 
 
-def models_with(folder, change) -> str:
-    """A models folder beside the committed one: the same files, a manifest changed by `change(spec)`."""
+def add_rules(spec: dict) -> None:
+    """manifest["rules"] as export writes it (until the tiny run's export writes it itself)."""
+    truncation = rules.truncation(spec["text_encoder"]["max_len"])
+    spec.setdefault(
+        "rules", {**rules.RULES, "truncation": truncation, "poster": spec["poster_encoder"]["preprocessing"]}
+    )
+
+
+def models_with(folder, change, source):
+    """A models folder: `source`'s files linked, its manifest (with rules) changed by `change(spec)`."""
     folder.mkdir()
-    for name in SPEC["files"]:
-        (folder / name).symlink_to(MODELS / name)
-    spec = json.loads(json.dumps(SPEC))
+    spec = json.loads((source / "manifest.json").read_text())
+    for name in spec["files"]:
+        (folder / name).symlink_to((source / name).resolve())
+    add_rules(spec)
     change(spec)
     (folder / "manifest.json").write_text(json.dumps(spec))
     return folder
 
 
-def predict(csv_path, out, *flags, models=MODELS, check=True):
+@pytest.fixture(scope="session")
+def models(tiny, tmp_path_factory):
+    """The tiny run's models, as `predict` reads them."""
+    return models_with(tmp_path_factory.mktemp("with_rules") / "models", lambda spec: None, tiny.models)
+
+
+@pytest.fixture(scope="session")
+def spec(models):
+    return json.loads((models / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def labels(spec):
+    return spec["labels"]
+
+
+def predict(csv_path, out, models, *flags, check=True):
     return cli("predict", csv_path, "--out", out, "--models", models, *flags, check=check)
 
 
@@ -68,48 +94,49 @@ def read(out):
     return pd.read_csv(out, keep_default_na=False, dtype={"tmdb_id": str})
 
 
-def test_output_columns_probabilities_genres_and_mode(inputs):
+def test_output_columns_probabilities_genres_and_mode(inputs, models, labels):
     rows = [[11, PLOTS[0], "img/a.jpg"], [12, PLOTS[1], ""]]
     src = write_csv(inputs / "in.csv", ["tmdb_id", "overview", "poster"], rows)
-    proc = predict(src, inputs / "out.csv")
-    assert proc.returncode == 0 and "warning" not in proc.stderr
+    proc = predict(src, inputs / "out.csv", models)
+    # only its own line on stderr: no onnxruntime warnings (such as "Removing initializer") at load
+    assert proc.returncode == 0 and proc.stderr.splitlines() == [f"wrote 2 predictions to {inputs / 'out.csv'}"]
     out = read(inputs / "out.csv")
-    assert list(out.columns) == ["tmdb_id", *LABELS, "genres", "mode"]
+    assert list(out.columns) == ["tmdb_id", *labels, "genres", "mode"]
     assert out.tmdb_id.tolist() == ["11", "12"]
     assert out["mode"].tolist() == ["plot+poster", "plot"]
-    probs = out[LABELS].to_numpy(float)
+    probs = out[labels].to_numpy(float)
     assert ((probs >= 0) & (probs <= 1)).all()
     for _, row in out.iterrows():
-        assert row.genres and set(row.genres.split("|")) <= set(LABELS)
+        assert row.genres and set(row.genres.split("|")) <= set(labels)
 
 
-def test_without_tmdb_id_or_poster_columns(inputs):
+def test_without_tmdb_id_or_poster_columns(inputs, models, labels):
     src = write_csv(inputs / "in.csv", ["overview"], [[PLOTS[2]]])
-    predict(src, inputs / "out.csv")
+    predict(src, inputs / "out.csv", models)
     out = read(inputs / "out.csv")
-    assert list(out.columns) == [*LABELS, "genres", "mode"] and len(out) == 1
+    assert list(out.columns) == [*labels, "genres", "mode"] and len(out) == 1
 
 
-def test_poster_changes_the_prediction_and_empty_poster_is_plot_only(inputs):
+def test_poster_changes_the_prediction_and_empty_poster_is_plot_only(inputs, models, labels):
     src = write_csv(
         inputs / "in.csv", ["tmdb_id", "overview", "poster"], [[1, PLOTS[0], "img/a.jpg"], [2, PLOTS[0], ""]]
     )
-    predict(src, inputs / "out.csv")
-    out = read(inputs / "out.csv")[LABELS].to_numpy(float)
+    predict(src, inputs / "out.csv", models)
+    out = read(inputs / "out.csv")[labels].to_numpy(float)
     assert abs(out[0] - out[1]).max() > 1e-4
 
 
-def test_unreadable_posters_fall_back_to_plot_only(inputs):
+def test_unreadable_posters_fall_back_to_plot_only(inputs, models, labels):
     plot = PLOTS[3]
     rows = [[1, plot, "img/broken.jpg"], [2, plot, "img/missing.jpg"], [3, plot, "img/notes.txt"], [4, plot, ""]]
     src = write_csv(inputs / "in.csv", ["tmdb_id", "overview", "poster"], rows)
-    proc = predict(src, inputs / "out.csv")
+    proc = predict(src, inputs / "out.csv", models)
     assert proc.returncode == 0  # every row got a prediction
     for line in (2, 3, 4):
         assert f"warning: line {line}: poster" in proc.stderr
     out = read(inputs / "out.csv")
     assert out["mode"].tolist() == ["plot"] * 4
-    probs = out[LABELS].to_numpy(float)
+    probs = out[labels].to_numpy(float)
     assert abs(probs[:3] - probs[3]).max() < 1e-6  # each bad poster row equals the plot-only row
 
 
@@ -117,7 +144,7 @@ def test_unreadable_posters_fall_back_to_plot_only(inputs):
     "kind, message",
     [("pixel-bomb", "megapixel limit"), ("over-20-MB", "MB limit"), ("folder", "not a regular file")],
 )
-def test_oversized_posters_are_refused_before_decoding(inputs, kind, message):
+def test_oversized_posters_are_refused_before_decoding(inputs, models, kind, message):
     path = inputs / "img" / "x.png"
     if kind == "pixel-bomb":
         path.write_bytes(bomb_png(30_000, 30_000))  # 900 megapixels claimed in a few hundred bytes
@@ -127,7 +154,7 @@ def test_oversized_posters_are_refused_before_decoding(inputs, kind, message):
     else:
         path.mkdir()
     src = write_csv(inputs / "in.csv", ["tmdb_id", "overview", "poster"], [[1, PLOTS[0], "img/x.png"]])
-    proc = predict(src, inputs / "out.csv")
+    proc = predict(src, inputs / "out.csv", models)
     assert proc.returncode == 0 and "warning: line 2: poster 'img/x.png' unusable" in proc.stderr
     assert message in proc.stderr
     assert read(inputs / "out.csv")["mode"].tolist() == ["plot"]
@@ -146,12 +173,12 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("body, bad_lines, predicted", MALFORMED.values(), ids=MALFORMED.keys())
-def test_malformed_lines_are_reported_with_their_number_and_skipped(inputs, body, bad_lines, predicted):
+def test_malformed_lines_are_reported_with_their_number_and_skipped(inputs, models, body, bad_lines, predicted):
     src = inputs / "in.csv"
     src.write_bytes(b"tmdb_id,overview,poster\n" + body)
-    proc = predict(src, inputs / "out.csv", check=False)
+    proc = predict(src, inputs / "out.csv", models, check=False)
     assert proc.returncode == 1, proc.stderr
-    skipped = [int(n) for n in __import__("re").findall(r"warning: line (\d+): skipped", proc.stderr)]
+    skipped = [int(n) for n in re.findall(r"warning: line (\d+): skipped", proc.stderr)]
     assert skipped == bad_lines, proc.stderr
     out = read(inputs / "out.csv")
     assert out.tmdb_id.tolist() == predicted
@@ -159,30 +186,30 @@ def test_malformed_lines_are_reported_with_their_number_and_skipped(inputs, body
     assert f"{len(bad_lines)} rows skipped" in proc.stderr
 
 
-def test_multiline_quoted_overview_and_bom_are_fine(inputs):
+def test_multiline_quoted_overview_and_bom_are_fine(inputs, models):
     src = inputs / "in.csv"
     src.write_bytes(
         b'\xef\xbb\xbftmdb_id,overview\n1,"A ghost story.\nIn two paragraphs, with ""quotes""."\n\n2,A heist.\n'
     )
-    proc = predict(src, inputs / "out.csv")
+    proc = predict(src, inputs / "out.csv", models)
     assert proc.returncode == 0 and "warning" not in proc.stderr
     assert read(inputs / "out.csv").tmdb_id.tolist() == ["1", "2"]
 
 
-def test_empty_overview_gets_a_warning_and_no_prediction(inputs):
+def test_empty_overview_gets_a_warning_and_no_prediction(inputs, models, labels):
     rows = [[1, ""], [2, "   "], [3, "x" * 30000], [4, "日本語のあらすじ。"], [5, PLOTS[1]]]
     src = write_csv(inputs / "in.csv", ["tmdb_id", "overview"], rows)
-    proc = predict(src, inputs / "out.csv", check=False)
+    proc = predict(src, inputs / "out.csv", models, check=False)
     assert proc.returncode == 1
     assert "warning: line 2: empty overview" in proc.stderr and "warning: line 3: empty overview" in proc.stderr
     out = read(inputs / "out.csv")
     assert out.tmdb_id.tolist() == ["1", "2", "3", "4", "5"]  # every parsed row keeps its place
     assert out.genres.tolist()[:2] == ["", ""] and out["mode"].tolist()[:2] == ["", ""]
-    assert all(out.genres[2:]) and (out.loc[:1, LABELS] == "").all().all()
+    assert all(out.genres[2:]) and (out.loc[:1, labels] == "").all().all()
 
 
 @pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink-out"])
-def test_posters_outside_the_csv_folder_are_refused_unless_allowed(inputs, tmp_path_factory, kind):
+def test_posters_outside_the_csv_folder_are_refused_unless_allowed(inputs, models, tmp_path_factory, kind):
     outside = tmp_path_factory.mktemp("elsewhere")
     poster(outside / "p.jpg", random.Random(3), ["Horror"])
     if kind == "absolute":
@@ -195,59 +222,96 @@ def test_posters_outside_the_csv_folder_are_refused_unless_allowed(inputs, tmp_p
     src = write_csv(
         inputs / "in.csv", ["tmdb_id", "overview", "poster"], [[1, PLOTS[0], path], [2, PLOTS[0], "img/a.jpg"]]
     )
-    proc = predict(src, inputs / "out.csv")
+    proc = predict(src, inputs / "out.csv", models)
     assert proc.returncode == 0 and "warning: line 2: poster" in proc.stderr and "refused" in proc.stderr
     assert read(inputs / "out.csv")["mode"].tolist() == ["plot", "plot+poster"]
-    proc = predict(src, inputs / "out.csv", "--allow-outside")
+    proc = predict(src, inputs / "out.csv", models, "--allow-outside")
     assert "warning" not in proc.stderr
     assert read(inputs / "out.csv")["mode"].tolist() == ["plot+poster", "plot+poster"]
 
 
-def test_missing_overview_column_is_a_one_line_error(inputs):
+def test_missing_overview_column_is_a_one_line_error(inputs, models):
     src = write_csv(inputs / "in.csv", ["tmdb_id", "plot"], [[1, "text"]])
-    proc = predict(src, inputs / "out.csv", check=False)
+    proc = predict(src, inputs / "out.csv", models, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "overview" in proc.stderr
     assert not (inputs / "out.csv").exists()
 
 
 @pytest.mark.parametrize("content", [None, b"", b"tmdb_id,over\xffview\n1,x\n"], ids=["no-file", "empty", "bad-header"])
-def test_unusable_csv_is_a_one_line_error(inputs, content):
+def test_unusable_csv_is_a_one_line_error(inputs, models, content):
     src = inputs / "in.csv"
     if content is not None:
         src.write_bytes(content)
-    proc = predict(src, inputs / "out.csv", check=False)
+    proc = predict(src, inputs / "out.csv", models, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert not (inputs / "out.csv").exists()
 
 
-@pytest.mark.parametrize("missing", ["manifest.json", "text_encoder.onnx"])
-def test_missing_models_name_the_path_and_the_command(inputs, tmp_path, missing):
-    models = models_with(tmp_path / "models", lambda spec: None)
-    (models / missing).unlink()
+UNUSABLE_MODELS = {  # (a file removed, a change to the manifest, what the one-line message names)
+    "no-manifest": ("manifest.json", None, "manifest.json"),
+    "no-text-encoder": ("text_encoder.onnx", None, "text_encoder.onnx"),
+    "no-rules": (None, lambda spec: spec.pop("rules"), "has no rules"),
+    "rules-without-truncation": (None, lambda spec: spec["rules"].pop("truncation"), "has no rules (truncation)"),
+    "one-threshold-list": (None, lambda spec: spec.update(thresholds=spec["thresholds"]["plot"]), "per-mode"),
+}
+
+
+@pytest.mark.parametrize("removed, change, named", UNUSABLE_MODELS.values(), ids=UNUSABLE_MODELS.keys())
+def test_unusable_models_name_the_problem_and_the_command(inputs, tmp_path, tiny, removed, change, named):
+    """A missing file, a manifest without the rules (from an older export) or with one threshold list
+    for both modes (the old format): exit 2, one line naming the problem and `python -m pipeline export`."""
+    models = models_with(tmp_path / "models", change or (lambda spec: None), tiny.models)
+    if removed:
+        (models / removed).unlink()
+        named = str(models / removed)
     src = write_csv(inputs / "in.csv", ["overview"], [[PLOTS[0]]])
-    proc = predict(src, inputs / "out.csv", models=models, check=False)
+    proc = predict(src, inputs / "out.csv", models, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
-    assert str(models / missing) in proc.stderr and "python -m pipeline export" in proc.stderr
+    assert named in proc.stderr and "python -m pipeline export" in proc.stderr
+    assert not (inputs / "out.csv").exists()
 
 
-@pytest.mark.parametrize("form", ["per-mode", "one-list"])
-def test_each_row_uses_its_modes_thresholds(inputs, tmp_path, form):
+def test_unknown_decision_rule_is_refused(inputs, tmp_path, tiny):
+    def change(spec):
+        spec["rules"]["decision"] = {"predict_when": "probability > threshold", "if_none": "nothing"}
+
+    models = models_with(tmp_path / "models", change, tiny.models)
+    src = write_csv(inputs / "in.csv", ["overview"], [[PLOTS[0]]])
+    proc = predict(src, inputs / "out.csv", models, check=False)
+    assert proc.returncode == 2 and "unknown decision rule" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_each_row_uses_its_modes_thresholds(inputs, tmp_path, tiny, labels):
     """Plot-only rows are decided by the "plot" thresholds and rows with a poster by "plot+poster"."""
-    n = len(LABELS)
+    n = len(labels)
 
     def change(spec):  # "plot": nothing passes (so the single most probable genre); "plot+poster": everything
-        spec["thresholds"] = {"plot": [1.01] * n, "plot+poster": [0.0] * n} if form == "per-mode" else [1.01] * n
+        spec["thresholds"] = {"plot": [1.01] * n, "plot+poster": [0.0] * n}
 
-    models = models_with(tmp_path / "models", change)
+    models = models_with(tmp_path / "models", change, tiny.models)
     rows = [[1, PLOTS[0], ""], [2, PLOTS[0], "img/a.jpg"]]
     src = write_csv(inputs / "in.csv", ["tmdb_id", "overview", "poster"], rows)
-    predict(src, inputs / "out.csv", models=models)
+    predict(src, inputs / "out.csv", models)
     out = read(inputs / "out.csv")
     assert out["mode"].tolist() == ["plot", "plot+poster"]
-    counts = [len(g.split("|")) for g in out.genres]
-    assert counts == ([1, n] if form == "per-mode" else [1, 1])
+    assert [len(g.split("|")) for g in out.genres] == [1, n]
+
+
+def test_truncation_and_sentences_follow_the_manifest(tmp_path, tiny):
+    """The predictor reads the window and the sentence pattern from manifest["rules"], not its own code."""
+
+    def change(spec):
+        spec["rules"]["truncation"] = {"max_chars": 60, "max_len": 8, "head_tokens": 6, "tail_tokens": 2}
+        spec["rules"]["sentence_pattern"] = r"[^;]+;?\s*"
+
+    predictor = GenrePredictor(models_with(tmp_path / "models", change, tiny.models))
+    plot = "Two friends plan a heist; a chase across the city; and a gunfight at the border."
+    full = predictor.tokenizer.encode(plot[:60]).ids
+    assert len(full) > 8 and predictor.encode(plot) == full[:6] + full[-2:]
+    assert predictor.sentences(plot) == ["Two friends plan a heist; ", "a chase across the city; ", "and a gunfight at the border."]
+    assert sentence_importance(predictor, plot)[0]["sentence"] == "Two friends plan a heist; "
 
 
 def one_at_a_time(models, rows, base):
@@ -261,12 +325,21 @@ def one_at_a_time(models, rows, base):
     return out
 
 
-def float_text_encoder(path, dim: int):
-    """A float (so batchable) text encoder: masked mean of a random embedding of each token id."""
+SCALE = 0.05  # the fixed activation scale of the toy int8 encoder (its table is N(0, 1): int8 spans ±6.35)
+
+
+def toy_text_encoder(path, dim: int, fixed_int8: bool = False):
+    """A batchable text encoder: masked mean of a random embedding of each token id, the embeddings
+    float or (fixed_int8) quantized to int8 with one fixed scale and dequantized, as a static QDQ model does."""
     table = np.random.default_rng(0).normal(size=(1000, dim)).astype(np.float32)
+    quantize = [
+        helper.make_node("QuantizeLinear", ["gathered", "scale", "zero"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["vectors"]),
+    ]
     nodes = [
         helper.make_node("Mod", ["input_ids", "thousand"], ["row"]),
-        helper.make_node("Gather", ["table", "row"], ["vectors"]),
+        helper.make_node("Gather", ["table", "row"], ["gathered" if fixed_int8 else "vectors"]),
+        *(quantize if fixed_int8 else []),
         helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
         helper.make_node("Unsqueeze", ["maskf", "last"], ["mask3"]),
         helper.make_node("Mul", ["vectors", "mask3"], ["masked"]),
@@ -279,81 +352,126 @@ def float_text_encoder(path, dim: int):
         numpy_helper.from_array(np.array(1000, np.int64), "thousand"),
         numpy_helper.from_array(np.array([-1], np.int64), "last"),
         numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array(SCALE, np.float32), "scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "zero"),
     ]
     ints = [
         helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "tokens"])
         for n in ("input_ids", "attention_mask")
     ]
     out = [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])]
-    graph = helper.make_graph(nodes, "float_text", ints, out, inits)
+    graph = helper.make_graph(nodes, "toy_text", ints, out, inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
-@pytest.mark.parametrize("encoder, tolerance", [("shipped-int8", 1e-6), ("float-batchable", 1e-5)])
-def test_parallel_batched_run_equals_one_at_a_time(inputs, tmp_path, encoder, tolerance):
-    """Workers and batches change nothing a user sees: every decision identical; probabilities within
-    1e-6 when only the float fusion head is batched (the shipped int8 encoder runs one plot per call),
-    within 1e-5 when a batchable float encoder runs padded batches; plus the CSV's 6-decimal rounding."""
-    models = MODELS
-    if encoder == "float-batchable":
+def with_toy_encoder(folder, source, fixed_int8: bool):
+    def change(spec):
+        spec["text_encoder"]["file"] = "toy_text.onnx"
+        spec["text_encoder"]["batchable"] = True
+        spec["files"]["toy_text.onnx"] = {}
 
-        def change(spec):
-            spec["text_encoder"]["file"] = "float_text.onnx"
-            spec["text_encoder"]["batchable"] = True
-            spec["files"]["float_text.onnx"] = {}
+    models = models_with(folder, change, source)
+    toy_text_encoder(
+        models / "toy_text.onnx", json.loads((source / "manifest.json").read_text())["text_encoder"]["dim"], fixed_int8
+    )
+    return models
 
-        models = models_with(tmp_path / "models", change)
-        float_text_encoder(models / "float_text.onnx", SPEC["text_encoder"]["dim"])
+
+def long_and_short_rows(n: int = 150) -> list[tuple[str, str]]:
+    """(plot, poster) rows: lengths from a few words to past max_len tokens, a third with posters."""
     rng = random.Random(0)
     rows = []
-    for i in range(150):  # lengths from a few words to past max_len tokens, a third with posters
+    for i in range(n):
         plot = " ".join(rng.choice(PLOTS) for _ in range(rng.choice([1, 2, 5, 40])))
         rows.append((plot, rng.choice(["img/a.jpg", "img/b.jpg"]) if i % 3 == 0 else ""))
+    return rows
+
+
+# Tolerances: probabilities through the float fusion head agree to float32 rounding (1e-6) whether
+# it runs one row or many per call; a batchable encoder's padded batch sums its masked means in a
+# different order (float32: 1e-5 in an embedding, about as much in a probability); the CSV rounds
+# to 6 decimals (5e-7).
+@pytest.mark.parametrize(
+    "encoder, tolerance", [("tiny-run", 1e-6), ("float-batchable", 1e-5), ("fixed-int8-batchable", 1e-5)]
+)
+def test_parallel_batched_run_equals_one_at_a_time(inputs, tmp_path, tiny, labels, encoder, tolerance):
+    """Workers and batches change nothing a user sees: every decision identical, probabilities within
+    the tolerance above; the tiny run's dynamic int8 encoder runs one plot per call, the toy ones
+    (float, and int8 with a fixed activation scale) run padded, length-bucketed batches."""
+    if encoder == "tiny-run":
+        models = models_with(tmp_path / "models", lambda spec: None, tiny.models)
+    else:
+        models = with_toy_encoder(tmp_path / "models", tiny.models, encoder == "fixed-int8-batchable")
+    rows = long_and_short_rows()
     src = write_csv(inputs / "in.csv", ["tmdb_id", "overview", "poster"], [[i, p, q] for i, (p, q) in enumerate(rows)])
-    predict(src, inputs / "out.csv", "--workers", "2", "--batch", "16", models=models)
+    predict(src, inputs / "out.csv", models, "--workers", "2", "--batch", "16")
     out = read(inputs / "out.csv")
     want = one_at_a_time(models, rows, inputs)
-    got = out[LABELS].to_numpy(float)
+    got = out[labels].to_numpy(float)
     assert np.abs(got - np.array([p for p, _ in want])).max() <= tolerance + 5e-7
     assert out.genres.tolist() == ["|".join(g) for _, g in want]
     assert out["mode"].tolist() == ["plot+poster" if q else "plot" for _, q in rows]
 
 
-def test_batching_the_dynamic_int8_encoder_would_change_outputs():
-    """Why the manifest's "batchable" matters: the shipped encoder scales activations per input tensor,
-    so two equal-length plots in one call embed differently from one at a time."""
-    predictor = GenrePredictor(MODELS)
-    assert predictor.text_batchable is False
-    a, b = "A party goes wrong in the city.", "A wedding goes wrong in the city."
-    ids = [predictor.tokenizer.encode(p).ids for p in (a, b)]
-    assert len(ids[0]) == len(ids[1])
-    batch = np.array(ids, np.int64)
-    together = predictor.text.run(None, {"input_ids": batch, "attention_mask": np.ones_like(batch)})[0]
-    alone = predictor.embed_plots([a, b], batch=32)  # not batchable: one call per plot
-    assert np.abs(together - alone).max() > 1e-3
-    assert np.array_equal(alone, np.concatenate([predictor.embed_plot(a), predictor.embed_plot(b)]))
+def test_length_batches_pad_little_and_cover_every_row():
+    lengths = [random.Random(i).choice([3, 5, 9, 40, 64, 64, 64, 200, 256]) for i in range(300)]
+    calls = length_batches(lengths, 32)
+    assert sorted(np.concatenate(calls).tolist()) == list(range(300))
+    for rows in calls:
+        width = [lengths[i] for i in rows]
+        assert len(rows) <= 32 and max(width) <= MAX_PADDING * min(width)
+    assert len(calls) <= 300 // 32 + 2 * len(set(lengths))
 
 
-def test_committed_models_predict(tmp_path):
-    """The shipped models in assets/models run through the CLI with its defaults."""
-    src = write_csv(tmp_path / "in.csv", ["overview"], [["A detective hunts a serial killer through a rainy city."]])
-    cli("predict", src, "--out", tmp_path / "out.csv")
-    out = read(tmp_path / "out.csv")
-    assert list(out.columns) == [*LABELS, "genres", "mode"]
+def test_sentence_importance_is_the_same_batched(tmp_path, tiny):
+    predictor = GenrePredictor(with_toy_encoder(tmp_path / "models", tiny.models, fixed_int8=True))
+    plot = " ".join(PLOTS)
+    alone, batched = sentence_importance(predictor, plot), sentence_importance(predictor, plot, batch=8)
+    assert [a["sentence"] for a in alone] == [b["sentence"] for b in batched] == predictor.sentences(plot)
+    diffs = [abs(a["drop"][g] - b["drop"][g]) for a, b in zip(alone, batched) for g in a["drop"]]
+    assert max(diffs) <= 1e-5
 
 
-def test_batchable_flag_on_a_fixed_batch_graph_runs_one_at_a_time(inputs, tmp_path):
-    """The shipped poster encoder's graph takes one image per call ([1, 3, h, w]): a manifest that
-    calls it batchable must not make predict send it several."""
+def test_batchable_says_whether_a_padded_batch_changes_outputs(models, spec):
+    """The manifest's "batchable" is true to the tiny run's encoder. Dynamic int8 (not batchable)
+    scales activations per input tensor, so even two equal-length plots in one call embed differently
+    from one at a time; a batchable one gives the same embeddings in a padded call (within 1e-5)."""
+    predictor = GenrePredictor(models)
+    a, b, c = "A party goes wrong in the city.", "A wedding goes wrong in the city.", "A heist."
+    encoded = [predictor.encode(p) for p in (a, b, c)]
+    assert len(encoded[0]) == len(encoded[1]) > len(encoded[2])
+    alone = np.concatenate([predictor.embed_plot(p) for p in (a, b, c)])
+    if spec["text_encoder"].get("batchable"):
+        together = predictor.text.run(None, padded(encoded))[0]  # c padded to the others' length
+        assert np.abs(together - alone).max() <= 1e-5
+    else:
+        together = predictor.text.run(None, padded(encoded[:2]))[0]
+        assert np.abs(together - alone[:2]).max() > 1e-3
+        assert np.array_equal(predictor.embed_plots([a, b, c], batch=32), alone)  # so predict runs one per call
+
+
+def test_batchable_flag_on_a_fixed_batch_graph_runs_one_at_a_time(inputs, tmp_path, tiny, labels):
+    """The poster encoder's graph takes one image per call ([1, 3, h, w]): a manifest that calls it
+    batchable must not make predict send it several."""
 
     def change(spec):
         spec["poster_encoder"]["batchable"] = True
 
-    models = models_with(tmp_path / "models", change)
+    models = models_with(tmp_path / "models", change, tiny.models)
     assert GenrePredictor(models).poster_batchable is False
     rows = [(PLOTS[i % len(PLOTS)], "img/a.jpg" if i % 2 else "img/b.jpg") for i in range(6)]
     src = write_csv(inputs / "in.csv", ["tmdb_id", "overview", "poster"], [[i, p, q] for i, (p, q) in enumerate(rows)])
-    predict(src, inputs / "out.csv", "--workers", "1", "--batch", "4", models=models)
-    got = read(inputs / "out.csv")[LABELS].to_numpy(float)
+    predict(src, inputs / "out.csv", models, "--workers", "1", "--batch", "4")
+    got = read(inputs / "out.csv")[labels].to_numpy(float)
     want = np.array([p for p, _ in one_at_a_time(models, rows, inputs)])
     assert np.abs(got - want).max() <= 1e-6 + 5e-7
+
+
+def test_committed_models_predict(tmp_path):
+    """The shipped models in assets/models run through the CLI with its defaults (their manifest
+    carries the rules once `python -m pipeline export` has written them)."""
+    src = write_csv(tmp_path / "in.csv", ["overview"], [["A detective hunts a serial killer through a rainy city."]])
+    proc = cli("predict", src, "--out", tmp_path / "out.csv", check=False)
+    assert proc.returncode == 0, proc.stderr
+    labels = json.loads((COMMITTED / "manifest.json").read_text())["labels"]
+    assert list(read(tmp_path / "out.csv").columns) == [*labels, "genres", "mode"]

@@ -3,7 +3,6 @@ bound on concurrent inference (503 + Retry-After), and a real server under load 
 
 import base64
 import io
-import json
 import logging
 import statistics
 import threading
@@ -18,12 +17,11 @@ from werkzeug.serving import make_server
 
 from bench.serve import Server, bomb_png, flood
 from pipeline.image import load_image
-from pipeline.predict import GenrePredictor
+from pipeline.predict import GenrePredictor, ModelsMissing
 from pipeline.serve import create_app
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli
 from tests.test_predict import models_with
 
-MODELS = ROOT / "assets/models"
 PLOTS = [
     "A detective hunts a serial killer through the rain-soaked streets of a corrupt city.",
     "Two mismatched roommates plan a wedding that goes hilariously wrong.",
@@ -49,8 +47,14 @@ BOMB = bomb_png(30_000, 30_000)  # 900 megapixels claimed in a few hundred bytes
 
 
 @pytest.fixture(scope="module")
-def app():
-    return create_app(MODELS, wait=60)  # requests queue for a slot rather than get 503 (tested on its own below)
+def models(tiny, tmp_path_factory):
+    """The tiny run's models, as `serve` reads them."""
+    return models_with(tmp_path_factory.mktemp("serve") / "models", lambda spec: None, tiny.models)
+
+
+@pytest.fixture(scope="module")
+def app(models):
+    return create_app(models, wait=60)  # requests queue for a slot rather than get 503 (tested on its own below)
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +84,14 @@ def diff(a: dict, b: dict) -> float:
     return max(abs(a[g] - b[g]) for g in a)
 
 
-def test_healthz_reveals_no_paths(client):
+def test_healthz_reveals_no_paths(client, models):
     r = client.get("/healthz")
     assert r.status_code == 200 and r.is_json
     body = r.get_json()
     assert body["status"] == "ok" and body["modes"] == ["plot", "plot+poster"]
     assert body["labels"] and all(isinstance(g, str) for g in body["labels"])
     text = r.get_data(as_text=True)
-    assert str(MODELS) not in text and str(ROOT) not in text and "/" not in text and ".onnx" not in text
+    assert str(models) not in text and str(ROOT) not in text and "/" not in text and ".onnx" not in text
 
 
 def test_json_plot_only(client, labels):
@@ -161,8 +165,8 @@ def test_bad_requests_get_400_json(client, request_kwargs, message):
     assert message in r.get_json()["error"]
 
 
-def test_body_over_the_limit_is_413_json(labels):
-    small = create_app(MODELS, max_body_mb=0.01).test_client()  # ~10 KB
+def test_body_over_the_limit_is_413_json(models, labels):
+    small = create_app(models, max_body_mb=0.01).test_client()  # ~10 KB
     for kwargs in ({"json": {"plot": "word " * 5000}}, upload(png(3, size=(200, 300)))):
         r = small.post("/predict", **kwargs)
         assert r.status_code == 413 and r.is_json
@@ -198,8 +202,8 @@ def test_still_serves_after_errors(client, labels):
     check(client.post("/predict", json={"plot": PLOTS[2]}).get_json(), labels, poster_used=False)
 
 
-def test_api_matches_the_predictor(client):
-    predictor = GenrePredictor(MODELS)
+def test_api_matches_the_predictor(client, models):
+    predictor = GenrePredictor(models)
     for plot, poster in [(PLOTS[0], None), (PLOTS[3], POSTER)]:
         want = predictor.probabilities(plot, None if poster is None else load_image(poster))
         body = client.post("/predict", json={"plot": plot, **({"poster": b64(poster)} if poster else {})}).get_json()
@@ -266,25 +270,35 @@ def test_real_server_under_concurrent_load(app, server, labels):
     assert len(latencies) == requests_total
 
 
-@pytest.mark.parametrize("form", ["per-mode", "one-list"])
-def test_each_request_uses_its_modes_thresholds(tmp_path, form):
+def test_each_request_uses_its_modes_thresholds(tmp_path, tiny, labels):
     """A plot alone is decided by the "plot" thresholds, a plot with a poster by "plot+poster"."""
-    n = len(json.loads((MODELS / "manifest.json").read_text())["labels"])
+    n = len(labels)
 
     def change(spec):  # "plot": nothing passes (so the single most probable genre); "plot+poster": everything
-        spec["thresholds"] = {"plot": [1.01] * n, "plot+poster": [0.0] * n} if form == "per-mode" else [1.01] * n
+        spec["thresholds"] = {"plot": [1.01] * n, "plot+poster": [0.0] * n}
 
-    client = create_app(models_with(tmp_path / "models", change)).test_client()
+    client = create_app(models_with(tmp_path / "models", change, tiny.models)).test_client()
     plot_only = client.post("/predict", json={"plot": PLOTS[0]}).get_json()
     with_poster = client.post("/predict", json={"plot": PLOTS[0], "poster": b64(POSTER)}).get_json()
     assert (plot_only["mode"], with_poster["mode"]) == ("plot", "plot+poster")
-    assert [len(plot_only["genres"]), len(with_poster["genres"])] == ([1, n] if form == "per-mode" else [1, 1])
+    assert [len(plot_only["genres"]), len(with_poster["genres"])] == [1, n]
 
 
-def test_full_server_answers_503_with_retry_after():
+def test_models_without_rules_are_refused_at_start(tmp_path, tiny):
+    """A manifest from before the shared rules: create_app refuses it, and `serve` exits 2 with one line
+    naming `python -m pipeline export` (no traceback, nothing served)."""
+    models = models_with(tmp_path / "models", lambda spec: spec.pop("rules"), tiny.models)
+    with pytest.raises(ModelsMissing, match="has no rules"):
+        create_app(models)
+    proc = cli("serve", "--port", "0", "--models", models, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "has no rules" in proc.stderr and "python -m pipeline export" in proc.stderr
+
+
+def test_full_server_answers_503_with_retry_after(models):
     """With every inference slot taken, a request is refused at once (503, Retry-After, JSON), and
     served again as soon as a slot frees up."""
-    app = create_app(MODELS, max_inflight=1, wait=0)
+    app = create_app(models, max_inflight=1, wait=0)
     predictor = app.extensions["genre_predictor"]
     entered, release = threading.Event(), threading.Event()
     real = predictor.probabilities
@@ -314,11 +328,11 @@ def test_full_server_answers_503_with_retry_after():
     assert app.test_client().post("/predict", json={"plot": PLOTS[1]}).status_code == 200
 
 
-def test_flood_of_good_and_bad_requests_keeps_memory_bounded():
+def test_flood_of_good_and_bad_requests_keeps_memory_bounded(models):
     """A shorter run of bench/serve.py's flood against a real server process: every answer is
     200, 400, 413 or 503 (with Retry-After), all JSON; the server's memory after the flood is within
     150 MB of before it (after a warm-up flood, so onnxruntime's arena and malloc have grown)."""
-    server = Server("--max_body_mb", "2", "--max_inflight", "2", "--wait", "0.2")
+    server = Server("--max_body_mb", "2", "--max_inflight", "2", "--wait", "0.2", models=models)
     try:
         flood(server, 150, None, 12, 2)  # warm-up
         before = server.rss_mb()
