@@ -1,11 +1,14 @@
 """Curate the movie table and split it once: every later stage reads this stage's output.
 
 Input: a folder with `movies.csv` (tmdb_id, title, release_date, original_language, genres,
-overview, poster) and the posters it names. Output: `movies.csv` (curated, with `split`),
-`labels.json` and `curation.json` (rows in, rows out and why, for the site).
+overview, poster) and the posters it names; optionally (`extra`) a folder with more rows (overview +
+genres + `source`, no posters). Output: `movies.csv` (curated, with `split` and `fold`), `extra.csv`
+(curated extra rows: training rows only, never split, never evaluated), `labels.json` and
+`curation.json` (rows in, rows out and why, for the site, per dataset).
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -23,12 +26,15 @@ CODE = cache.source_digest(__file__)
 REQUIRED = ["tmdb_id", "title", "genres", "overview", "poster"]
 
 
-def read_movies(folder: Path) -> pd.DataFrame:
+EXTRA_REQUIRED = ["tmdb_id", "title", "original_language", "genres", "overview", "source"]
+
+
+def read_movies(folder: Path, required=REQUIRED, flag="--data") -> pd.DataFrame:
     path = folder / "movies.csv"
     if not path.exists():
-        sys.exit(f"error: no movies.csv in {folder} (pass --data DIR; see README)")
+        sys.exit(f"error: no movies.csv in {folder} (pass {flag} DIR; see README)")
     df = pd.read_csv(path, dtype={"poster": str, "original_language": str}, keep_default_na=False)
-    missing = [c for c in REQUIRED if c not in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing:
         sys.exit(f"error: {path} lacks columns {missing}")
     return df
@@ -51,6 +57,51 @@ def multi_hot(genres: pd.Series, labels: list[str]) -> np.ndarray:
             if g in index:
                 y[row, index[g]] = 1
     return y
+
+
+def normalised(overview: pd.Series) -> pd.Series:
+    """Lower-case letters and digits only: the same plot however it is spaced or punctuated."""
+    return overview.str.lower().map(lambda t: re.sub(r"[^0-9a-z]+", "", t))
+
+
+def assert_disjoint(extra: pd.DataFrame, movies: pd.DataFrame) -> None:
+    """Extra rows are training rows only: none may be a movie of the main data (by id or by plot)."""
+    ids = sorted(set(extra.tmdb_id) & set(movies.tmdb_id))
+    plots = set(normalised(movies.overview)) - {""}
+    same = extra.tmdb_id[normalised(extra.overview).isin(plots)].tolist()
+    if ids or same:
+        sys.exit(
+            f"error: the extra data shares movies with the main data ({len(ids)} tmdb_id, e.g. {ids[:5]}; "
+            f"{len(same)} overviews, e.g. tmdb_id {same[:5]}): extra rows must never be evaluation rows. "
+            "Remove them from the extra movies.csv."
+        )
+
+
+def curate_extra(extra: pd.DataFrame, folder: Path, labels: list[str], cfg) -> tuple[pd.DataFrame, list[dict]]:
+    """Extra rows: every language kept here (which help is chosen by CV, stage `select`), short plots
+    and duplicates dropped, genres cut to the main data's labels."""
+    steps = []
+
+    def step(name, before, after, why):
+        steps.append({"step": name, "rows_in": before, "rows_out": after, "why": why})
+
+    n = len(extra)
+    step("load", n, n, f"rows of {folder.name}/movies.csv")
+    english = int((extra.original_language == "en").sum())
+    step("language", n, n, f"{english} English, {n - english} in other languages (kept; chosen by CV)")
+    words = extra.overview.str.split().str.len().fillna(0)
+    extra = extra[words >= cfg.min_words]
+    step("drop short plots", n, len(extra), f"overviews under {cfg.min_words} words")
+    n = len(extra)
+    norm = normalised(extra.overview)
+    extra = extra[~extra.tmdb_id.duplicated() & ~norm.duplicated()]
+    step("drop duplicates", n, len(extra), "repeated tmdb_id or overview")
+    n = len(extra)
+    extra = extra.assign(genres=extra.genres.str.split("|").map(lambda gs: "|".join(g for g in gs if g in labels)))
+    extra = extra[extra.genres != ""]
+    step("genres", n, len(extra), "genres cut to the main data's labels; rows left with none dropped")
+    keep = ["tmdb_id", "title", "original_language", "genres", "overview", "source"]
+    return extra[keep].reset_index(drop=True), steps
 
 
 def curate(df: pd.DataFrame, folder: Path, cfg) -> tuple[pd.DataFrame, list[str], list[dict]]:
@@ -103,19 +154,34 @@ def split(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
     return part, fold
 
 
+def extra_folder(cfg) -> Path | None:
+    """The extra rows' folder, or None when `extra` is "" or names no folder."""
+    if not cfg.get("extra"):
+        return None
+    folder = cfg.path("extra")
+    if not (folder / "movies.csv").exists():
+        print(f"[data] no extra rows: {folder}/movies.csv does not exist (pass --extra DIR, or --extra '')")
+        return None
+    return folder
+
+
 def run(cfg) -> cache.Output:
-    folder = cfg.path("data")
+    folder, extra_dir = cfg.path("data"), extra_folder(cfg)
     df = read_movies(folder)
     posters = [folder / p for p in df.poster if p and (folder / p).is_file()]
     parts = {
         "folder": str(folder.resolve()),  # curated rows keep absolute poster paths
         "movies": cache.file_digest(folder / "movies.csv"),
         "posters": cache.files_digest(posters),
+        "extra": cache.file_digest(extra_dir / "movies.csv") if extra_dir else None,
         "config": cfg.subset("languages", "min_words", "min_genre_count", "folds", "test_frac", "seed"),
         "code": CODE,
     }
 
     def build(out: Path):
+        extra_raw = read_movies(extra_dir, EXTRA_REQUIRED, "--extra") if extra_dir else None
+        if extra_raw is not None:
+            assert_disjoint(extra_raw, df)  # before any curation: against every row of the main data
         movies, labels, steps = curate(df, folder, cfg)
         movies["split"], movies["fold"] = split(multi_hot(movies.genres, labels), cfg)
         movies["poster"] = [str(folder / p) if ok else "" for p, ok in zip(movies.poster, movies.has_poster)]
@@ -130,6 +196,19 @@ def run(cfg) -> cache.Output:
             "folds": folds,
             "with_poster": int(movies.has_poster.sum()),
         }
+        extra = pd.DataFrame(columns=EXTRA_REQUIRED)  # no extra folder: no extra rows
+        if extra_raw is not None:
+            extra, curation["extra_steps"] = curate_extra(extra_raw, extra_dir, labels, cfg)
+            curation["extra"] = {
+                "rows": len(extra),
+                "languages": {
+                    "en": int((extra.original_language == "en").sum()),
+                    "other": int((extra.original_language != "en").sum()),
+                },
+                "sources": extra.source.value_counts().sort_index().to_dict(),
+                "genre_counts": multi_hot(extra.genres, labels).sum(0).astype(int).tolist(),
+            }
+        extra.to_csv(out / "extra.csv", index=False)
         (out / "curation.json").write_text(json.dumps(curation, indent=1))
 
     return cache.cached(cfg, "data", parts, build)
@@ -140,3 +219,9 @@ def load(out: cache.Output) -> tuple[pd.DataFrame, list[str], np.ndarray]:
     movies = pd.read_csv(out / "movies.csv", keep_default_na=False, dtype={"poster": str})
     labels = json.loads((out / "labels.json").read_text())
     return movies, labels, multi_hot(movies.genres, labels)
+
+
+def load_extra(out: cache.Output) -> tuple[pd.DataFrame, np.ndarray]:
+    """Curated extra rows (training rows only) and their multi-hot labels."""
+    extra = pd.read_csv(out / "extra.csv", keep_default_na=False, dtype={"original_language": str, "source": str})
+    return extra, multi_hot(extra.genres.astype(str), json.loads((out / "labels.json").read_text()))

@@ -1,7 +1,7 @@
 """Stage `embed`: plot and poster embeddings for every curated movie, each cached on its own.
 
-Plots: the frozen backbone's (for the baselines and topics; the fine-tuned model's outputs come from
-`finetune` itself). Posters: the frozen poster encoder's. Neither depends on the fine-tuning, so
+Plots: the frozen backbone's, of the main rows and of the extra rows (for the peers, the choice of
+extra rows and topics; the fine-tuned model's outputs come from `finetune` itself). Posters: the frozen poster encoder's. Neither depends on the fine-tuning, so
 re-tuning the text model redoes neither, and neither sees a label: no out-of-fold care is needed.
 """
 
@@ -25,6 +25,10 @@ class Embeddings:
         """Frozen plot embeddings, one row per curated movie."""
         return np.load(self.plots / "frozen.npy")
 
+    def extra_plots_array(self) -> np.ndarray:
+        """Frozen plot embeddings of the curated extra rows (data.load_extra's order)."""
+        return np.load(self.plots / "extra_frozen.npy")
+
     def posters_array(self) -> np.ndarray:
         """Poster embeddings, one row per curated movie (zeros where there is no poster)."""
         return np.load(self.posters / "image.npy")
@@ -36,8 +40,11 @@ def run(cfg) -> Embeddings:
     settings = cfg.subset("text_backbone", "max_len")
 
     def build_plots(out: Path):
-        plots = movies.overview.tolist()
-        np.save(out / "frozen.npy", text.embed(plots, cfg.text_backbone, cfg.max_len, cfg.text_batch))
+        extra, _ = data.load_extra(curated)
+        plots = movies.overview.tolist() + extra.overview.tolist()
+        frozen = text.embed(plots, cfg.text_backbone, cfg.max_len, cfg.text_batch)
+        np.save(out / "frozen.npy", frozen[: len(movies)])
+        np.save(out / "extra_frozen.npy", frozen[len(movies) :])
 
     def build_posters(out: Path):
         np.save(out / "image.npy", image.embed(movies.poster.tolist(), cfg.image_size, cfg.image_batch))

@@ -1,12 +1,16 @@
 """Stage `evaluate`: every model judged the same way: chosen on dev folds, scored once on test.
 
-Each model has out-of-fold probabilities for every dev row (cross-fitted) and test probabilities
-from its version trained on all dev rows. Thresholds per genre and per input mode are tuned on the
-out-of-fold rows, shrunk toward one global threshold for rare genres by a strength chosen by
-cross-validation; the baselines (logistic regression on TF-IDF, on the frozen plot embedding, on
-the poster embedding, on both) get their regularisation chosen by the same folds and their own
-thresholds, so the table is fair. Test: micro and macro F1 with bootstrap 95 % intervals; dev:
-cross-validated mean ± sd over the folds.
+Each model has out-of-fold probabilities for every dev row and test probabilities from its version
+trained on all dev rows (and the chosen extra rows). Thresholds per genre and per input mode are
+tuned on the out-of-fold rows, shrunk toward one global threshold by a strength fixed in config.toml;
+every CV score is that of thresholds tuned on the other folds. The peers (logistic regression on
+TF-IDF, on the frozen plot embedding, on the poster embedding, on both) train on exactly the rows the
+shipped model learned from (dev + chosen extra rows) with C chosen inside each fold.
+
+Choices, all on out-of-fold rows: each encoder's model per input mode (the head CV scores best), the
+student against the teacher (`student_bound` in both modes), the best peer. The test split is read
+only to report: F1 with bootstrap 95 % intervals, and the paired bootstrap of the margin over the best
+peer (the same resamples for both models).
 """
 
 import json
@@ -14,32 +18,47 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import precision_recall_fscore_support
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from . import cache, data, embed, finetune, fusion
+from . import cache, data, embed, fusion, logreg, rules, select_extra, text
 
 # digested at import, so a stage's key names the code that actually runs
-CODE = cache.source_digest(__file__)
+CODE = cache.source_digest(__file__, logreg.__file__, rules.__file__)
 
 GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
-SHRINK = (0, 10, 30, 100)  # pseudo-positives pulling a genre's threshold toward the global one
 BOOTSTRAP = 1000
+MODES = fusion.MODES
 # the simple models ours must beat, by input mode: a plot + poster visitor could use any of them
 PEERS = {"plot": ("tfidf_lr", "text_lr"), "plot+poster": ("tfidf_lr", "text_lr", "poster_lr", "concat_lr")}
-SHIPPED = {"plot": "fusion_plot_only", "plot+poster": "fusion"}
+# our candidates per input mode: model id → (head in the train stage's probabilities, mode it runs in)
+OURS = {
+    "plot": {
+        "text_finetuned": ("text_finetuned", "plot"),
+        "plot_head": ("plot_head", "plot"),
+        "fusion_plot_only": ("fusion", "plot"),
+    },
+    "plot+poster": {
+        "fusion": ("fusion", "plot+poster"),
+        "plot_head": ("plot_head", "plot"),
+        "text_finetuned": ("text_finetuned", "plot"),
+    },
+}
+NAMES = {
+    "tfidf_lr": ("TF-IDF + logistic regression", "plot"),
+    "text_lr": ("Frozen MiniLM plot embedding + LR", "plot"),
+    "poster_lr": ("Frozen Lite0 poster embedding + LR", "poster"),
+    "concat_lr": ("Frozen plot + poster embeddings + LR", "plot+poster"),
+    "text_finetuned": ("Fine-tuned MiniLM alone", "plot"),
+    "plot_head": ("Fine-tuned MiniLM + plot head", "plot"),
+    "fusion_plot_only": ("Fusion head, plot only", "plot"),
+    "fusion": ("Fusion head, plot + poster", "plot+poster"),
+    "poster_mlp": ("Poster MLP head on Lite0", "poster"),
+}
 
 
 def decide(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Genres at or over their threshold; a movie with none gets its most likely genre."""
-    pred = probs >= thresholds
-    top = probs.argmax(1)
-    pred[np.arange(len(probs)), top] |= ~pred.any(1)
-    return pred
+    return rules.decide(probs, thresholds)
 
 
 def f1_curves(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -48,57 +67,56 @@ def f1_curves(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return (pred & (y[None] > 0)).sum(1), pred.sum(1), np.broadcast_to(y.sum(0), pred.shape[::2])
 
 
+def global_threshold(probs: np.ndarray, y: np.ndarray) -> float:
+    """The single grid threshold with the best micro F1 on these rows."""
+    tp, pp, ap = f1_curves(probs, y)
+    return float(GRID[(2 * tp.sum(1) / np.maximum(pp.sum(1) + ap.sum(1), 1)).argmax()])
+
+
 def tune_thresholds(probs: np.ndarray, y: np.ndarray, shrink: float) -> np.ndarray:
     """Per genre, the grid threshold with the best F1 on these rows, shrunk toward the best global
     threshold: t = (n t_genre + shrink t_global) / (n + shrink), n = the genre's positives here."""
     tp, pp, ap = f1_curves(probs, y)
-    f1 = 2 * tp / np.maximum(pp + ap, 1)
-    t_genre = GRID[f1.argmax(0)]
-    micro = 2 * tp.sum(1) / np.maximum(pp.sum(1) + ap.sum(1), 1)
-    t_global = GRID[micro.argmax()]
+    t_genre = GRID[(2 * tp / np.maximum(pp + ap, 1)).argmax(0)]
     n = y.sum(0)
-    return (n * t_genre + shrink * t_global) / (n + shrink)
+    return (n * t_genre + shrink * global_threshold(probs, y)) / (n + shrink)
 
 
 def f1_pair(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
-    """(micro F1, macro F1) over the genres present."""
+    """(micro F1, macro F1) over the genres."""
     tp, pp, ap = (pred & (y > 0)).sum(0), pred.sum(0), y.sum(0)
     micro = 2 * tp.sum() / max(pp.sum() + ap.sum(), 1)
     macro = np.mean(2 * tp / np.maximum(pp + ap, 1))
     return float(micro), float(macro)
 
 
-def fold_scores(probs: np.ndarray, y: np.ndarray, fold: np.ndarray, shrink: float) -> list[tuple[float, float]]:
-    """(micro, macro) on each dev fold, with thresholds tuned on the other folds."""
+def cv_scores(probs: np.ndarray, y: np.ndarray, fold: np.ndarray, shrink: float) -> dict:
+    """(micro, macro) mean ± sd over the dev folds, each with thresholds tuned on the other folds."""
     out = []
     for k in range(fold.max() + 1):
         fit, held = (fold >= 0) & (fold != k), fold == k
-        t = tune_thresholds(probs[fit], y[fit], shrink)
-        out.append(f1_pair(y[held], decide(probs[held], t)))
-    return out
-
-
-def choose_thresholds(oof: np.ndarray, y: np.ndarray, fold: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Thresholds from all out-of-fold dev rows, with the shrinkage that scores best (mean of micro
-    and macro F1) on held-out folds; plus the cross-validated scores behind that choice."""
-    dev = fold >= 0
-    cv = {s: fold_scores(oof, y, fold, s) for s in SHRINK}
-    shrink = max(SHRINK, key=lambda s: np.mean(cv[s]))
-    micro, macro = np.array(cv[shrink]).T
-    info = {
-        "shrink": shrink,
-        "cv_by_shrink": {str(s): float(np.mean(v)) for s, v in cv.items()},
-        "cv_micro_f1": {"mean": float(micro.mean()), "sd": float(micro.std(ddof=1))},
-        "cv_macro_f1": {"mean": float(macro.mean()), "sd": float(macro.std(ddof=1))},
+        out.append(f1_pair(y[held], decide(probs[held], tune_thresholds(probs[fit], y[fit], shrink))))
+    micro, macro = np.array(out).T
+    return {
+        "cv_micro_f1": {"mean": float(micro.mean()), "sd": float(micro.std(ddof=1)) if len(out) > 1 else 0.0},
+        "cv_macro_f1": {"mean": float(macro.mean()), "sd": float(macro.std(ddof=1)) if len(out) > 1 else 0.0},
     }
-    return tune_thresholds(oof[dev], y[dev], shrink), info
 
 
-def bootstrap(y: np.ndarray, pred: np.ndarray, seed: int) -> dict:
-    """95 % percentile intervals of micro and macro F1 over test rows resampled with replacement."""
+def cv_value(row: dict) -> float:
+    """What every choice maximises: the mean of cross-validated micro and macro F1."""
+    return (row["cv_micro_f1"]["mean"] + row["cv_macro_f1"]["mean"]) / 2
+
+
+def bootstrap(y: np.ndarray, pred: np.ndarray, seed: int, other: np.ndarray | None = None) -> dict:
+    """95 % percentile intervals of micro and macro F1 over test rows resampled with replacement;
+    with `other`, of the paired difference pred − other on the same resamples."""
     rng = np.random.default_rng(seed)
-    draws = np.array([f1_pair(y[i], pred[i]) for i in rng.integers(0, len(y), (BOOTSTRAP, len(y)))])
-    lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
+    draws = []
+    for i in rng.integers(0, len(y), (BOOTSTRAP, len(y))):
+        a = np.array(f1_pair(y[i], pred[i]))
+        draws.append(a if other is None else a - np.array(f1_pair(y[i], other[i])))
+    lo, hi = np.percentile(np.array(draws), [2.5, 97.5], axis=0)
     return {"micro_f1_ci": [float(lo[0]), float(hi[0])], "macro_f1_ci": [float(lo[1]), float(hi[1])]}
 
 
@@ -115,78 +133,208 @@ def scores(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict:
     return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in out.items()}
 
 
-def logistic(features, y, fold, seed: int, grid=(0.01, 0.1, 1.0), scale=True) -> np.ndarray:
-    """One-vs-rest logistic regression: C chosen by held-out micro average precision over the dev
-    folds; returns out-of-fold probabilities for dev rows and, for test rows, those of the model
-    refitted on every dev row."""
-    from sklearn.metrics import average_precision_score
-
-    def fit(c, rows):
-        steps = [StandardScaler()] if scale else []
-        lr = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-        return make_pipeline(*steps, OneVsRestClassifier(lr, n_jobs=2)).fit(features[rows], y[rows])
-
-    best, best_ap = None, -1.0
-    for c in grid:
-        oof = np.zeros(y.shape, np.float64)
-        for k in range(fold.max() + 1):
-            held = fold == k
-            oof[held] = fit(c, (fold >= 0) & ~held).predict_proba(features[held])
-        ap = average_precision_score(y[fold >= 0], oof[fold >= 0], average="micro")
-        if ap > best_ap:
-            best, best_ap = (c, oof), ap
-    c, probs = best
-    test = fold < 0
-    probs[test] = fit(c, fold >= 0).predict_proba(features[test])
-    return probs
-
-
-def candidates(cfg, movies, y, fold, embedded, tuned, trained) -> dict:
-    """Every model in the table: id → (name, input mode, thunk giving probabilities for every row:
-    out of fold on dev rows, from the all-dev model on test rows)."""
-    frozen, image = embedded.plots_array(), embedded.posters_array()
-    has_poster = (movies.poster != "").to_numpy(np.float32)[:, None]
-    test = fold < 0
-    z = np.load(tuned / "logits.npy")  # the shipped text model's logits
-    oof_z = np.load(tuned / "oof_logits.npy")
-
-    def text_model():
-        return finetune.sigmoid(np.where(test[:, None], z, oof_z))
-
-    def stacked(name, mode):
-        def thunk():
-            probs = fusion.load_oof(trained, name)[mode]
-            head = fusion.load(trained, name)
-            zz = z[test] if name == "head" else np.zeros_like(z[test])
-            shown = has_poster[test] if mode == "plot+poster" else np.zeros_like(has_poster[test])
-            probs[test] = fusion.stack_probs(head, zz, image[test], shown)
-            return probs
-
-        return thunk
-
-    def tfidf():
-        vec = TfidfVectorizer(min_df=2, max_features=50000, ngram_range=(1, 2), sublinear_tf=True, stop_words="english")
-        vec.fit(movies.overview[fold >= 0])  # vocabulary from dev rows only (it sees no labels)
-        return logistic(vec.transform(movies.overview), y, fold, cfg.seed, grid=(1.0, 4.0, 16.0), scale=False)
-
+def decision_stats(y: np.ndarray, pred: np.ndarray) -> dict:
+    """Mean predicted genres per movie and micro precision / recall: are the thresholds calibrated?"""
+    tp = (pred & (y > 0)).sum()
     return {
-        "tfidf_lr": ("TF-IDF + logistic regression", "plot", tfidf),
-        "text_lr": ("Frozen MiniLM plot embedding + LR", "plot", lambda: logistic(frozen, y, fold, cfg.seed)),
-        "poster_lr": ("Frozen Lite0 poster embedding + LR", "poster", lambda: logistic(image, y, fold, cfg.seed)),
-        "concat_lr": (
-            "Frozen plot + poster embeddings + LR",
-            "plot+poster",
-            lambda: logistic(np.hstack([frozen, image]), y, fold, cfg.seed),
-        ),
-        "text_finetuned": ("Fine-tuned MiniLM alone", "plot", text_model),
-        "poster_mlp": ("Poster MLP head on Lite0", "poster", stacked("poster_head", "plot+poster")),
-        "fusion_plot_only": ("Shipped model, plot only", "plot", stacked("head", "plot")),
-        "fusion": ("Shipped model, plot + poster", "plot+poster", stacked("head", "plot+poster")),
+        "genres_per_movie": float(pred.sum(1).mean()),
+        "true_genres_per_movie": float(y.sum(1).mean()),
+        "micro_precision": float(tp / max(pred.sum(), 1)),
+        "micro_recall": float(tp / max(y.sum(), 1)),
     }
 
 
+def peer_probs(cfg, movies, y, fold, embedded, curated, selected) -> dict:
+    """Peer id → probabilities for every main row; each trains on the dev rows and the chosen extra rows."""
+    extra, y_extra = data.load_extra(curated)
+    rows = select_extra.load(selected)
+    n_extra = len(rows)
+    y_all = np.vstack([y, y_extra[rows]])
+    fold_all = np.concatenate([fold, np.full(n_extra, logreg.EXTRA)])
+    image = embedded.posters_array()
+    has = (movies.poster != "").to_numpy(np.float32)[:, None]
+    frozen = np.vstack([embedded.plots_array(), embedded.extra_plots_array()[rows]])
+    c_grid = [float(c) for c in str(cfg.peer_c).split(",")]
+    plots = movies.overview.tolist() + extra.overview.iloc[rows].tolist()
+    info = {}
+
+    def nested(x, grid, scale=True, which=None):
+        keep = np.arange(len(y_all)) if which is None else which
+        p, info_ = logreg.nested_probs(x[keep], y_all[keep], fold_all[keep], grid, scale)
+        return p[: len(y)], info_
+
+    def tfidf():
+        vec = TfidfVectorizer(min_df=2, max_features=50000, ngram_range=(1, 2), sublinear_tf=True, stop_words="english")
+        train_text = [p for p, f in zip(plots, fold_all) if f != -1]  # the vocabulary never reads a test plot
+        vec.fit(train_text)
+        return nested(vec.transform(plots), [float(c) for c in str(cfg.tfidf_c).split(",")], scale=False)
+
+    posters_all = np.vstack([image * has, np.zeros((n_extra, image.shape[1]), np.float32)])
+    has_all = np.vstack([has, np.zeros((n_extra, 1), np.float32)])
+    makers = {
+        "tfidf_lr": tfidf,
+        "text_lr": lambda: nested(frozen, c_grid),
+        # posters exist only on the main rows: the poster-only peer learns from the dev posters
+        "poster_lr": lambda: nested(posters_all, c_grid, which=np.arange(len(y))),
+        "concat_lr": lambda: nested(np.hstack([frozen, posters_all, has_all]), c_grid),
+    }
+    out = {}
+    for name, make in tqdm(makers.items(), desc="peers (nested C)"):
+        out[name], info[name] = make()
+    return out, info
+
+
+def row_for(key, probs, y, fold, labels, cfg, name=None, mode=None):
+    """A model's table row: thresholds from all out-of-fold rows, CV scores, test scores with intervals."""
+    dev, te = fold >= 0, fold == -1
+    thresholds = tune_thresholds(probs[dev], y[dev], cfg.threshold_shrink)
+    pred = decide(probs[te], thresholds)
+    name_, mode_ = NAMES.get(key.removeprefix("student_"), (key, mode))
+    row = {
+        "id": key,
+        "name": ("Student: " if key.startswith("student_") else "") + (name or name_),
+        "mode": mode or mode_,
+    }
+    row.update(scores(y[te], pred, labels) | cv_scores(probs, y, fold, cfg.threshold_shrink))
+    return row | bootstrap(y[te], pred, cfg.seed), thresholds
+
+
+def run(cfg) -> cache.Output:
+    curated, embedded, selected = data.run(cfg), embed.run(cfg), select_extra.run(cfg)
+    trained, student_trained = fusion.run(cfg), fusion.run(cfg, "student")
+    parts = {
+        "train": trained.key,
+        "train_student": student_trained.key,
+        "embed": embedded.key,
+        "select": selected.key,
+        "code": CODE,
+        "config": cfg.subset("default_threshold", "threshold_shrink", "peer_c", "tfidf_c", "student_bound", "seed"),
+    }
+
+    def build(out: Path):
+        movies, labels, y = data.load(curated)
+        fold = movies.fold.to_numpy()
+        dev, te = fold >= 0, fold == -1
+        probs, peer_info = peer_probs(cfg, movies, y, fold, embedded, curated, selected)
+        heads = {"teacher": fusion.load_probs(trained), "student": fusion.load_probs(student_trained)}
+        probs["poster_mlp"] = heads["teacher"]["poster_head/plot+poster"]
+        for who, prefix in (("teacher", ""), ("student", "student_")):
+            for ids in OURS.values():
+                for key, (head, head_mode) in ids.items():
+                    probs[prefix + key] = heads[who][f"{head}/{head_mode}"]
+        models, thresholds = [], {}
+        for key in tqdm(probs, desc="scoring models"):
+            row, thresholds[key] = row_for(key, probs[key], y, fold, labels, cfg)
+            models.append(row)
+        by_id = {m["id"]: m for m in models}
+
+        # choices on out-of-fold rows only: each encoder's model per mode, then student or teacher
+        chosen = {
+            who: {mode: max(ids, key=lambda i: cv_value(by_id[prefix + i])) for mode, ids in OURS.items()}
+            for who, prefix in (("teacher", ""), ("student", "student_"))
+        }
+        student_cv = {
+            mode: {
+                avg: {
+                    "teacher": by_id[chosen["teacher"][mode]][f"cv_{avg}_f1"]["mean"],
+                    "student": by_id["student_" + chosen["student"][mode]][f"cv_{avg}_f1"]["mean"],
+                }
+                for avg in ("micro", "macro")
+            }
+            for mode in MODES
+        }
+        student_ships = all(
+            v["student"] >= v["teacher"] - cfg.student_bound for m in student_cv.values() for v in m.values()
+        )
+        encoder = "student" if student_ships else "teacher"
+        prefix = "student_" if student_ships else ""
+        shipped = {mode: prefix + chosen[encoder][mode] for mode in MODES}
+        peers = {mode: max(ids, key=lambda i: cv_value(by_id[i])) for mode, ids in PEERS.items()}
+
+        comparison = {}
+        for mode in MODES:
+            ours, peer = shipped[mode], peers[mode]
+            pred_ours = decide(probs[ours][te], thresholds[ours])
+            pred_peer = decide(probs[peer][te], thresholds[peer])
+            comparison[mode] = {
+                "shipped": ours,
+                "best_peer": peer,
+                **{f"{a}_points": 100 * (by_id[ours][f"{a}_f1"] - by_id[peer][f"{a}_f1"]) for a in ("micro", "macro")},
+                "paired_points_ci": {
+                    k: [100 * v for v in ci] for k, ci in bootstrap(y[te], pred_ours, cfg.seed, pred_peer).items()
+                },
+            }
+
+        # thresholds vs the shipped model's score distribution: out of fold and on test, side by side
+        oof_vs_test, global_vs_tuned = {}, {}
+        for mode in MODES:
+            key = shipped[mode]
+            oof_pred = np.zeros_like(y, dtype=bool)
+            for k in range(fold.max() + 1):
+                fit, held = dev & (fold != k), fold == k
+                oof_pred[held] = decide(
+                    probs[key][held], tune_thresholds(probs[key][fit], y[fit], cfg.threshold_shrink)
+                )
+            oof_vs_test[mode] = {
+                "out_of_fold": decision_stats(y[dev], oof_pred[dev]),
+                "test": decision_stats(y[te], decide(probs[key][te], thresholds[key])),
+            }
+            t_global = global_threshold(probs[key][dev], y[dev])
+            g = dict(
+                zip(("micro_f1", "macro_f1"), f1_pair(y[te], decide(probs[key][te], np.full(len(labels), t_global))))
+            )
+            seed_t = decide(probs[key][te], np.full(len(labels), cfg.default_threshold))
+            global_vs_tuned[mode] = {
+                "tuned": {"micro_f1": by_id[key]["micro_f1"], "macro_f1": by_id[key]["macro_f1"]},
+                "global_out_of_fold": {"threshold": t_global, **g},
+                "seed": {
+                    "threshold": cfg.default_threshold,
+                    **dict(zip(("micro_f1", "macro_f1"), f1_pair(y[te], seed_t))),
+                },
+            }
+
+        tok = text.load_tokenizer(cfg.text_backbone)
+        tokens = np.array([len(tok.encode(p).ids) for p in movies.overview[te]])
+        words = movies.overview.str.split().str.len().to_numpy()[te]
+        np.savez_compressed(out / "probs.npz", **probs)  # for the figures and the error analysis
+        metrics = {
+            "labels": labels,
+            "split": {"dev": int(dev.sum()), "test": int(te.sum())},
+            "folds": int(fold.max() + 1),
+            "extra_rows": int(len(select_extra.load(selected))),
+            "epochs": {
+                "text": cfg.epochs,
+                **{h: s["epochs"] for h, s in json.loads((trained / "history.json").read_text()).items()},
+            },
+            "bootstrap": BOOTSTRAP,
+            "threshold_shrink": cfg.threshold_shrink,
+            "models": models,
+            "chosen": chosen,
+            "student": {"cv": student_cv, "bound": cfg.student_bound, "ships": student_ships},
+            "shipped": {"encoder": encoder, **shipped},
+            "peers": {"best": peers, "c_by_fold": peer_info},
+            "comparison": comparison,
+            "best": by_id[shipped["plot+poster"]],
+            "plot_only": by_id[shipped["plot"]],
+            "by_length": {
+                m: by_length(y[te], decide(probs[shipped[m]][te], thresholds[shipped[m]]), words) for m in MODES
+            },
+            "test_tokens": {
+                "max_len": cfg.max_len,
+                "longest": sorted(tokens.tolist())[-5:],
+                "over_window": int((tokens > cfg.max_len).sum()),
+            },
+            "oof_vs_test": oof_vs_test,
+            "global_threshold": global_vs_tuned,
+            "thresholds": {mode: dict(zip(labels, thresholds[shipped[mode]].tolist())) for mode in MODES},
+        }
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+    return cache.cached(cfg, "evaluate", parts, build)
+
+
 def by_length(y, pred, words: np.ndarray) -> list[dict]:
-    """Test F1 by plot length (word-count terciles): long plots must not score worse for truncation."""
+    """Test F1 by plot length (word-count terciles)."""
     edges = np.percentile(words, [0, 100 / 3, 200 / 3, 100])
     out = []
     for lo, hi in zip(edges[:-1], edges[1:]):
@@ -194,74 +342,6 @@ def by_length(y, pred, words: np.ndarray) -> list[dict]:
         micro, macro = f1_pair(y[rows], pred[rows])
         out.append({"words": [int(lo), int(hi)], "movies": int(rows.sum()), "micro_f1": micro, "macro_f1": macro})
     return out
-
-
-def run(cfg) -> cache.Output:
-    curated, tuned, embedded, trained = data.run(cfg), finetune.run(cfg), embed.run(cfg), fusion.run(cfg)
-    parts = {
-        "train": trained.key,
-        "embed": embedded.key,
-        "finetune": tuned.key,
-        "code": CODE,
-        "config": cfg.subset("default_threshold", "seed"),
-    }
-
-    def build(out: Path):
-        movies, labels, y = data.load(curated)
-        fold = movies.fold.to_numpy()
-        dev, te = fold >= 0, fold < 0
-        models, thresholds, probs = [], {}, {}
-        for key, (name, mode, predict) in tqdm(
-            candidates(cfg, movies, y, fold, embedded, tuned, trained).items(), desc="scoring models"
-        ):
-            probs[key] = predict()
-            thresholds[key], cv = choose_thresholds(probs[key], y, fold)
-            pred = decide(probs[key][te], thresholds[key])
-            row = {"id": key, "name": name, "mode": mode, **scores(y[te], pred, labels), **cv}
-            models.append(row | bootstrap(y[te], pred, cfg.seed))
-        by_id = {m["id"]: m for m in models}
-        peers = {
-            mode: max(ids, key=lambda i: by_id[i]["cv_micro_f1"]["mean"]) for mode, ids in PEERS.items()
-        }  # the best peer is chosen on dev folds too
-        comparison = {
-            mode: {
-                "shipped": SHIPPED[mode],
-                "best_peer": peers[mode],
-                **{
-                    f"{avg}_points": 100 * (by_id[SHIPPED[mode]][f"{avg}_f1"] - by_id[peers[mode]][f"{avg}_f1"])
-                    for avg in ("micro", "macro")
-                },
-            }
-            for mode in PEERS
-        }
-        words = movies.overview.str.split().str.len().to_numpy()[te]
-        fixed = decide(probs["fusion"][te], np.full(len(labels), cfg.default_threshold))
-        np.savez_compressed(out / "probs.npz", **probs)  # for the figures: curves, calibration
-        metrics = {
-            "labels": labels,
-            "split": {"dev": int(dev.sum()), "test": int(te.sum())},
-            "folds": int(fold.max() + 1),
-            "epochs": {  # chosen by the folds: text fine-tuning (held-out AP), fusion head (early stopping)
-                "text": json.loads((tuned / "history.json").read_text())["chosen_epochs"],
-                "fusion": json.loads((trained / "history.json").read_text())["head"]["epochs"],
-            },
-            "bootstrap": BOOTSTRAP,
-            "models": models,
-            "comparison": comparison,
-            "best": by_id["fusion"],
-            "plot_only": by_id["fusion_plot_only"],
-            "by_length": {
-                m: by_length(y[te], decide(probs[SHIPPED[m]][te], thresholds[SHIPPED[m]]), words) for m in PEERS
-            },
-            "global_threshold": {
-                "threshold": cfg.default_threshold,
-                **dict(zip(("micro_f1", "macro_f1"), f1_pair(y[te], fixed))),
-            },
-            "thresholds": {mode: dict(zip(labels, thresholds[SHIPPED[mode]].tolist())) for mode in SHIPPED},
-        }
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-
-    return cache.cached(cfg, "evaluate", parts, build)
 
 
 def load(out: cache.Output) -> dict:

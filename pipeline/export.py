@@ -1,128 +1,106 @@
 """Stage `export`: the ONNX models the browser and `predict` run, plus manifest.json.
 
-text_encoder.onnx   the fine-tuned MiniLM + mean pooling, int8 (dynamic, per-channel); tokenizer.json beside it
+text_encoder.onnx   the text encoder `evaluate` chose to ship (the student when its CV held up against the
+                    teacher, else the teacher), int8 (pipeline/text_export.py); tokenizer.json beside it
 poster_encoder.onnx EfficientNet-Lite0 with resize and normalisation inside (pipeline/poster_cam.py)
 poster_cam.onnx     Grad-CAM maps of the visitor's poster for every genre (pipeline/poster_cam.py)
-fusion_head.onnx    the stacked head, the text model's genre head and sigmoid included
+fusion_head.onnx    the heads CV chose for each input mode, in one graph (fusion.ShippedHead): the text
+                    encoder's genre head and the sigmoid included
+The encoder that does not ship is exported too, into this stage's folder only, for its size and speed
+beside the shipped one (shipped.json); only the manifest's files are published.
 """
 
 import json
-import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
 from tqdm import tqdm
 
-from . import cache, data, distil, embed, evaluate, finetune, fusion, image, poster_cam, predict, quantize, text
+from . import (
+    cache,
+    data,
+    distil,
+    embed,
+    evaluate,
+    finetune,
+    fusion,
+    image,
+    poster_cam,
+    predictor,
+    quantize,
+    rules,
+    student_model,
+    text,
+    text_export,
+)
+from . import manifest as models_manifest
 
 # digested at import, so a stage's key names the code that actually runs
-CODE = cache.source_digest(__file__, predict.__file__, poster_cam.__file__, image.__file__, quantize.__file__)
+CODE = cache.source_digest(
+    *(m.__file__ for m in (poster_cam, image, quantize, text_export, rules, predictor, models_manifest)), __file__
+)
+MIN_COSINE = text_export.MIN_COSINE
+CALIBRATION_PLOTS, CHECK_PLOTS = 128, 200  # dev plots: static scales / the float-layer choice and checks
 
 
-# one definition of the ONNX settings and of fp16 weight storage, shared with the student's export
-to_onnx, store_weights_fp16 = quantize.export_onnx, quantize.store_weights_fp16
-
-
-# Which layers stay float is chosen on dev plots (never test): the smallest set of candidates, in
-# this order, whose int8 encoder keeps every sampled plot's embedding within MIN_COSINE of fp32. The
-# FFN output projections (their inputs, after GELU, are the widest-ranging activations) lose most.
-FLOAT_CANDIDATES = {
-    "none": None,
-    "ffn_output": re.compile(r"/encoder/layer\.\d+/output/dense/MatMul$"),
-}
-MIN_COSINE = 0.99
-CHOICE_PLOTS = 200
-
-
-def quantize_text(fp32: Path, out: Path, keep: re.Pattern | None):
-    nodes = [n.name for n in onnx.load(str(fp32)).graph.node if keep and keep.search(n.name)]
-    quantize_dynamic(str(fp32), str(out), per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=nodes)
-    store_weights_fp16(out)
-
-
-def export_text(cfg, out: Path, weights: Path, plots: list[str]) -> dict:
-    """The fine-tuned encoder in int8; returns how the float layers were chosen on `plots` (dev)."""
-    model = text.TextEncoder(cfg.text_backbone, weights)
-    ids = torch.tensor([[101] + [2000] * 30 + [102]])
-    tok = text.load_tokenizer(cfg.text_backbone)
-    sample = [text.encode(tok, p, cfg.max_len) for p in plots[:CHOICE_PLOTS]]
-    with torch.no_grad():
-        ref = [model(torch.tensor([e]), torch.ones(1, len(e), dtype=torch.long)).numpy() for e in sample]
-    choice = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "text_fp32.onnx"
-        axes = {
-            "input_ids": {0: "batch", 1: "tokens"},
-            "attention_mask": {0: "batch", 1: "tokens"},
-            "embedding": {0: "batch"},
-        }
-        to_onnx(model, (ids, torch.ones_like(ids)), fp32, ["input_ids", "attention_mask"], "embedding", axes)
-        for name, keep in FLOAT_CANDIDATES.items():
-            quantize_text(fp32, out / "text_encoder.onnx", keep)
-            session = ort.InferenceSession(str(out / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
-            cos = [
-                cosine(
-                    session.run(None, {"input_ids": np.array([e]), "attention_mask": np.ones((1, len(e)), np.int64)})[
-                        0
-                    ],
-                    r,
-                )
-                for e, r in zip(sample, ref)
-            ]
-            choice[name] = {"min_cosine": min(cos), "mean_cosine": float(np.mean(cos))}
-            if min(cos) >= MIN_COSINE:
-                break
-    (out / "tokenizer.json").write_text(text.tokenizer_json(cfg.text_backbone))
+def encoders(cfg, tuned, distilled) -> dict:
+    """name → (torch model, tokenizer, tokenizer.json text, backbone description)."""
+    teacher = text.TextEncoder(cfg.text_backbone, tuned / "encoder.safetensors").eval()
+    student, student_tok = student_model.load_student(distilled)
+    spec = student.spec
+    about = f"student of {cfg.text_backbone}: teacher layers {spec['layers']}, {spec['vocab']} word pieces"
+    about += f", rank-{spec['rank']} word embeddings" if spec["rank"] else ""
     return {
-        "dim": model.dim,
-        "kept_float": name,
-        "dev_plots": len(sample),
-        "min_cosine_required": MIN_COSINE,
-        "candidates": choice,
+        "teacher": (
+            teacher,
+            text.load_tokenizer(cfg.text_backbone),
+            text.tokenizer_json(cfg.text_backbone),
+            cfg.text_backbone,
+        ),
+        "student": (student, student_tok, (distilled / "tokenizer.json").read_text(), about),
     }
 
 
-def export_head(head: fusion.FusionHead, out: Path, text_dim: int, image_dim: int):
+def export_encoder(cfg, name, parts, dev_plots, out: Path, shipped: bool) -> tuple[dict, dict]:
+    """One text encoder to ONNX: (manifest entry, checks)."""
+    model, tok, tok_json, about = parts
+    file, tok_file = (
+        ("text_encoder.onnx", "tokenizer.json") if shipped else (f"{name}_text_encoder.onnx", f"{name}_tokenizer.json")
+    )
+    ids = [text.encode(tok, p, cfg.max_len) for p in dev_plots]
+    n = min(CALIBRATION_PLOTS, len(ids) // 2)  # small data: half calibrates, half checks
+    check = text_export.export_text_encoder(model, out / file, ids[:n], ids[n:], cfg.max_len)
+    (out / tok_file).write_text(tok_json)
+    check["bytes"] = {f: (out / f).stat().st_size for f in (file, tok_file)}
+    return text_export.manifest_entry(file, tok_file, about, model.dim, cfg.max_len, check), check
+
+
+def head_for(model_id: str, trained, text_head, image_dim: int) -> fusion.FusionHead:
+    """The head behind a model id of evaluate.OURS (without the student_ prefix)."""
+    head_name, _ = evaluate.OURS["plot"].get(model_id) or evaluate.OURS["plot+poster"][model_id]
+    if head_name == "text_finetuned":
+        return fusion.text_only(text_head, image_dim)
+    return fusion.load(trained, head_name)
+
+
+def export_head(head: fusion.ShippedHead, out: Path, text_dim: int, image_dim: int):
     args = (torch.zeros(1, text_dim), torch.zeros(1, image_dim), torch.ones(1, 1))
     axes = {name: {0: "batch"} for name in ("text", "image", "has_poster", "probabilities")}
-    to_onnx(head, args, out / "fusion_head.onnx", ["text", "image", "has_poster"], "probabilities", axes)
+    quantize.export_onnx(head, args, out / "fusion_head.onnx", ["text", "image", "has_poster"], "probabilities", axes)
 
 
-def teacher_entry(cfg, text_dim: int) -> dict:
-    return {
-        "file": "text_encoder.onnx",
-        "tokenizer": "tokenizer.json",
-        "backbone": cfg.text_backbone,
-        "inputs": {"input_ids": ["batch", "tokens"], "attention_mask": ["batch", "tokens"]},
-        "input_type": "int64",
-        "output": "embedding",
-        "dim": text_dim,
-        "max_len": cfg.max_len,
-        "max_chars": text.MAX_CHARS,
-        "truncation": "first max_chars characters; no padding; over max_len tokens keep the first max_len-1 and the final [SEP]",
-        "quantization": "int8 dynamic, per-channel weights; run one plot per call, unpadded",
-        "batchable": False,  # dynamic int8: one activation scale per input tensor
-    }
-
-
-def manifest(cfg, labels, thresholds, encoders: dict, poster: dict, cam: dict, out: Path) -> dict:
-    """encoders: {"text_encoder": the one predict and the demo run, optionally "teacher_text_encoder"}."""
-    text_dim, image_dim = encoders["text_encoder"]["dim"], poster["dim"]
-    parts = [*encoders.values(), poster, cam, {"file": "fusion_head.onnx"}]
-    names = [p["file"] for p in parts] + [e["tokenizer"] for e in encoders.values()]
+def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, cam: dict, heads: dict, out: Path) -> dict:
+    text_dim, image_dim = encoder["dim"], poster["dim"]
+    names = [encoder["file"], encoder["tokenizer"], poster["file"], cam["file"], "fusion_head.onnx"]
     files = {f: {"bytes": (out / f).stat().st_size, "sha256": cache.file_digest(out / f)} for f in names}
     return {
         "labels": labels,
-        "thresholds": {mode: [thresholds[mode][g] for g in labels] for mode in evaluate.SHIPPED},
-        "decision": "a genre is predicted when its probability is at or over its threshold for the input mode "
-        "('plot' or 'plot+poster'); a plot with none gets its most likely genre",
+        "thresholds": {mode: [thresholds[mode][g] for g in labels] for mode in fusion.MODES},
+        "rules": {**rules.RULES, "truncation": encoder["truncation"], "poster": poster["preprocessing"]},
         "min_words": cfg.min_words,
-        **encoders,
+        "text_encoder": encoder,
         "poster_encoder": poster,
         "poster_cam": cam,
         "fusion_head": {
@@ -131,6 +109,7 @@ def manifest(cfg, labels, thresholds, encoders: dict, poster: dict, cam: dict, o
             "input_type": "float32",
             "output": "probabilities",
             "no_poster": "image all zeros and has_poster 0",
+            "heads": heads,
         },
         "files": files,
     }
@@ -144,24 +123,26 @@ def shipped_check(out: Path, movies, y, metrics, spec: dict) -> dict:
         for f in spec["files"]:
             (Path(tmp) / f).symlink_to((out / f).resolve())
         (Path(tmp) / "manifest.json").write_text(json.dumps(spec))
-        predictor = predict.GenrePredictor(Path(tmp))
+        genre_predictor = predictor.GenrePredictor(Path(tmp))
         test = np.flatnonzero(movies.fold.to_numpy() < 0)
         probs = {"plot": [], "plot+poster": []}
         for i in tqdm(test, desc="checking shipped models on test"):
-            t = predictor.embed_plot(movies.overview[i])
+            t = genre_predictor.embed_plot(movies.overview[i])
             pixels = image.load_image(movies.poster[i]) if movies.poster[i] else None
-            probs["plot"].append(predictor.combine(t, None))
+            probs["plot"].append(genre_predictor.combine(t, None))
             probs["plot+poster"].append(
-                predictor.combine(t, None if pixels is None else predictor.embed_poster(pixels))
+                genre_predictor.combine(t, None if pixels is None else genre_predictor.embed_poster(pixels))
             )
     check = {"test_movies": len(test), "text_encoder": spec["text_encoder"]["file"]}
-    for mode, fp32_id in evaluate.SHIPPED.items():
+    for mode in fusion.MODES:
+        fp32_id = metrics["shipped"][mode]
         thresholds = np.array([metrics["thresholds"][mode][g] for g in metrics["labels"]])
         micro, macro = evaluate.f1_pair(y[test], evaluate.decide(np.array(probs[mode]), thresholds))
         fp32 = next(m for m in metrics["models"] if m["id"] == fp32_id)
         check[mode] = {
             "micro_f1": micro,
             "macro_f1": macro,
+            "fp32_model": fp32_id,
             "fp32_micro_f1": fp32["micro_f1"],
             "fp32_macro_f1": fp32["macro_f1"],
             "delta_micro_points": 100 * (micro - fp32["micro_f1"]),
@@ -215,90 +196,50 @@ def export_poster(cfg, out: Path, movies) -> dict:
     return {**entry, "choice": choice}
 
 
-def student_check(cfg, distilled, tuned, trained, embedded, movies, y, labels, thresholds) -> dict:
-    """Teacher and student on the check fold's rows (never the test split), through the fold head
-    that never saw those rows' labels: fed the teacher's out-of-fold logits, or the logits of the
-    check student, distilled without those plots."""
-    fold = movies.fold.to_numpy()
-    held = np.load(distilled / "check_rows.npy")
-    k = int(fold[held[0]])
-    z_teacher = np.load(tuned / "oof_logits.npy")
-    image_emb = embedded.posters_array()
-    has_poster = (movies.poster != "").to_numpy(np.float32)[:, None]
-    head, _, _ = fusion.fold_head(cfg, z_teacher, image_emb, has_poster, y, fold, k)
-    oof = fusion.load_oof(trained)
-    out = {"rows": int(len(held)), "fold": k}
-    for who, z in (("teacher", z_teacher[held]), ("student", np.load(distilled / "check_logits.npy"))):
-        out[who] = {}
-        for mode in ("plot", "plot+poster"):
-            shown = has_poster[held] if mode == "plot+poster" else np.zeros_like(has_poster[held])
-            probs = fusion.stack_probs(head, z, image_emb[held], shown)
-            if who == "teacher":  # the same head as cross-fitting's: its saved predictions, reproduced
-                out["teacher_reproduces_oof"] = float(np.abs(probs - oof[mode][held]).max())
-            t = np.array([thresholds[mode][g] for g in labels])
-            micro, macro = evaluate.f1_pair(y[held], evaluate.decide(probs, t))
-            out[who][mode] = {"micro_f1": micro, "macro_f1": macro}
-    # a check student distilled from the final teacher (which saw this fold's labels) is favoured by
-    # the comparison: only a check whose teacher never saw the fold may let the student ship
-    out["honest"] = bool(json.loads((distilled / "history.json").read_text()).get("check_honest", False))
-    out["within_bound"] = distil.student_passes(out["teacher"], out["student"])
-    out["passes"] = out["within_bound"] and out["honest"]
-    return out
-
-
-def cosine(a, b) -> float:
-    a, b = np.ravel(a), np.ravel(b)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
-
-
 def run(cfg) -> cache.Output:
     curated, tuned, embedded = data.run(cfg), finetune.run(cfg), embed.run(cfg)
-    trained, evaluated, distilled = fusion.run(cfg), evaluate.run(cfg), distil.run(cfg)
+    trained = {"teacher": fusion.run(cfg), "student": fusion.run(cfg, "student")}
+    evaluated, distilled = evaluate.run(cfg), distil.run(cfg)
     metrics = evaluate.load(evaluated)
     parts = {
         "finetune": tuned.key,
-        "train": trained.key,
+        "train": {k: v.key for k, v in trained.items()},
         "evaluate": evaluated.key,
         "distil": distilled.key,
         "posters": embedded.posters.key,
         "code": CODE,
-        "config": cfg.subset("text_backbone", "max_len", "image_size", "min_words", "student_quantization", "seed"),
+        "config": cfg.subset("text_backbone", "max_len", "image_size", "min_words", "seed"),
     }
 
     def build(out: Path):
         movies, labels, y = data.load(curated)
-        dev_plots = movies.overview[movies.fold >= 0].tolist()
-        quant = export_text(cfg, out, tuned / "encoder.safetensors", dev_plots)
-        teacher = teacher_entry(cfg, quant["dim"])
-        student = distil.export_student(cfg, distilled, out)
-        choice = student_check(cfg, distilled, tuned, trained, embedded, movies, y, labels, metrics["thresholds"])
-        # both are published; "text_encoder" is the one predict, serve and the demo run by default
-        encoders = (
-            {"text_encoder": student, "teacher_text_encoder": teacher}
-            if choice["passes"]
-            else {"text_encoder": teacher, "student_text_encoder": student}
-        )
+        fold = movies.fold.to_numpy()
+        dev_plots = movies.overview.iloc[
+            np.random.default_rng(cfg.seed).permutation(np.flatnonzero(fold >= 0))
+        ].tolist()
+        dev_plots = dev_plots[: CALIBRATION_PLOTS + CHECK_PLOTS]
+        shipped_encoder = metrics["shipped"]["encoder"]
+        entries, checks = {}, {}
+        for name, parts_ in encoders(cfg, tuned, distilled).items():
+            entries[name], checks[name] = export_encoder(cfg, name, parts_, dev_plots, out, name == shipped_encoder)
         poster = export_poster(cfg, out, movies)
-        head = fusion.load(trained)
-        export_head(head, out, quant["dim"], poster["dim"])
-        cam = poster_cam.export_cam(head, out, quant["dim"], poster["dim"])
-        spec = manifest(cfg, labels, metrics["thresholds"], encoders, poster, cam, out)
+        text_head = finetune.load_head(tuned)
+        chosen = {m: metrics["shipped"][m].removeprefix("student_") for m in fusion.MODES}
+        heads = {m: head_for(chosen[m], trained[shipped_encoder], text_head, poster["dim"]) for m in fusion.MODES}
+        dim = entries[shipped_encoder]["dim"]
+        export_head(fusion.ShippedHead(heads["plot"], heads["plot+poster"]), out, dim, poster["dim"])
+        cam_head = (
+            heads["plot+poster"] if heads["plot+poster"].use_image else fusion.load(trained[shipped_encoder], "fusion")
+        )
+        cam = poster_cam.export_cam(cam_head, out, dim, poster["dim"])
+        spec = manifest(cfg, labels, metrics["thresholds"], entries[shipped_encoder], poster, cam, chosen, out)
         (out / "manifest.json").write_text(json.dumps(spec, indent=1))
-        checks = {"shipped": shipped_check(out, movies, y, metrics, spec)}
-        if choice["passes"]:  # the teacher on the same test movies, for the side-by-side table
-            variant = {**spec, "text_encoder": teacher}
-            checks["teacher"] = shipped_check(out, movies, y, metrics, variant)
-        else:  # the student on the same test movies, to say what it would have scored
-            checks["student"] = shipped_check(out, movies, y, metrics, {**spec, "text_encoder": student})
-        student_native = json.loads((out / "student_check.json").read_text())
-        timing_plots = dev_plots[-32:]  # dev plots the quantization choice did not sample
-        native = native_ms(out, {"teacher": teacher, "student": student}, timing_plots)
+        timing_plots = dev_plots[-32:]
         report = {
-            **checks,
-            "native_ms": {**native, "plots": len(timing_plots), "threads": 1},
-            "text_quantization": quant,
-            "student_choice": choice,
-            "student_export": student_native,
+            "shipped": shipped_check(out, movies, y, metrics, spec),
+            "encoder": shipped_encoder,
+            "encoders": checks,
+            "native_ms": {**native_ms(out, entries, timing_plots), "plots": len(timing_plots), "threads": 1},
         }
         (out / "shipped.json").write_text(json.dumps(report, indent=1))
 

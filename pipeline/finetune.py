@@ -1,14 +1,14 @@
-"""Stage `finetune`: the text transformer fine-tuned end to end on the plots, cross-fitted.
+"""Stage `finetune`: the text transformer fine-tuned end to end on the extra rows' plots.
 
 Flags as in the seed: --epochs --batch --accum --lr_head --lr_backbone --max_len --freeze_layers
 --warmup_ratio. Bottom layers (and the embeddings) stay frozen; the rest learns at lr_backbone, a
 linear head at lr_head; linear warm-up then decay over --epochs.
 
-Cross-fitting: for each of the K dev folds a model trains on the other folds and scores the held-out
-fold after every epoch, so every dev row gets text logits from a model that never saw its labels
-(the fusion head trains on those, not on the cleaner in-sample logits). The epoch count is chosen
-on those held-out scores; the shipped model then trains on every dev row for that many epochs.
-Test rows are never read here except to be scored by the final model.
+It learns from the extra rows `select` chose and from nothing else: it never sees a label of the
+main data, so its embeddings and logits of every main-data row (dev and test) are honest features
+for the heads stacked on it (`train`), with no cross-fitting of the encoder, and one fine-tune in all.
+The number of epochs is fixed in config.toml. After each epoch the dev rows are scored (held-out
+average precision, reported in the training curves, never used to choose anything).
 """
 
 import json
@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import cache, data, text
+from . import cache, data, select_extra, text
 
 # digested at import, so a stage's key names the code that actually runs
 CODE = cache.source_digest(__file__, text.__file__)
@@ -94,8 +94,8 @@ def held_out_scores(y: np.ndarray, z: np.ndarray) -> dict:
 def train(cfg, encoded, lengths, y, fit, held=None, epochs=None) -> tuple[TextClassifier, list[dict], np.ndarray]:
     """Fine-tune on rows `fit` for `epochs` (default cfg.epochs) of the cfg.epochs-long schedule.
 
-    After each epoch the `held` rows are scored: returns (model, per-epoch history, held-out logits
-    [epochs, len(held), G])."""
+    After each epoch the `held` rows are scored (reported only): returns (model, per-epoch history,
+    held-out logits [epochs, len(held), G])."""
     epochs = cfg.epochs if epochs is None else epochs
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -132,65 +132,49 @@ def train(cfg, encoded, lengths, y, fit, held=None, epochs=None) -> tuple[TextCl
     return model.eval(), history, np.array(held_logits, np.float32)
 
 
-def choose_epochs(histories: list[list[dict]]) -> int:
-    """The epoch count with the best mean held-out micro average precision over the folds."""
-    mean_ap = np.mean([[h["held_micro_ap"] for h in fold] for fold in histories], axis=0)
-    return int(np.argmax(mean_ap)) + 1
-
-
-def prepare(cfg, curated: cache.Output):
-    movies, _, y = data.load(curated)
+def encode_all(cfg, plots) -> tuple[list[list[int]], np.ndarray]:
     tok = text.load_tokenizer(cfg.text_backbone)
-    encoded = [text.encode(tok, p, cfg.max_len) for p in movies.overview]
-    return movies, y, encoded, np.array([len(e) for e in encoded])
-
-
-def run_fold(cfg, curated: cache.Output, k: int) -> cache.Output:
-    """One cross-fitting model: trained on the dev rows outside fold k, scoring fold k every epoch."""
-    parts = {"data": curated.key, "config": cfg.subset(*KEYS, "warmup_ratio", "seed"), "fold": k, "code": CODE}
-
-    def build(out: Path):
-        torch.set_num_threads(cfg.threads)
-        movies, y, encoded, lengths = prepare(cfg, curated)
-        fold = movies.fold.to_numpy()
-        fit, held = np.flatnonzero((fold >= 0) & (fold != k)), np.flatnonzero(fold == k)
-        _, history, held_logits = train(cfg, encoded, lengths, y, fit, held)
-        np.save(out / "rows.npy", held)
-        np.save(out / "logits.npy", held_logits)
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-
-    return cache.cached(cfg, f"finetune_fold{k}", parts, build)
+    encoded = [text.encode(tok, p, cfg.max_len) for p in plots]
+    return encoded, np.array([len(e) for e in encoded])
 
 
 def run(cfg) -> cache.Output:
-    curated = data.run(cfg)
-    folds = [run_fold(cfg, curated, k) for k in range(cfg.folds)]
+    curated, selected = data.run(cfg), select_extra.run(cfg)
     parts = {
         "data": curated.key,
-        "folds": [f.key for f in folds],
+        "select": selected.key,
         "config": cfg.subset(*KEYS, "warmup_ratio", "seed"),
         "code": CODE,
     }
 
     def build(out: Path):
         torch.set_num_threads(cfg.threads)
-        movies, y, encoded, lengths = prepare(cfg, curated)
-        histories = [json.loads((f / "history.json").read_text()) for f in folds]
-        chosen = choose_epochs(histories)
-        oof = np.full((len(y), y.shape[1]), np.nan, np.float32)
-        for f in folds:
-            oof[np.load(f / "rows.npy")] = np.load(f / "logits.npy")[chosen - 1]
-        dev = np.flatnonzero(movies.split.to_numpy() == "dev")
-        model, final_history, _ = train(cfg, encoded, lengths, y, dev, epochs=chosen)
+        movies, _, y = data.load(curated)
+        extra, y_extra = data.load_extra(curated)
+        rows = select_extra.load(selected)
+        n = len(movies)
+        # one table: the main rows first (scored, never trained on), then the chosen extra rows
+        encoded, lengths = encode_all(cfg, movies.overview.tolist() + extra.overview.iloc[rows].tolist())
+        targets = np.vstack([y, y_extra[rows]]).astype(np.float32)
+        fit = np.arange(n, len(encoded))
+        dev = np.flatnonzero(movies.fold.to_numpy() >= 0)
+        model, history, _ = train(cfg, encoded, lengths, targets, fit, dev)
         save_file({k: v.contiguous() for k, v in model.encoder.state_dict().items()}, str(out / "encoder.safetensors"))
         save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(out / "head.safetensors"))
-        np.save(out / "oof_logits.npy", oof)
-        np.save(out / "logits.npy", logits(model, encoded, lengths, np.arange(len(y))))  # the shipped model's
-        np.save(out / "folds.npy", movies.fold.to_numpy())
-        history = {"folds": histories, "chosen_epochs": chosen, "final": final_history}
-        (out / "history.json").write_text(json.dumps(history, indent=1))
+        np.save(out / "embeddings.npy", embeddings(model, encoded, lengths, np.arange(n)))
+        (out / "history.json").write_text(json.dumps({"epochs": history, "extra_rows": len(fit)}, indent=1))
 
     return cache.cached(cfg, "finetune", parts, build)
+
+
+@torch.no_grad()
+def embeddings(model, encoded, lengths, rows, size=64) -> np.ndarray:
+    """Mean-pooled encoder outputs of `rows`, in their order."""
+    model.eval()
+    out = np.zeros((len(encoded), model.encoder.dim), np.float32)
+    for b in batches(lengths, rows, size):
+        out[b] = model.encoder(*text.pad([encoded[i] for i in b])).numpy()
+    return out[rows]
 
 
 def load_head(out: cache.Output) -> nn.Linear:

@@ -1,15 +1,19 @@
-"""Stage `train`: the fusion head, stacked on the fine-tuned text model's out-of-fold logits.
+"""Stage `train`: the heads learned from the dev rows, on top of a text encoder that never saw them.
 
-The head sees [text logits, poster embedding, has-poster] and adds a correction to the text logits:
-    logits = z + mlp([z, standardised poster * has_poster, has_poster]),   z = text_head(text embedding)
-It trains on out-of-fold text logits (from `finetune`'s fold models), so it learns how far to trust
-text of the quality it will meet on new movies. Modality dropout (rows shown without their poster)
-keeps a plot alone, the common demo case, scoring well.
+Every head adds a correction to the text encoder's genre logits z = text_head(e):
+    logits = z + mlp([z, standardised e, standardised poster * has_poster, has_poster])
+  plot_head    text only (no poster inputs)
+  fusion       text + poster, with modality dropout (rows shown without their poster), so it
+               serves both input modes
+  poster_head  poster only (no text at all: the Grad-CAM gallery and the results table)
+The encoder's outputs (e) on the main rows are honest features: `finetune` learned from the extra
+rows only, and the student (`distil`) from the teacher's outputs on plots, never a label. So only the
+heads need cross-fitting: for each dev fold a head trains on the other folds (early stopping on a
+random share of them) and predicts the held-out fold, in each input mode; those out-of-fold
+probabilities are what every CV score and threshold is computed from. The shipped heads then train on
+every dev row for the median epoch count the folds' early stopping chose, and predict the test rows.
 
-Cross-fitted again one level up: for each dev fold a head trains on the other folds and predicts the
-held-out one in both input modes; those out-of-fold probabilities are what thresholds are tuned on.
-The shipped head then trains on every dev row for the median epoch count the folds' early stopping
-chose. A poster-only head (Grad-CAM gallery, results table) is trained the same way.
+`run(cfg)` trains the heads on the teacher's features, `run(cfg, "student")` on the student's.
 """
 
 import json
@@ -20,48 +24,87 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import cache, data, embed, finetune
+from . import cache, data, distil, embed, finetune
 
 # digested at import, so a stage's key names the code that actually runs
 CODE = cache.source_digest(__file__)
 
 KEYS = ("seed", "fusion_hidden", "fusion_dropout", "modality_dropout", "fusion_epochs", "fusion_lr")
 KEYS += ("fusion_weight_decay", "fusion_batch", "patience", "balance", "stop_frac")
+MODES = ("plot", "plot+poster")
+# head name: (uses the text embedding, uses the poster); the modality dropout comes from the config
+HEADS = {"plot_head": (True, False), "fusion": (True, True), "poster_head": (False, True)}
 
 
 class FusionHead(nn.Module):
-    def __init__(self, text_dim: int, image_dim: int, n_labels: int, hidden: int, dropout: float):
+    def __init__(self, text_dim: int, image_dim: int, n_labels: int, hidden: int, dropout: float, use_image=True):
         super().__init__()
-        self.text_head = nn.Linear(text_dim, n_labels)  # the fine-tuned classifier's head, copied in
+        self.text_head = nn.Linear(text_dim, n_labels)  # the encoder's genre head, copied in, frozen
         self.text_head.requires_grad_(False)
-        # poster standardisation, fitted on the training rows and exported with the weights
-        self.register_buffer("image_mean", torch.zeros(image_dim))
-        self.register_buffer("image_std", torch.ones(image_dim))
+        self.use_image = use_image
+        # standardisation of the inputs, fitted on the training rows and exported with the weights
+        self.register_buffer("text_mean", torch.zeros(text_dim))
+        self.register_buffer("text_std", torch.ones(text_dim))
+        self.register_buffer("image_mean", torch.zeros(image_dim if use_image else 0))
+        self.register_buffer("image_std", torch.ones(image_dim if use_image else 0))
+        width = n_labels + text_dim + ((image_dim + 1) if use_image else 0)
         self.mlp = nn.Sequential(
             nn.Dropout(dropout / 2),
-            nn.Linear(n_labels + image_dim + 1, hidden),
+            nn.Linear(width, hidden),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, n_labels),
         )
 
-    def stack_logits(self, z, image, has_poster):
-        """Genre logits from text logits z [N, G], poster embedding [N, Di] and has_poster [N, 1]."""
-        i = (image - self.image_mean) / self.image_std * has_poster  # no poster: zero image input
-        return z + self.mlp(torch.cat([z, i, has_poster], dim=1))
+    @property
+    def image_offset(self) -> int:
+        """Where the poster's columns start in the MLP's input (poster_cam.py differentiates them)."""
+        return self.text_head.out_features + self.text_head.in_features
+
+    def mlp_input(self, z, text, image, has_poster):
+        parts = [z, (text - self.text_mean) / self.text_std]
+        if self.use_image:  # no poster: zero image input
+            parts += [(image - self.image_mean) / self.image_std * has_poster, has_poster]
+        return torch.cat(parts, dim=1)
 
     def logits(self, text, image, has_poster):
-        return self.stack_logits(self.text_head(text), image, has_poster)
+        """Genre logits from text embeddings [N, Dt], poster embeddings [N, Di], has_poster [N, 1]."""
+        z = self.text_head(text)
+        return z + self.mlp(self.mlp_input(z, text, image, has_poster))
 
     def forward(self, text, image, has_poster):
-        """text [N, Dt], image [N, Di], has_poster [N, 1] (0 or 1) → genre probabilities [N, G]."""
         return torch.sigmoid(self.logits(text, image, has_poster))
 
-    def fit_scaling(self, image: np.ndarray, has_poster: np.ndarray):
-        seen = image[has_poster[:, 0] > 0] if has_poster.any() else image
-        self.image_mean.copy_(torch.from_numpy(seen.mean(0)))
-        # a floor: a feature (nearly) constant over the training posters must not blow up on a new one
-        self.image_std.copy_(torch.from_numpy(np.maximum(seen.std(0), 1e-2)))
+    def fit_scaling(self, text: np.ndarray, image: np.ndarray, has_poster: np.ndarray):
+        # a floor: a feature (nearly) constant over the training rows must not blow up on a new one
+        self.text_mean.copy_(torch.from_numpy(text.mean(0)))
+        self.text_std.copy_(torch.from_numpy(np.maximum(text.std(0), 1e-2)))
+        if self.use_image:
+            seen = image[has_poster[:, 0] > 0] if has_poster.any() else image
+            self.image_mean.copy_(torch.from_numpy(seen.mean(0)))
+            self.image_std.copy_(torch.from_numpy(np.maximum(seen.std(0), 1e-2)))
+
+
+class ShippedHead(nn.Module):
+    """The exported head: one graph for both input modes, each served by the head CV chose for it.
+    probabilities = has_poster * sigmoid(poster_mode logits) + (1 - has_poster) * sigmoid(plot_mode logits)."""
+
+    def __init__(self, plot_mode: FusionHead, poster_mode: FusionHead):
+        super().__init__()
+        self.plot_mode, self.poster_mode = plot_mode, poster_mode
+
+    def forward(self, text, image, has_poster):
+        plot = torch.sigmoid(self.plot_mode.logits(text, image, torch.zeros_like(has_poster)))
+        return has_poster * torch.sigmoid(self.poster_mode.logits(text, image, has_poster)) + (1 - has_poster) * plot
+
+
+def text_only(text_head: nn.Linear, image_dim: int) -> FusionHead:
+    """The encoder alone (z), as a head whose correction is zero: the 'text_finetuned' candidate."""
+    head = FusionHead(text_head.in_features, image_dim, text_head.out_features, 1, 0.0, use_image=False)
+    head.text_head.load_state_dict(text_head.state_dict())
+    for p in head.mlp.parameters():
+        nn.init.zeros_(p)
+    return head.eval()
 
 
 def tensors(*arrays):
@@ -77,27 +120,23 @@ def balance_weights(y: np.ndarray, strength: float) -> np.ndarray:
     return w / w.sum()
 
 
-def new_head(cfg, z, image) -> FusionHead:
-    return FusionHead(0, image.shape[1], z.shape[1], cfg.fusion_hidden, cfg.fusion_dropout)
-
-
-def train_head(cfg, z, image, has_poster, y, fit, stop=None, epochs=None, modality_dropout=None):
-    """Train the stacking MLP on rows `fit` (text logits z, posters, labels).
+def train_head(cfg, text_head, e, image, has_poster, y, fit, stop=None, epochs=None, use_image=True, drop=0.0):
+    """Train a head's MLP on rows `fit` (text embeddings e, posters, labels).
 
     With `stop` rows: early stopping on their loss (patience cfg.patience). Without: exactly
     `epochs` epochs. Returns (head, history, epochs run until the best state)."""
-    drop = cfg.modality_dropout if modality_dropout is None else modality_dropout
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    head = new_head(cfg, z, image)
-    head.fit_scaling(image[fit], has_poster[fit])
+    head = FusionHead(e.shape[1], image.shape[1], y.shape[1], cfg.fusion_hidden, cfg.fusion_dropout, use_image)
+    head.text_head.load_state_dict(text_head.state_dict())
+    head.fit_scaling(e[fit], image[fit], has_poster[fit])
     opt = torch.optim.AdamW(head.mlp.parameters(), lr=cfg.fusion_lr, weight_decay=cfg.fusion_weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
-    z_tr, i_tr, p_tr, y_tr = tensors(z[fit], image[fit], has_poster[fit], y[fit])
+    e_tr, i_tr, p_tr, y_tr = tensors(e[fit], image[fit], has_poster[fit], y[fit])
     weights = balance_weights(y[fit], cfg.balance) if cfg.balance > 0 else None
-    held = tensors(z[stop], image[stop], has_poster[stop], y[stop]) if stop is not None else None
+    held = tensors(e[stop], image[stop], has_poster[stop], y[stop]) if stop is not None else None
     best, best_loss, best_epoch, history, stale = None, float("inf"), 0, [], 0
-    for epoch in (bar := tqdm(range(epochs or cfg.fusion_epochs), desc="training fusion head", leave=False)):
+    for epoch in (bar := tqdm(range(epochs or cfg.fusion_epochs), desc="training a head", leave=False)):
         head.train()
         n = len(y_tr)
         order = torch.from_numpy(rng.permutation(n) if weights is None else rng.choice(n, n, p=weights))
@@ -105,7 +144,7 @@ def train_head(cfg, z, image, has_poster, y, fit, stop=None, epochs=None, modali
         for start in range(0, n, cfg.fusion_batch):
             rows = order[start : start + cfg.fusion_batch]
             shown = p_tr[rows] * (torch.from_numpy(rng.random((len(rows), 1))) >= drop).float()
-            loss = loss_fn(head.stack_logits(z_tr[rows], i_tr[rows], shown), y_tr[rows])
+            loss = loss_fn(head.logits(e_tr[rows], i_tr[rows], shown), y_tr[rows])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -116,16 +155,12 @@ def train_head(cfg, z, image, has_poster, y, fit, stop=None, epochs=None, modali
             continue
         head.eval()
         with torch.no_grad():
-            row["stop_loss"] = loss_fn(head.stack_logits(*held[:3]), held[3]).item()
+            row["stop_loss"] = loss_fn(head.logits(*held[:3]), held[3]).item()
         history.append(row)
         bar.set_postfix(train=f"{row['train_loss']:.4f}", stop=f"{row['stop_loss']:.4f}")
         if row["stop_loss"] < best_loss - 1e-5:
-            best, best_loss, best_epoch, stale = (
-                {k: v.clone() for k, v in head.state_dict().items()},
-                row["stop_loss"],
-                epoch + 1,
-                0,
-            )
+            best_loss, best_epoch, stale = row["stop_loss"], epoch + 1, 0
+            best = {k: v.clone() for k, v in head.state_dict().items()}
         elif (stale := stale + 1) >= cfg.patience:
             break
     if best is not None:
@@ -133,88 +168,108 @@ def train_head(cfg, z, image, has_poster, y, fit, stop=None, epochs=None, modali
     return head.eval(), history, best_epoch or len(history)
 
 
-def stack_probs(head: FusionHead, z, image, has_poster) -> np.ndarray:
+def probs_of(head: FusionHead, e, image, has_poster) -> np.ndarray:
     with torch.no_grad():
-        return torch.sigmoid(head.stack_logits(*tensors(z, image, has_poster))).numpy()
+        return head(*tensors(e, image, has_poster)).numpy()
 
 
-def fold_head(cfg, z, image, has_poster, y, fold, k, **kw):
+def mode_probs(head: FusionHead, e, image, has_poster, rows) -> dict:
+    """Probabilities of `rows` in each input mode (plot only: the poster hidden)."""
+    shown = {"plot": np.zeros_like(has_poster[rows]), "plot+poster": has_poster[rows]}
+    return {m: probs_of(head, e[rows], image[rows], shown[m]) for m in MODES}
+
+
+def fold_head(cfg, text_head, e, image, has_poster, y, fold, k, **kw):
     """The head of dev fold k: trained on the other folds, early-stopping on a random stop_frac of
     them; never reads fold k's labels. Returns train_head's (head, history, best epoch)."""
     rest = np.random.default_rng([cfg.seed, k]).permutation(np.flatnonzero((fold >= 0) & (fold != k)))
     n_stop = int(round(cfg.stop_frac * len(rest)))
-    return train_head(cfg, z, image, has_poster, y, rest[n_stop:], rest[:n_stop], **kw)
+    return train_head(cfg, text_head, e, image, has_poster, y, rest[n_stop:], rest[:n_stop], **kw)
 
 
-def cross_fit(cfg, z, image, has_poster, y, fold, **kw) -> tuple[dict, list, int]:
-    """Out-of-fold probabilities of the head in both input modes, plus the epoch count for the final
-    head (the median of the folds' early-stopping choices)."""
-    oof = {m: np.full(y.shape, np.nan, np.float32) for m in ("plot", "plot+poster")}
+def cross_fit(cfg, text_head, e, image, has_poster, y, fold, **kw) -> tuple[dict, dict]:
+    """Per mode, probabilities for every row (NaN where none): out of fold on dev rows, from the head
+    trained on every dev row (for the median of the folds' early-stopping epochs) on test rows; and
+    the record of the training. Returns (probabilities, record, final head)."""
+    probs = {m: np.full(y.shape, np.nan, np.float32) for m in MODES}
     histories, best_epochs = [], []
     for k in range(fold.max() + 1):
-        head, history, best_epoch = fold_head(cfg, z, image, has_poster, y, fold, k, **kw)
-        held = fold == k
-        oof["plot"][held] = stack_probs(head, z[held], image[held], np.zeros_like(has_poster[held]))
-        oof["plot+poster"][held] = stack_probs(head, z[held], image[held], has_poster[held])
+        head, history, best_epoch = fold_head(cfg, text_head, e, image, has_poster, y, fold, k, **kw)
+        for m, p in mode_probs(head, e, image, has_poster, fold == k).items():
+            probs[m][fold == k] = p
         histories.append(history)
         best_epochs.append(best_epoch)
-    return oof, histories, int(np.median(best_epochs))
+    epochs = int(np.median(best_epochs))
+    dev, test = np.flatnonzero(fold >= 0), fold == -1
+    head, final, _ = train_head(cfg, text_head, e, image, has_poster, y, dev, epochs=epochs, **kw)
+    for m, p in mode_probs(head, e, image, has_poster, test).items():
+        probs[m][test] = p
+    return probs, {"folds": histories, "epochs": epochs, "final": final}, head
 
 
-def run(cfg) -> cache.Output:
-    curated, tuned, embedded = data.run(cfg), finetune.run(cfg), embed.run(cfg)
-    parts = {"finetune": tuned.key, "embed": embedded.key, "config": cfg.subset(*KEYS), "code": CODE}
+def features(cfg, encoder: str):
+    """(cache output, text embeddings of every main row, the encoder's genre head) for "teacher" or "student"."""
+    tuned = finetune.run(cfg)
+    if encoder == "teacher":
+        return tuned, np.load(tuned / "embeddings.npy"), finetune.load_head(tuned)
+    distilled = distil.run(cfg)  # taught through the teacher's head: the student's logits are head(e)
+    return distilled, np.load(distilled / "embeddings.npy"), finetune.load_head(tuned)
+
+
+def run(cfg, encoder: str = "teacher") -> cache.Output:
+    curated, embedded = data.run(cfg), embed.run(cfg)
+    source, e, text_head = features(cfg, encoder)
+    parts = {"text": source.key, "posters": embedded.posters.key, "config": cfg.subset(*KEYS), "code": CODE}
 
     def build(out: Path):
         movies, _, y = data.load(curated)
         image = embedded.posters_array()
         has_poster = (movies.poster != "").to_numpy(np.float32)[:, None]
         fold = movies.fold.to_numpy()
-        dev = np.flatnonzero(fold >= 0)
-        z = np.load(tuned / "oof_logits.npy")  # NaN on test rows, which no head trains on
-        heads = {
-            # name: (text logits seen in training, modality dropout)
-            "head": (z, cfg.modality_dropout),
-            "poster_head": (np.zeros_like(z), 0.0),
-        }
-        summary = {}
-        for name, (zz, drop) in heads.items():
-            oof, histories, epochs = cross_fit(cfg, zz, image, has_poster, y, fold, modality_dropout=drop)
-            head, final_history, _ = train_head(
-                cfg, zz, image, has_poster, y, dev, epochs=epochs, modality_dropout=drop
+        probs, summary = {}, {}
+        names = [n for n in HEADS if encoder == "teacher" or n != "poster_head"]
+        for name in names:
+            uses_text, uses_image = HEADS[name]
+            drop = cfg.modality_dropout if name == "fusion" else 0.0
+            ee = e if uses_text else np.zeros((len(e), 0), np.float32)
+            th = text_head if uses_text else nn.Linear(0, y.shape[1])
+            if not uses_text:
+                nn.init.zeros_(th.bias)  # poster only: no text, no text prior
+            got, summary[name], head = cross_fit(
+                cfg, th, ee, image, has_poster, y, fold, use_image=uses_image, drop=drop
             )
-            if name == "head":
-                head.text_head = finetune.load_head(tuned)  # inference starts from the text embedding
-            else:
-                nn.init.zeros_(head.text_head.bias)  # poster only: no text, no text prior
+            probs.update({f"{name}/{m}": p for m, p in got.items()})
             save(head, out, name)
-            np.savez_compressed(out / f"{name}_oof.npz", **oof)
-            summary[name] = {"folds": histories, "epochs": epochs, "final": final_history}
+        with torch.no_grad():  # the encoder alone: no head learned from the main rows
+            z = text_head(torch.from_numpy(e)).numpy()
+        probs["text_finetuned/plot"] = probs["text_finetuned/plot+poster"] = finetune.sigmoid(z)
+        np.savez_compressed(out / "probs.npz", **probs)
         (out / "history.json").write_text(json.dumps(summary, indent=1))
 
-    return cache.cached(cfg, "train", parts, build)
+    return cache.cached(cfg, "train" if encoder == "teacher" else "train_student", parts, build)
 
 
 def save(head: FusionHead, out: Path, name: str):
     torch.save(head.state_dict(), out / f"{name}.pt")
     dims = {
         "text_dim": head.text_head.in_features,
-        "image_dim": head.image_mean.shape[0],
+        "image_dim": head.image_mean.shape[0] if head.use_image else 0,
         "n_labels": head.text_head.out_features,
         "hidden": head.mlp[1].out_features,
+        "use_image": head.use_image,
     }
     (out / f"{name}.json").write_text(json.dumps(dims))
 
 
-def load(out: cache.Output, name: str = "head") -> FusionHead:
-    """The shipped fusion head ('head') or the poster-only head ('poster_head')."""
+def load(out: cache.Output, name: str = "fusion") -> FusionHead:
+    """A trained head by name ('plot_head', 'fusion', 'poster_head')."""
     dims = json.loads((out / f"{name}.json").read_text())
-    head = FusionHead(dims["text_dim"], dims["image_dim"], dims["n_labels"], dims["hidden"], 0.0)
+    head = FusionHead(dims["text_dim"], dims["image_dim"], dims["n_labels"], dims["hidden"], 0.0, dims["use_image"])
     head.load_state_dict(torch.load(out / f"{name}.pt"))
     return head.eval()
 
 
-def load_oof(out: cache.Output, name: str = "head") -> dict:
-    """Out-of-fold probabilities of a head, by input mode ('plot', 'plot+poster')."""
-    with np.load(out / f"{name}_oof.npz") as f:
-        return {m: f[m] for m in f.files}
+def load_probs(out: cache.Output) -> dict:
+    """'model/mode' → probabilities for every main row (out of fold on dev rows, shipped heads on test)."""
+    with np.load(out / "probs.npz") as f:
+        return {k: f[k] for k in f.files}

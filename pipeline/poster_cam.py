@@ -9,10 +9,11 @@ Grad-CAM weight of channel k for genre g (the spatial mean of ∂logit_g/∂F_k,
 J_gk / (h·w) with J = ∂logit/∂emb, and no BN or ReLU6 derivative enters. (On _conv_head's output, before
 BN + ReLU6, the weight would also carry the BN scale and the share of positions inside ReLU6's linear range.)
 
-J for the fusion head (pipeline/fusion.py: logits = z + mlp([z, (emb − mean)/std · p, p]), p = has_poster = 1,
-mlp = Dropout, Linear W1 b1, GELU, Dropout, Linear W2 b2; z does not depend on the poster):
-    a = W1 [z, (emb − mean)/std, 1] + b1
-    J = (W2 · diag(gelu'(a))) · W1[:, G:G+D] / std            [G, D]
+J for the fusion head (pipeline/fusion.py: logits = z + mlp([z, t, (emb − mean)/std · p, p]), p = has_poster
+= 1, t the standardised text embedding, mlp = Dropout, Linear W1 b1, GELU, Dropout, Linear W2 b2; z and t
+do not depend on the poster; o = head.image_offset, where the poster's columns start):
+    a = W1 [z, t, (emb − mean)/std, 1] + b1
+    J = (W2 · diag(gelu'(a))) · W1[:, o:o+D] / std            [G, D]
     gelu'(a) = Φ(a) + a·φ(a)   (exact GELU; the tanh approximation's derivative when the head uses it)
     cam_g = relu(Σ_k J_gk / (h·w) · F_k)
 pytorch-grad-cam computes the same map by autograd (tests/test_poster_cam.py compares them), then
@@ -62,11 +63,10 @@ class CamGraph(nn.Module):
 
     def jacobian(self, emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """∂logits/∂emb for one poster: [G, D]."""
-        g = self.n_labels
         z = self.head.text_head(text)
-        i = (emb - self.head.image_mean) / self.head.image_std
-        a = self.lin1(torch.cat([z, i, torch.ones_like(z[:, :1])], dim=1))[0]  # [hidden]
-        w_image = self.lin1.weight[:, g : g + emb.shape[1]]  # [hidden, D]
+        a = self.lin1(self.head.mlp_input(z, text, emb, torch.ones_like(z[:, :1])))[0]  # [hidden]
+        o = self.head.image_offset
+        w_image = self.lin1.weight[:, o : o + emb.shape[1]]  # [hidden, D]
         return (self.lin2.weight * gelu_grad(a, self.approximate)) @ w_image / self.head.image_std
 
     def forward(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -75,19 +75,6 @@ class CamGraph(nn.Module):
         flat = features.reshape(n, d, -1)  # [1, D, h·w]
         weights = self.jacobian(emb, text) / flat.shape[2]  # Grad-CAM weights: the gradient's spatial mean
         return torch.relu(weights @ flat).reshape(n, self.n_labels, features.shape[2], features.shape[3])
-
-
-def to_onnx(model, args, path: Path, inputs, outputs, dynamic):
-    torch.onnx.export(
-        model.eval(),
-        args,
-        str(path),
-        input_names=inputs,
-        output_names=outputs,
-        dynamic_axes=dynamic,
-        opset_version=quantize.OPSET,
-        dynamo=False,
-    )
 
 
 def preprocessing(cfg) -> dict:
@@ -115,7 +102,7 @@ def export_poster(cfg, out_dir: Path, fp16: bool = True) -> dict:
     with torch.no_grad():
         _, f = PosterGraph(encoder)(dummy)
     axes = {"image": {2: "height", 3: "width"}}
-    to_onnx(PosterGraph(encoder), (dummy,), path, ["image"], ["embedding", "features"], axes)
+    quantize.export_onnx(PosterGraph(encoder), (dummy,), path, ["image"], ["embedding", "features"], axes)
     if fp16:
         quantize.store_weights_fp16(path)
     return {
@@ -137,7 +124,7 @@ def export_cam(head, out_dir: Path, text_dim: int, image_dim: int) -> dict:
     side = 7
     args = (torch.rand(1, image_dim, side, side), torch.zeros(1, text_dim))
     axes = {"features": {2: "h", 3: "w"}, "cam": {2: "h", 3: "w"}}
-    to_onnx(model, args, path, ["features", "text"], ["cam"], axes)
+    quantize.export_onnx(model, args, path, ["features", "text"], "cam", axes)
     return {
         "file": path.name,
         "inputs": {"features": [1, image_dim, "h", "w"], "text": [1, text_dim]},

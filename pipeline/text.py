@@ -13,6 +13,8 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from . import rules
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -38,16 +40,14 @@ def load_tokenizer(backbone: str) -> Tokenizer:
     return tok
 
 
-MAX_CHARS = 20_000  # far past max_len tokens; bounds the tokenizer's work on huge inputs
+MAX_CHARS = rules.MAX_CHARS
 
 
 def encode(tok: Tokenizer, text: str, max_len: int) -> list[int]:
-    """Ids with special tokens, from the first MAX_CHARS characters; longer ones keep their first
-    max_len-1 tokens and the final [SEP]. demo.js applies the same rule: keep the two in step."""
-    ids = tok.encode(text[:MAX_CHARS]).ids
-    if len(ids) > max_len:
-        ids = ids[: max_len - 1] + ids[-1:]
-    return ids
+    """Ids with special tokens by the shared truncation rule (pipeline/rules.py; the manifest carries it
+    to predict and the browser): the first max_chars characters, then the window of max_len tokens."""
+    rule = rules.truncation(max_len)
+    return rules.truncate(tok.encode(text[: rule["max_chars"]]).ids, rule)
 
 
 class TextEncoder(torch.nn.Module):

@@ -27,6 +27,7 @@ TINY = [
         "3",
     ),
     *("--epochs", "2", "--batch", "8"),  # text fine-tuning
+    *("--student_plots", "80", "--student_epochs", "2"),
     *(
         "--fusion_epochs",
         "30",
@@ -58,6 +59,7 @@ class TinyRun:
     def __init__(self, base: Path):
         self.base = base
         self.data = tiny_data.make(base / "data")
+        self.extra = tiny_data.make_extra(base / "extra")
         self.work, self.site_data, self.models = base / "cache", base / "_data", base / "models"
         self.figures = base / "figures"
 
@@ -65,6 +67,8 @@ class TinyRun:
         paths = [
             "--data",
             self.data,
+            "--extra",
+            self.extra,
             "--work",
             self.work,
             "--site_data",

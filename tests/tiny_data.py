@@ -1,4 +1,5 @@
-"""A tiny dataset in the format of ../shared/data/tmdb5000, invented for the tests.
+"""A tiny dataset in the format of ../shared/data/tmdb5000 (and of ../shared/data/tmdb_extra: `make_extra`),
+invented for the tests.
 
 Four genres, each with its own vocabulary and poster colour, so that even a few dozen movies
 carry a learnable signal; plus one row for each curation rule to catch.
@@ -71,5 +72,29 @@ def make(folder: Path, n: int = 64, seed: int = 0) -> Path:
         w.writerow(
             ["tmdb_id", "title", "release_date", "original_language", "genres", "overview", "poster", "poster_kind"]
         )
+        w.writerows(rows)
+    return folder
+
+
+EXTRA_SOURCES = ("snapshot_a", "snapshot_b")
+
+
+def make_extra(folder: Path, n: int = 48, seed: int = 1) -> Path:
+    """Extra rows (overview + genres + source, no posters), none of them a movie of `make`."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(GENRES)
+    rows = []
+    for i in range(n):
+        genres = rng.sample(names, rng.choice((1, 1, 2)))
+        language = "en" if i % 6 else "fr"
+        rows.append([5000 + i, f"Extra {i}", "2010-01-01", language, "|".join(genres), plot(rng, genres), EXTRA_SOURCES[i % 2]])
+    # one row for each curation rule
+    rows.append([6000, "Short", "2001-01-01", "en", "Comedy", "Too short.", EXTRA_SOURCES[0]])
+    rows.append([6001, "Copy", "2001-01-01", "en", rows[0][4], rows[0][5].upper(), EXTRA_SOURCES[1]])
+    rows.append([6002, "TV only", "2001-01-01", "en", "TV Movie", plot(rng, ["Horror"]), EXTRA_SOURCES[0]])
+    with open(folder / "movies.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["tmdb_id", "title", "release_date", "original_language", "genres", "overview", "source"])
         w.writerows(rows)
     return folder

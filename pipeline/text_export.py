@@ -1,0 +1,90 @@
+"""A text encoder (teacher or student) to the ONNX file the browser and `predict` run, with its checks.
+
+fp32 ONNX from torch (parity checked), then quantized by quantize.quantize_text in the format
+quantize.TEXT_MODE names; which layers stay float is chosen on dev plots (never test): the smallest set
+of FLOAT_CANDIDATES, in order, whose int8 file keeps every sampled plot's embedding within MIN_COSINE
+of fp32. Checks written beside it: parity, cosine, batched vs single, native one-thread latency, ops.
+"""
+
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import quantize, rules
+
+FLOAT_CANDIDATES = {  # the FFN output projections (inputs after GELU: the widest activations) lose most
+    "none": None,
+    "ffn_output": re.compile(r"/encoder/layer\.\d+/output/dense/MatMul$"),
+}
+MIN_COSINE = 0.99
+
+
+def kept_float(fp32: Path, pattern: re.Pattern | None) -> list[str]:
+    import onnx
+
+    return [n.name for n in onnx.load(str(fp32)).graph.node if pattern and pattern.search(n.name)]
+
+
+def export_text_encoder(
+    model, out: Path, calibration_ids: list[list[int]], check_ids: list[list[int]], max_len: int
+) -> dict:
+    """Write `out` (an int8 text encoder: input_ids, attention_mask → embedding); return the checks.
+    calibration_ids: token ids of training plots (static scales); check_ids: other dev plots."""
+    x = torch.tensor([check_ids[0]])
+    feeds = quantize.text_feeds(check_ids)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        axes = {
+            "input_ids": {0: "batch", 1: "tokens"},
+            "attention_mask": {0: "batch", 1: "tokens"},
+            "embedding": {0: "batch"},
+        }
+        quantize.export_onnx(model, (x, torch.ones_like(x)), fp32, ["input_ids", "attention_mask"], "embedding", axes)
+        with torch.no_grad():
+            ref = np.concatenate(
+                [model(torch.tensor([r]), torch.ones(1, len(r), dtype=torch.long)).numpy() for r in check_ids]
+            )
+        parity = float(np.abs(quantize.outputs(fp32, feeds) - ref).max())
+        candidates = {}
+        for name, pattern in FLOAT_CANDIDATES.items():
+            info = quantize.quantize_text(
+                fp32, out, quantize.TEXT_MODE, quantize.text_feeds(calibration_ids), kept_float(fp32, pattern)
+            )
+            candidates[name] = quantize.embedding_cosine(fp32, out, feeds)
+            if candidates[name]["min"] >= MIN_COSINE:
+                break
+        fp32_ms = quantize.native_ms(fp32, feeds[:32])
+        check = {
+            **info,
+            "kept_float": name,
+            "min_cosine_required": MIN_COSINE,
+            "candidates": candidates,
+            "dev_plots": len(check_ids),
+            "onnx_fp32_vs_torch_max_abs": parity,
+            "cosine_to_fp32": candidates[name],
+            "batched_vs_single_max_abs": quantize.batch_matches(out, check_ids[:16]),
+            "native_ms_one_thread": quantize.native_ms(out, feeds[:32]),
+            "native_ms_one_thread_fp32": fp32_ms,
+            "median_tokens": float(np.median([len(r) for r in check_ids[:32]])),
+            "ops": sorted(quantize.op_types(out)),
+        }
+    return check
+
+
+def manifest_entry(file: str, tokenizer: str, backbone: str, dim: int, max_len: int, info: dict) -> dict:
+    return {
+        "file": file,
+        "tokenizer": tokenizer,
+        "backbone": backbone,
+        "inputs": {"input_ids": ["batch", "tokens"], "attention_mask": ["batch", "tokens"]},
+        "input_type": "int64",
+        "output": "embedding",
+        "dim": dim,
+        "max_len": max_len,
+        "truncation": rules.truncation(max_len),
+        "quantization": info["quantization"],
+        "batchable": info["batchable"],
+    }
