@@ -45,7 +45,9 @@ def shipped_ids(metrics: dict) -> dict[str, str]:
     out = {}
     for mode in MODES:
         c = (metrics.get("comparison") or {}).get(mode) or {}
-        out[mode] = c.get("shipped") or evaluate.SHIPPED[mode]
+        out[mode] = (
+            c.get("shipped") or (metrics.get("shipped") or {}).get(mode) or getattr(evaluate, "SHIPPED", {})[mode]
+        )
     return out
 
 

@@ -49,7 +49,8 @@ def run(cfg) -> cache.Output:
         fusion_history = json.loads((trained / "history.json").read_text())
         curation = json.loads((curated / "curation.json").read_text())
         spec = json.loads((exported / "manifest.json").read_text())
-        hidden = json.loads((trained / "head.json").read_text())["hidden"]
+        dims = trained / "fusion.json" if (trained / "fusion.json").exists() else trained / "head.json"
+        hidden = json.loads(dims.read_text())["hidden"]
         summary = json.loads((topic_out / "topics.json").read_text())
         coords, assigned = np.load(topic_out / "coords.npy"), np.load(topic_out / "assigned.npy")
 

@@ -17,11 +17,16 @@ def by_id(metrics) -> dict:
     return {m["id"]: m for m in metrics["models"]}
 
 
+def shipped(metrics) -> dict[str, str]:
+    """The shipped model of each input mode, as evaluate chose it (metrics' comparison)."""
+    return {mode: c["shipped"] for mode, c in metrics["comparison"].items()}
+
+
 def results_ci(metrics, path: Path):
     """Per input mode, the shipped model and its peers: test F1 with its bootstrap 95 % interval
     (filled) and the cross-validated dev mean ± sd (hollow)."""
-    models = by_id(metrics)
-    modes = [(mode, [evaluate.SHIPPED[mode], *peers]) for mode, peers in evaluate.PEERS.items()]
+    models, ours = by_id(metrics), shipped(metrics)
+    modes = [(mode, [ours[mode], *peers]) for mode, peers in evaluate.PEERS.items() if mode in ours]
     fig, axes = plt.subplots(
         len(modes),
         2,
@@ -32,7 +37,7 @@ def results_ci(metrics, path: Path):
     )
     for (mode, rows), line in zip(modes, axes):
         best_peer = metrics["comparison"][mode]["best_peer"]
-        colours = [BLUE if i == evaluate.SHIPPED[mode] else ORANGE if i == best_peer else GREY for i in rows]
+        colours = [BLUE if i == ours[mode] else ORANGE if i == best_peer else GREY for i in rows]
         y = np.arange(len(rows))
         for ax, avg in zip(line, ("micro", "macro")):
             for yi, mid, c in zip(y, rows, colours):
@@ -70,8 +75,9 @@ def results_ci(metrics, path: Path):
 
 
 def ablation(metrics, path: Path):
-    models = by_id(metrics)
-    rows = [("plot only", "fusion_plot_only"), ("poster only", "poster_mlp"), ("plot + poster", "fusion")]
+    models, ours = by_id(metrics), shipped(metrics)
+    rows = [("plot only", ours["plot"]), ("poster only", "poster_mlp"), ("plot + poster", ours["plot+poster"])]
+    rows = [(name, m) for name, m in rows if m in models]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for dx, avg, colour in ((-0.2, "micro", BLUE), (0.2, "macro", ORANGE)):
@@ -97,10 +103,11 @@ def ablation(metrics, path: Path):
 
 def per_genre_f1(metrics, path: Path):
     models = by_id(metrics)
-    peer = metrics["comparison"]["plot+poster"]["best_peer"]
-    shown = [("fusion", BLUE), ("fusion_plot_only", LIGHT_BLUE), (peer, ORANGE)]
-    labels = sorted(metrics["labels"], key=lambda g: -models["fusion"]["per_genre"][g]["f1"])
-    support = [models["fusion"]["per_genre"][g]["support"] for g in labels]
+    peer, ours = metrics["comparison"]["plot+poster"]["best_peer"], shipped(metrics)
+    best = ours["plot+poster"]
+    shown = [(best, BLUE), (ours["plot"], LIGHT_BLUE), (peer, ORANGE)]
+    labels = sorted(metrics["labels"], key=lambda g: -models[best]["per_genre"][g]["f1"])
+    support = [models[best]["per_genre"][g]["support"] for g in labels]
     h = 0.27
     fig, ax = plt.subplots(figsize=(7, 0.42 * len(labels) + 1.4))
     for k, (mid, colour) in enumerate(shown):
@@ -115,13 +122,17 @@ def per_genre_f1(metrics, path: Path):
 
 
 def pr_curves(probs, y, te, metrics, path: Path):
-    shipped = set(evaluate.SHIPPED.values())
+    ours = shipped(metrics)
     colours = iter([ORANGE, GREEN, GOLD, "#8c5bb5", GREY, "#c0504d", "#4bacc6"])
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for m in metrics["models"]:
+    peers = {i for ids in evaluate.PEERS.values() for i in ids}
+    for m in metrics["models"]:  # the shipped models and the peers (not every candidate)
+        if m["id"] not in peers and m["id"] not in ours.values():
+            continue
         p, r, _ = precision_recall_curve(y[te].ravel(), probs[m["id"]][te].ravel())
-        if m["id"] in shipped:
-            ax.plot(r, p, color=BLUE, lw=2.2, ls="-" if m["id"] == "fusion" else "--", label=m["name"], zorder=3)
+        if m["id"] in ours.values():
+            ls = "-" if m["id"] == ours["plot+poster"] else "--"
+            ax.plot(r, p, color=BLUE, lw=2.2, ls=ls, label=m["name"], zorder=3)
         else:
             ax.plot(r, p, color=next(colours, GREY), lw=1.2, label=m["name"])
     ax.set_xlabel("recall (micro)")
@@ -136,12 +147,12 @@ def global_curve(p, y) -> np.ndarray:
     return np.array([evaluate.f1_pair(y, evaluate.decide(p, np.full(y.shape[1], t)))[0] for t in evaluate.GRID])
 
 
-def threshold_curve(probs, y, dev, te, default: float, path: Path) -> dict:
+def threshold_curve(probs, y, dev, te, default: float, ours: dict, path: Path) -> dict:
     """Micro F1 against one global threshold: out-of-fold on dev rows (where choices are made) and on test."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     facts = {}
     for mode, ls in (("plot+poster", "-"), ("plot", "--")):
-        p = probs[evaluate.SHIPPED[mode]]
+        p = probs[ours[mode]]
         on_dev, on_test = global_curve(p[dev], y[dev]), global_curve(p[te], y[te])
         ax.plot(evaluate.GRID, on_dev, ls, color=ORANGE, label=f"{MODE_NAMES[mode]}, dev out-of-fold")
         ax.plot(evaluate.GRID, on_test, ls, color=BLUE, label=f"{MODE_NAMES[mode]}, test")
@@ -181,12 +192,12 @@ def calibration(p, t, bins=10) -> tuple[list, list, float]:
     return mean_p, freq, float(ece)
 
 
-def reliability(probs, y, te, path: Path) -> dict:
+def reliability(probs, y, te, ours: dict, path: Path) -> dict:
     fig, ax = plt.subplots(figsize=(4.6, 4.3))
     ax.plot([0, 1], [0, 1], ":", color=GREY, label="perfectly calibrated")
     ece = {}
     for mode, ls in (("plot+poster", "o-"), ("plot", "s--")):
-        mean_p, freq, ece[mode] = calibration(probs[evaluate.SHIPPED[mode]][te].ravel(), y[te].ravel())
+        mean_p, freq, ece[mode] = calibration(probs[ours[mode]][te].ravel(), y[te].ravel())
         ax.plot(mean_p, freq, ls, color=BLUE, ms=4, label=f"{MODE_NAMES[mode]} (ECE {ece[mode]:.3f})")
     ax.set_xlabel("predicted probability")
     ax.set_ylabel("observed frequency")
@@ -228,8 +239,9 @@ def draw(metrics, probs, y, fold, cfg, out: Path) -> dict:
     ablation(metrics, out / "ablation.png")
     per_genre_f1(metrics, out / "per_genre_f1.png")
     pr_curves(probs, y, te, metrics, out / "pr_curves.png")
-    best_global = threshold_curve(probs, y, dev, te, cfg.default_threshold, out / "threshold_curve.png")
-    ece = reliability(probs, y, te, out / "reliability.png")
+    ours = shipped(metrics)
+    best_global = threshold_curve(probs, y, dev, te, cfg.default_threshold, ours, out / "threshold_curve.png")
+    ece = reliability(probs, y, te, ours, out / "reliability.png")
     f1_by_length(metrics, out / "f1_by_length.png")
     return {
         "expected_calibration_error": ece["plot+poster"],

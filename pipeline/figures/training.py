@@ -85,17 +85,68 @@ def head_loss(ax, history: dict, title: str):
     ax.set_title(f"{title} ({epochs_label('shipped', history['epochs'])})", fontsize=11)
 
 
+def finetune_extra(ax, history: dict):
+    """The encoder fine-tuned on the extra rows only: training loss per pass, and the dev rows' scores
+    after each pass (reported, never used for a choice) when the stage recorded them."""
+    rows = history["epochs"]
+    e = column(rows, "epoch")
+    ax.plot(
+        e,
+        column(rows, "train_loss"),
+        "s-",
+        color=GREY,
+        lw=2,
+        label=f"train loss ({history.get('extra_rows', '?')} extra rows)",
+    )
+    ax.set_ylabel("loss (BCE)")
+    ax.set_xticks(e)
+    if rows and "held_micro_ap" in rows[0]:
+        twin = ax.twinx()
+        twin.plot(e, column(rows, "held_micro_ap"), "o-", color=INK, lw=1.5, label="dev rows: micro AP (reported only)")
+        twin.set_ylabel("micro average precision")
+        twin.spines["right"].set_visible(True)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = twin.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, frameon=False, fontsize=8, loc="center right")
+    else:
+        ax.legend(frameon=False, fontsize=8)
+    ax.set_title("Text encoder: fine-tuned on the extra rows")
+
+
+HEAD_TITLES = {
+    "head": "Fusion head",
+    "fusion": "Fusion head",
+    "plot_head": "Plot head",
+    "poster_head": "Poster-only head",
+}
+
+
+def heads(fusion_history: dict) -> list[str]:
+    """The cross-fitted heads the train stage recorded, in a fixed order."""
+    order = ["plot_head", "fusion", "head", "poster_head"]
+    return [h for h in order if h in fusion_history] + [h for h in fusion_history if h not in order]
+
+
 def training_curves(tuned_history: dict, fusion_history: dict, path: Path):
-    fig, axes = plt.subplots(2, 2, figsize=(9, 7), gridspec_kw={"wspace": 0.3, "hspace": 0.5})
-    finetune_ap(axes[0, 0], tuned_history)
-    finetune_loss(axes[0, 1], tuned_history)
-    head_loss(axes[1, 0], fusion_history["head"], "Fusion head")
-    head_loss(axes[1, 1], fusion_history["poster_head"], "Poster-only head")
+    wspace = 0.3 if "folds" in tuned_history else 0.5  # room for the encoder panel's second axis
+    fig, axes = plt.subplots(2, 2, figsize=(9, 7), gridspec_kw={"wspace": wspace, "hspace": 0.5})
+    names = heads(fusion_history)
+    if "folds" in tuned_history:  # the encoder cross-fitted over the dev folds
+        finetune_ap(axes[0, 0], tuned_history)
+        finetune_loss(axes[0, 1], tuned_history)
+        panels = [axes[1, 0], axes[1, 1]]
+    else:  # the encoder fine-tuned once, on the extra rows
+        finetune_extra(axes[0, 0], tuned_history)
+        panels = [axes[0, 1], axes[1, 0], axes[1, 1]]
+    for ax, name in zip(panels, names):
+        head_loss(ax, fusion_history[name], HEAD_TITLES.get(name, name))
+    for ax in panels[len(names) :]:
+        ax.axis("off")
     for ax in axes.ravel():
         ax.set_xlabel("epoch")
     # the heads' panels share one legend, under them
     fig.legend(
-        *axes[1, 0].get_legend_handles_labels(),
+        *panels[0].get_legend_handles_labels(),
         frameon=False,
         fontsize=9,
         ncol=4,
@@ -107,15 +158,24 @@ def training_curves(tuned_history: dict, fusion_history: dict, path: Path):
 
 def draw(tuned_history: dict, fusion_history: dict, out: Path) -> dict:
     training_curves(tuned_history, fusion_history, out / "training_curves.png")
-    chosen = tuned_history["chosen_epochs"]
-    at_chosen = [h[chosen - 1]["held_micro_ap"] for h in tuned_history["folds"]]
+    fusion = fusion_history.get("fusion") or fusion_history["head"]
     facts = {
-        "finetune_epochs_max": len(tuned_history["folds"][0]),
-        "finetune_epochs_chosen": chosen,
-        "finetune_held_micro_ap": {"mean": float(np.mean(at_chosen)), "sd": float(np.std(at_chosen, ddof=1))},
-        "fusion_epochs_chosen": fusion_history["head"]["epochs"],
-        "fusion_fold_best_epochs": best_epochs(fusion_history["head"]["folds"]),
-        "poster_head_epochs_chosen": fusion_history["poster_head"]["epochs"],
+        "fusion_epochs_chosen": fusion["epochs"],
+        "fusion_fold_best_epochs": best_epochs(fusion["folds"]),
+        "head_epochs": {name: fusion_history[name]["epochs"] for name in heads(fusion_history)},
     }
-    # the names the write-up used before cross-fitting: the epochs the shipped models ran
-    return facts | {"finetune_epochs_run": chosen, "fusion_epochs_run": facts["fusion_epochs_chosen"]}
+    if "folds" in tuned_history:
+        chosen = tuned_history["chosen_epochs"]
+        at_chosen = [h[chosen - 1]["held_micro_ap"] for h in tuned_history["folds"]]
+        facts |= {
+            "finetune_epochs_max": len(tuned_history["folds"][0]),
+            "finetune_epochs_chosen": chosen,
+            "finetune_held_micro_ap": {"mean": float(np.mean(at_chosen)), "sd": float(np.std(at_chosen, ddof=1))},
+            "finetune_epochs_run": chosen,
+        }
+    else:
+        rows = tuned_history["epochs"]
+        facts |= {"finetune_epochs_run": len(rows), "finetune_extra_rows": tuned_history.get("extra_rows")}
+        if rows and "held_micro_ap" in rows[-1]:
+            facts["finetune_dev_micro_ap"] = rows[-1]["held_micro_ap"]
+    return facts | {"fusion_epochs_run": facts["fusion_epochs_chosen"]}
