@@ -6,13 +6,14 @@ import sys
 from . import config
 
 STAGES = {
-    "data": "curate the movies and split them train/val/test",
-    "finetune": "fine-tune the text transformer on the plots (the seed's recipe)",
-    "embed": "plot embeddings (frozen and fine-tuned MiniLM) and poster embeddings (EfficientNet-Lite0)",
-    "train": "train the fusion head (and the poster-only head) on the embeddings",
-    "evaluate": "tune thresholds on val, score every model on test, write _data/metrics.json",
-    "distil": "distil a web-sized student text encoder from the fine-tuned one (no labels read)",
-    "export": "export the ONNX models and manifest.json (teacher, student when it holds up, posters, head)",
+    "data": "curate the movies (and the extra rows), set the test split aside, split the rest into dev folds",
+    "embed": "frozen plot embeddings (MiniLM, main and extra rows) and poster embeddings (EfficientNet-Lite0)",
+    "select": "choose which extra rows (languages, sources) train the encoder and the peers, by CV",
+    "finetune": "fine-tune the text transformer on the chosen extra rows (the seed's recipe)",
+    "distil": "teach a web-sized student text encoder from the fine-tuned one, on plots (no labels read)",
+    "train": "cross-fit the heads (plot, fusion, poster) on the dev rows, for the teacher and the student",
+    "evaluate": "tune thresholds on out-of-fold rows, choose by CV, score every model once on test",
+    "export": "export the ONNX models and manifest.json (the chosen encoder, poster encoder, heads, Grad-CAM)",
     "topics": "BERTopic on the plots, reusing the frozen plot embeddings",
     "explain": "Grad-CAM heatmaps of the poster model on a gallery of test posters",
     "figures": "draw every site figure from the saved outputs (no training)",
@@ -42,13 +43,27 @@ def main(argv=None) -> int:
     if args.stage in ("predict", "fetch", "serve"):
         return __import__(f"pipeline.{args.stage}", fromlist=["main"]).main(args)
     cfg = config.from_args(args)
-    from . import data, distil, embed, evaluate, explain, export, figures, finetune, fusion, publish, topics
+    from . import (
+        data,
+        distil,
+        embed,
+        evaluate,
+        explain,
+        export,
+        figures,
+        finetune,
+        fusion,
+        publish,
+        select_extra,
+        topics,
+    )
 
     stage = {
         "data": data.run,
-        "finetune": finetune.run,
         "embed": embed.run,
-        "train": fusion.run,
+        "select": select_extra.run,
+        "finetune": finetune.run,
+        "train": lambda cfg: (fusion.run(cfg), fusion.run(cfg, "student")),
         "evaluate": evaluate.run,
         "distil": distil.run,
         "export": export.run,
