@@ -2,13 +2,17 @@
 
 The site is built with the committed assets/models/. If the manifest has no poster Grad-CAM graph
 yet, the fixture exports the current poster encoder (pipeline/poster_cam.py) and a CAM graph for a
-seeded fusion head into the built site, so the browser and Python run the same new files.
+seeded fusion head into the built site, so the browser and Python run the same new files; if it has
+no rules block yet (export writes it from pipeline/rules.py), the fixture writes that block.
 """
 
 import csv
 import json
+import os
 import random
 import shutil
+import subprocess
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -32,6 +36,18 @@ LONG_PLOT = " ".join(
     for i in range(44)
 )
 AXE = ROOT / "node_modules/axe-core/axe.min.js"
+
+# How far the browser's probabilities may be from `predict`'s (native onnxruntime), and why:
+INT8_BOUND = 0.02  # issue 15 item 1: the shipped int8 files give the same outputs on every kernel path
+#                    (AVX2, AVX-512, VNNI, ARM, wasm) within 0.02 per probability (helper C's format, see
+#                    tests/test_quantize.py); a float model has no such term
+FLOAT_DIFF = 1e-3  # wasm vs native float kernels (summation order, exp): measured under 1e-5 on the float head
+#                    and the float student here; 1e-3 leaves two orders of magnitude
+MARGIN = 0.004  # for what neither term covers (a poster decoded by the browser, pixel rounding <= 3/255)
+
+
+def tolerance(server) -> float:
+    return INT8_BOUND + FLOAT_DIFF + MARGIN if server.int8 else FLOAT_DIFF
 
 
 def file_entry(path):
@@ -60,10 +76,31 @@ def add_new_poster_graphs(models):
     return spec
 
 
+def add_rules(models):
+    """The manifest's rules block as export writes it, when the committed manifest predates it."""
+    from pipeline import rules
+
+    spec = json.loads((models / "manifest.json").read_text())
+    if "rules" not in spec:
+        spec["rules"] = {
+            **rules.RULES,
+            "truncation": rules.truncation(spec["text_encoder"]["max_len"]),
+            "poster": spec["poster_encoder"]["preprocessing"],
+        }
+        (models / "manifest.json").write_text(json.dumps(spec, indent=1))
+    return spec
+
+
+def build_site(dest):
+    """`npm run vendor` (runtime files, and the service worker's shell list and version), then Jekyll."""
+    subprocess.run(["npm", "run", "-s", "vendor"], cwd=ROOT, check=True, capture_output=True)
+    site.build(dest)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
-    site.build(base / "_site")
+    build_site(base / "_site")
     models = base / "_site/assets/models"
     models.mkdir(parents=True, exist_ok=True)
     for f in (ROOT / "assets/models").iterdir():  # real copies: the fixture may add files
@@ -72,26 +109,38 @@ def server(tmp_path_factory):
     srv = site.Server(base / "_site", base / "www")
     srv.models = models
     srv.spec = add_new_poster_graphs(models)
+    srv.spec = add_rules(models)
     srv.int8 = "int8" in srv.spec["text_encoder"]["quantization"]
     yield srv
     srv.stop()
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = site.launch(p)
-        yield b
-        b.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    b = site.launch(playwright)
+    yield b
+    b.close()
+
+
+def watch(page):
+    """page.errors: uncaught errors and console errors/warnings, the worker's included."""
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("console", lambda m: m.type in ("error", "warning") and page.errors.append(f"console.{m.type}: {m.text}"))
+    return page
 
 
 def open_page(context, server, width=1366):
-    page = context.new_page()
+    page = watch(context.new_page())
     page.set_viewport_size({"width": width, "height": 900})
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
     page.goto(server.url + "#demo")
     page.wait_for_selector("#demo-app[data-ready='1']", timeout=60_000)
     return page
@@ -129,23 +178,33 @@ def run_demo(page, plot, mode="plot"):
 
 
 def thresholds(spec, mode):
-    t = spec["thresholds"]
-    return dict(zip(spec["labels"], t if isinstance(t, list) else t[mode]))
+    return dict(zip(spec["labels"], spec["thresholds"][mode]))
 
 
 def assert_agree(server, got, expected, mode):
-    tol = 0.05 if server.int8 else 1e-3
+    """Probabilities within the tolerance; the same decision for every genre not within it of its threshold."""
+    from pipeline import rules
+
+    tol = tolerance(server)
     b, n = got["probabilities"], expected["probabilities"]
     assert set(b) == set(n)
     worst = max(abs(b[g] - n[g]) for g in n)
-    assert worst <= tol, f"largest difference {worst:.4f}"
-    # the decision is the same wherever no probability sits within the tolerance of its threshold
-    t = thresholds(server.spec, mode)
-    if all(abs(n[g] - t[g]) > tol for g in n) and len(expected["genres"]) > 1:
-        assert set(got["genres"]) == set(expected["genres"])
-    if len(expected["genres"]) == 1:
-        assert set(got["genres"]) == set(expected["genres"]) or worst > 0 and min(abs(n[g] - t[g]) for g in n) <= tol
-    print(f"browser vs native ({mode}): largest probability difference {worst:.5f}")
+    assert worst <= tol, f"largest difference {worst:.4f} (bound {tol})"
+    labels, t = server.spec["labels"], thresholds(server.spec, mode)
+    # the page shows exactly the rule applied to its own probabilities
+    shown = rules.decide(
+        np.array([b[g] for g in labels]), np.array([t[g] for g in labels]), server.spec["rules"]["decision"]
+    )
+    assert set(got["genres"]) == {g for g, s in zip(labels, shown) if s}
+    # genre by genre: over or under its threshold on both sides, unless within tol of it
+    clear = [g for g in labels if abs(n[g] - t[g]) > tol]
+    assert {g for g in clear if b[g] >= t[g]} == {g for g in clear if n[g] >= t[g]}
+    # no genre over its threshold on either side: both fall back to the most likely, unless the top two are close
+    if len(clear) == len(labels) and not any(n[g] >= t[g] for g in labels):
+        top = sorted(labels, key=n.get, reverse=True)
+        if n[top[0]] - n[top[1]] > 2 * tol:
+            assert got["genres"] == expected["genres"] == [top[0]]
+    print(f"browser vs native ({mode}): largest probability difference {worst:.5f}; {len(clear)} genres compared")
     return worst
 
 
@@ -247,8 +306,11 @@ def test_browser_pixels_equal_python_pixels(page, server, posters):
         print(f"{name}: largest pixel difference browser vs Python {worst}")
         feed = lambda p: {"image": np.ascontiguousarray(p.transpose(2, 0, 1)[None], dtype=np.float32)}  # noqa: E731
         a, b = session.run(None, feed(browser_pixels))[0], session.run(None, feed(pixels))[0]
+        # the canvas rounds alpha compositing and the block mean in its own order: a few levels of 255
         assert worst <= 3, name
-        assert np.abs(a - b).max() <= 0.02 * np.abs(b).max(), name
+        # the same native session on both pixel arrays: 3/255 of input change moves the embedding by
+        # under 1% of its range (measured 0.3%); 2% is the int8 bound's share of a value, as above
+        assert np.abs(a - b).max() <= INT8_BOUND * np.abs(b).max(), name
 
 
 def test_decompression_bomb_gets_a_clear_message(page, tmp_path):
@@ -318,8 +380,8 @@ def test_sentence_highlights_match_python(page, server):
     assert why["sentences"] == [e["sentence"] for e in expected]
     assert why["genres"] == result(page)["genres"][: len(why["genres"])]
     for i, e in enumerate(expected):
-        for k, genre in enumerate(why["genres"]):
-            assert abs(why["drops"][i][k] - e["drop"][genre]) <= 0.05
+        for k, genre in enumerate(why["genres"]):  # a drop is a difference of two probabilities: twice the bound
+            assert abs(why["drops"][i][k] - e["drop"][genre]) <= 2 * tolerance(server)
     buttons = page.locator("#why-genres button")
     assert buttons.count() == len(why["genres"])
     buttons.last.click()
@@ -369,7 +431,9 @@ def test_poster_heatmap_is_computed_in_the_browser(page, server, posters):
         for genre, m in cam["maps"].items():
             expected = maps[spec["labels"].index(genre)]
             assert cam["dims"] == list(expected.shape)
-            assert np.abs(scaled(m) - scaled(expected)).max() <= 0.05, genre
+            # maps scaled to 0..1 by their own min and max: an int8 difference of INT8_BOUND in the feature
+            # maps can move a scaled value by twice that (both ends move), plus the margin
+            assert np.abs(scaled(m) - scaled(expected)).max() <= 2 * INT8_BOUND + FLOAT_DIFF + MARGIN, genre
         assert page.locator("#cam-genres button").count() == len(cam["maps"])
         assert page.evaluate("document.getElementById('cam-canvas').width") == pixels.shape[1]
     finally:
@@ -510,7 +574,8 @@ def test_text_query_selects_an_encoder_the_manifest_lists(browser, server, tmp_p
         )[0][0]
         worst = max(abs(got["probabilities"][g] - float(p)) for g, p in zip(spec["labels"], probs))
         print(f"{key}: browser vs onnxruntime largest difference {worst:.5f}")
-        assert worst <= 0.05
+        int8 = "int8" in spec[key].get("quantization", "")
+        assert worst <= (INT8_BOUND + FLOAT_DIFF + MARGIN if int8 else FLOAT_DIFF)
     context.close()
 
 
@@ -588,3 +653,267 @@ def test_architecture_svg_text_fits_its_boxes(browser):
     )
     page.close()
     assert overflow == [], f"text wider than its box: {overflow}"
+
+
+def test_keyboard_focus_stays_on_predict_while_it_runs(browser, server):
+    context = browser.new_context()
+    page = open_page(context, server)
+    page.fill("#plot", PLOTS[0])
+    page.focus("#predict")
+    page.keyboard.press("Enter")
+    assert page.get_attribute("#predict", "aria-disabled") == "true"  # busy, yet focusable
+    assert page.evaluate("document.activeElement.id") == "predict"
+    page.wait_for_selector("#demo-app[data-result]", timeout=180_000)
+    assert page.evaluate("document.activeElement.id") == "predict"
+    assert page.get_attribute("#predict", "aria-disabled") is None
+    page.evaluate("delete document.getElementById('demo-app').dataset.result")
+    page.keyboard.press("Enter")  # the keyboard still drives it
+    page.wait_for_selector("#demo-app[data-result]", timeout=180_000)
+    assert page.evaluate("document.getElementById('demo-app').dataset.runs") == "2"
+    assert page.errors == []
+    context.close()
+
+
+GAPS = """
+(() => {
+  const app = document.getElementById("demo-app"), status = document.getElementById("status");
+  window.__gaps = []; window.__texts = new Set();
+  let since = null;
+  setInterval(() => {
+    const busy = app.getAttribute("aria-busy") === "true", text = status.textContent.trim();
+    if (text) window.__texts.add(text);
+    if (busy && !text) since ??= performance.now();
+    else if (since !== null) { window.__gaps.push(performance.now() - since); since = null; }
+  }, 50);
+})()
+"""
+
+
+def test_a_cold_start_always_says_what_it_is_doing(browser, server):
+    """While a prediction runs (aria-busy), the status line is never empty for more than a second."""
+    context = browser.new_context()
+    page = open_page(context, server)
+    page.evaluate(GAPS)
+    page.fill("#plot", PLOTS[1])
+    page.click("#predict")
+    page.wait_for_selector("#demo-app[data-result]", timeout=180_000)
+    gaps, texts = page.evaluate("[window.__gaps, [...window.__texts]]")
+    print(f"status lines seen: {texts}")
+    assert max(gaps, default=0) <= 1000
+    assert any("Loading" in t for t in texts) and any("Preparing" in t for t in texts)
+    assert page.get_attribute("#demo-app", "aria-busy") is None
+    phases = json.loads(page.get_attribute("#demo-app", "data-phases"))
+    assert {"worker start", "runtime compile", "session text", "session head", "tokenizer", "first run"} <= set(phases)
+    assert page.errors == []
+    context.close()
+
+
+def test_the_page_states_one_size_everywhere(page, server):
+    """The demo's first-visit figure is models + runtime, file by file; the KPI says the same."""
+    text = page.inner_text("#download")
+    runtime = json.loads((ROOT / "assets/vendor/runtime.json").read_text())
+    for name in runtime:
+        assert name in text
+    if "stored" in text.lower():
+        return  # this module's page already downloaded; the first-visit text is checked in a fresh context below
+    stated = int(page.get_attribute("#demo-app", "data-download-bytes"))
+    published = json.loads((ROOT / "_data/models.json").read_text())
+    if "first_visit_plot_mb" not in published:
+        pytest.skip("_data/models.json predates first_visit_plot_mb (publish.py writes it from the next pipeline run)")
+    if published["files"] == server.spec["files"]:  # the committed models (not the fixture's extra graphs)
+        assert round(stated / 2**20, 1) == published["first_visit_plot_mb"]
+        assert f"{published['first_visit_plot_mb']} MB" in page.inner_text("main")
+
+
+# ---- redeploys: a new model at the same URL ---------------------------------------------------------
+
+
+class DeployHandler(site.Handler):
+    """As GitHub Pages serves: `Cache-Control: max-age=600`, Last-Modified (304s on If-Modified-Since)."""
+
+    def end_headers(self):
+        self.send_header("Cache-Control", "max-age=600")
+        super().end_headers()
+
+    def log_request(self, code="-", size="-"):
+        self.server.served.append((self.path.split("?")[0].rsplit("/", 1)[1], int(code)))
+
+
+class Deploy:
+    """One URL whose site can be replaced (publish), like a Pages deploy."""
+
+    def __init__(self, root, host="127.0.0.1"):
+        import functools
+        import http.server
+        import threading
+
+        root.mkdir(parents=True)
+        self.root = root
+        handler = functools.partial(DeployHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.served = []  # (file name, status) of every answer
+        self.url = f"http://{host}:{self.httpd.server_address[1]}{site.BASEURL}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def publish(self, folder):
+        nxt = self.root / "next"
+        nxt.unlink(missing_ok=True)
+        nxt.symlink_to(folder, target_is_directory=True)
+        os.replace(nxt, self.root / site.BASEURL.strip("/"))
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def second_version(v1, v2, shift=2.0):
+    """v2: v1 with one bias of fusion_head.onnx changed (genre 0's logit + shift), the manifest updated to
+    match, a new shell version; unchanged files are hard links (same bytes, same Last-Modified)."""
+    import onnx
+    from onnx import numpy_helper
+
+    shutil.copytree(v1, v2, copy_function=os.link)
+    models = v2 / "assets/models"
+    head = onnx.load(str(models / "fusion_head.onnx"))
+    for init in head.graph.initializer:
+        if init.name == "text_head.bias":
+            bias = numpy_helper.to_array(init).copy()
+            bias[0] += shift
+            init.CopyFrom(numpy_helper.from_array(bias, init.name))
+    later = time.time() + 120  # a deploy is newer than what the browser holds
+    for name, data in (("fusion_head.onnx", head.SerializeToString()),):
+        (models / name).unlink()
+        (models / name).write_bytes(data)
+    spec = json.loads((models / "manifest.json").read_text())
+    spec["files"]["fusion_head.onnx"] = file_entry(models / "fusion_head.onnx")
+    (models / "manifest.json").unlink()
+    (models / "manifest.json").write_text(json.dumps(spec, indent=1))
+    shell = v2 / "assets/vendor/shell.js"
+    text = shell.read_text().replace('"version":"', '"version":"v2-')
+    shell.unlink()
+    shell.write_text(text)
+    for f in (models / "fusion_head.onnx", models / "manifest.json", shell):
+        os.utime(f, (later, later))
+    return spec
+
+
+def native_probs(models, plot):
+    from pipeline.predict import GenrePredictor
+
+    predictor = GenrePredictor(models)
+    return dict(zip(predictor.labels, map(float, predictor.probabilities(plot))))
+
+
+def stored_keys(page):
+    return page.evaluate(
+        "(async () => self.caches ? (await (await caches.open('mm-genre-models')).keys()).map((r) => r.url) : null)()"
+    )
+
+
+def redeploy(browser, server, tmp_path, host="127.0.0.1"):
+    """Version 1, a prediction, version 2 at the same URL: the next visit predicts with version 2."""
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    shutil.copytree(server.models.parent.parent, v1, copy_function=os.link)
+    spec2 = second_version(v1, v2)
+    deploy = Deploy(tmp_path / "www", host)
+    deploy.publish(v1)
+    context = browser.new_context()
+    try:
+        page = watch(context.new_page())
+        page.goto(deploy.url + "#demo")
+        page.wait_for_selector("#demo-app[data-ready='1']", timeout=60_000)
+        first = run_demo(page, PLOTS[0])["probabilities"]
+        page.close()
+
+        deploy.publish(v2)
+        page = watch(context.new_page())
+        deploy.httpd.served.clear()
+        page.goto(deploy.url + "#demo")
+        page.wait_for_selector("#demo-app[data-ready='1']", timeout=60_000)
+        second = run_demo(page, PLOTS[0])["probabilities"]
+        expected = native_probs(v2 / "assets/models", PLOTS[0])
+        genre = server.spec["labels"][0]
+        assert abs(second[genre] - first[genre]) > 5 * tolerance(server)  # the change is visible...
+        worst = max(abs(second[g] - expected[g]) for g in expected)
+        assert worst <= tolerance(server), worst  # ...and it is version 2's answer
+        downloaded = {name for name, code in deploy.httpd.served if code == 200}
+        assert "fusion_head.onnx" in downloaded
+        if host == "127.0.0.1":  # with Cache Storage, only the changed file comes again
+            assert downloaded.isdisjoint({server.spec["text_encoder"]["file"], "ort-wasm-simd-threaded.wasm"})
+        # (without it, the HTTP cache alone: a private context keeps no 25 MB entry, so those come again)
+        assert page.errors == []
+        return page, context, deploy, spec2, first, second
+    except BaseException:
+        context.close()
+        deploy.stop()
+        raise
+
+
+def test_a_redeploy_reaches_returning_visitors_and_offline_still_works(browser, server, tmp_path):
+    page, context, deploy, spec2, _, second = redeploy(browser, server, tmp_path)
+    try:
+        keys = stored_keys(page)
+        heads = [k for k in keys if "/fusion_head.onnx?" in k]
+        assert heads == [
+            f"{deploy.url}assets/models/fusion_head.onnx?sha256={spec2['files']['fusion_head.onnx']['sha256']}"
+        ]
+        # the new shell: the service worker re-installs for version 2 and drops version 1's shell
+        page.wait_for_function(
+            "(async () => { const k = await caches.keys(); return k.some((n) => n.startsWith('mm-genre-shell-v2-'))"
+            " && !k.some((n) => n.startsWith('mm-genre-shell-') && !n.startsWith('mm-genre-shell-v2-')); })()",
+            timeout=60_000,
+        )
+        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30_000)
+        context.set_offline(True)
+        page.reload()
+        page.wait_for_selector("#demo-app[data-ready='1']", timeout=30_000)
+        offline = run_demo(page, PLOTS[0])["probabilities"]
+        assert offline == second
+        assert page.errors == []
+    finally:
+        context.close()
+        deploy.stop()
+
+
+@pytest.fixture(scope="module")
+def insecure_browser(playwright):
+    """Chromium that resolves mm-genre.test to 127.0.0.1: an http origin that is not a secure context."""
+    b = playwright.chromium.launch(
+        executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+        args=[*site.CHROMIUM_ARGS, "--host-resolver-rules=MAP mm-genre.test 127.0.0.1"],
+    )
+    yield b
+    b.close()
+
+
+def test_a_redeploy_on_an_insecure_origin_is_checked_without_crypto_subtle(insecure_browser, server, tmp_path):
+    page, context, deploy, spec2, _, _ = redeploy(insecure_browser, server, tmp_path, host="mm-genre.test")
+    try:
+        assert page.evaluate("[isSecureContext, typeof crypto.subtle, typeof caches]") == [
+            False,
+            "undefined",
+            "undefined",
+        ]
+        assert "not kept" in page.inner_text("#download")  # nothing stored, and the page says so
+        # a file that does not match its manifest digest is refused (sha256.js did the check), not used
+        v3 = tmp_path / "v3"
+        shutil.copytree(tmp_path / "v2", v3, copy_function=os.link)
+        spec3 = json.loads((v3 / "assets/models/manifest.json").read_text())
+        spec3["files"]["fusion_head.onnx"]["sha256"] = "0" * 64
+        (v3 / "assets/models/manifest.json").unlink()
+        (v3 / "assets/models/manifest.json").write_text(json.dumps(spec3))
+        later = time.time() + 240
+        os.utime(v3 / "assets/models/manifest.json", (later, later))
+        deploy.publish(v3)
+        page = context.new_page()
+        page.goto(deploy.url + "#demo")
+        page.wait_for_selector("#demo-app[data-ready='1']", timeout=60_000)
+        page.fill("#plot", PLOTS[0])
+        page.click("#predict")
+        page.wait_for_function(
+            "document.getElementById('status').textContent.includes('does not match')", timeout=120_000
+        )
+        assert page.get_attribute("#demo-app", "data-result") is None
+    finally:
+        context.close()
+        deploy.stop()

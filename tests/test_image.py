@@ -1,4 +1,4 @@
-"""pipeline/image.py: the one poster preprocessing definition (the browser's worker.js follows it)."""
+"""pipeline/image.py: the one poster preprocessing definition (the browser's assets/js/poster.js follows it)."""
 
 import io
 

@@ -1,6 +1,6 @@
 // The demo's page side: it never runs a model. All model work (downloads, tokenizer, onnxruntime-web,
-// poster decoding, Grad-CAM, explanation) happens in worker.js; this file sends it messages and draws
-// the answers, so the page stays responsive. Everything is fetched from this site.
+// poster decoding, Grad-CAM, explanation) happens in worker.js and the modules it imports; this file
+// sends it messages and draws the answers, so the page stays responsive. Everything comes from this site.
 const app = document.getElementById("demo-app");
 const $ = (id) => document.getElementById(id);
 const abs = (path) => new URL(path, location.href).href;
@@ -64,7 +64,9 @@ function warm(extra = []) {
   const want = ["text", "head", ...extra];
   if (!started) {
     started = true;
-    navigator.serviceWorker?.register(abs(app.dataset.sw)).catch(() => {}); // offline copy of the page
+    // offline copy of the page; its update check bypasses the HTTP cache (GitHub Pages: max-age=600), so
+    // a deploy's new shell version (assets/vendor/shell.js) is seen on the next visit
+    navigator.serviceWorker?.register(abs(app.dataset.sw), { updateViaCache: "none" }).catch(() => {});
   }
   worker.postMessage({ type: "warm", parts: want });
 }
@@ -332,7 +334,9 @@ function genres(m) {
   status("");
   app.dataset.genresMs = ms.toFixed(1);
   app.dataset.modelMs = m.runMs.toFixed(1);
-  app.dataset.phases = JSON.stringify(m.phases); // where the time went (bench/browser.py reads it)
+  // where the time went, each phase's start in ms since this page's navigation (bench/browser.py reads it)
+  const since = (at) => +(at - performance.timeOrigin).toFixed(1);
+  app.dataset.phases = JSON.stringify(Object.fromEntries(Object.entries(m.phases).map(([k, v]) => [k, { start: since(v.at), ms: +v.ms.toFixed(1) }])));
   const load = m.loadMs > 50 ? ` (${(m.loadMs / 1000).toFixed(1)} s of it loading the models)` : "";
   run.timing = `Genres in ${ms < 1000 ? ms.toFixed(0) + " ms" : (ms / 1000).toFixed(1) + " s"}${load}, ${m.mode === "plot" ? "plot only" : "plot + poster"}, in your browser`;
   $("timing").textContent = run.timing;
@@ -347,6 +351,7 @@ worker.onmessage = ({ data: m }) => {
       app.dataset.text = m.textPart;
       describeDownload();
       app.dataset.ready = "1";
+      app.dataset.readyMs = performance.now().toFixed(1);
       if (wanted) warm(wanted);
       break;
     case "progress": progress(m); break;
