@@ -87,6 +87,11 @@ def run(cfg) -> None:
     curated, evaluated, exported = data.run(cfg), evaluate.run(cfg), export.run(cfg)
     topic_out, explained, drawn = topics.run(cfg), explain.run(cfg), figures.run(cfg)
     analysed = errors.run(cfg)
+    try:  # which extra rows train the encoder and the peers (stage `select`), when the pipeline has it
+        from . import select_extra
+    except ImportError:
+        select_extra = None
+    selected = select_extra.run(cfg) if select_extra else None
     site, models = cfg.path("site_data"), cfg.path("models")
 
     spec = json.loads((exported / "manifest.json").read_text())
@@ -126,6 +131,8 @@ def run(cfg) -> None:
     write_json(site, "models.json", summary)
     write_json(site, "metrics.json", metrics)
     write_json(site, "errors.json", errors.load(analysed))
+    if selected is not None and (selected / "selected.json").exists():
+        write_json(site, "selection.json", json.loads((selected / "selected.json").read_text()))
     write_json(site, "curation.json", json.loads((curated / "curation.json").read_text()))
     found = json.loads((topic_out / "topics.json").read_text())
     write_json(site, "topics.json", {**found, "topics": found["topics"][: cfg.topics_shown]})

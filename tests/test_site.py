@@ -247,6 +247,21 @@ def test_student_outcome_follows_the_data(tmp_path):
     assert "outside the bound" in texts["outside"] and "not honest" not in texts["outside"]
 
 
+def test_student_outcome_follows_the_cv_choice(tmp_path):
+    """With evaluate's CV-based choice (metrics.student), the sentence follows its `ships` field."""
+    cv = {m: {a: {"teacher": 0.6, "student": 0.6} for a in ("micro", "macro")} for m in ("plot", "plot+poster")}
+
+    def choice(ships):
+        def change(d):
+            d["metrics.json"]["student"] = {"cv": cv, "bound": 0.005, "ships": ships}
+
+        return change
+
+    yes, no = outcome(tmp_path, "yes", choice(True)), outcome(tmp_path, "no", choice(False))
+    assert "The student ships" in yes and "The teacher ships" not in yes
+    assert "The teacher ships" in no and "outside the bound" in no
+
+
 def test_balancing_claim_follows_the_data(tmp_path):
     """The balancing caption claims a result only when metrics.json holds a CV comparison, and then the right one."""
 
