@@ -432,3 +432,66 @@ def test_data_strings_are_escaped_everywhere(tmp_path):
     assert html.count("&lt;x-inj a=&quot;1&quot;&gt;&amp;") >= 20  # the strings are on the page, escaped
     raw = [html[max(0, i - 120) : i + 20] for i in [m.start() for m in re.finditer("<x-inj", html)]]
     assert raw == [], f"{len(raw)} unescaped, first: {raw[:3]}"
+
+
+def test_every_image_has_width_and_height(built):
+    """So the page does not jump while images load (their sizes come from _data/figures.json)."""
+    tags = re.findall(r"<img\b[^>]*>", (built / "index.html").read_text())
+    assert len(tags) >= 20
+    missing = [t[:120] for t in tags if not (re.search(r'\swidth="\d+"', t) and re.search(r'\sheight="\d+"', t))]
+    assert missing == [], f"{len(missing)} images without width/height: {missing[:3]}"
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.mark.browser
+def test_phone_thumbnails_tables_and_figures(built, tmp_path):
+    """At 390 px: Grad-CAM thumbnails take a third of their row each (site.js wraps them in a.zoom), no
+    table hides a column without showing that it scrolls (and scrolling reaches its last column), and a
+    figure opens at its natural size in the lightbox (so its labels are as large as drawn)."""
+    from playwright.sync_api import sync_playwright
+
+    server = site.Server(built, tmp_path / "www")
+    try:
+        with sync_playwright() as p:
+            browser = site.launch(p)
+            page = browser.new_page(viewport=PHONE)
+            page.goto(server.url)
+            page.wait_for_function("document.querySelectorAll('main a.zoom').length > 10")
+            cams = page.evaluate("""[...document.querySelectorAll('.cam-row')].map((row) => {
+                const imgs = [...row.querySelectorAll('img')];
+                return {row: row.getBoundingClientRect().width, widths: imgs.map((i) => i.getBoundingClientRect().width)};
+            })""")
+            assert cams, "no Grad-CAM rows"
+            for cam in cams:
+                n = len(cam["widths"])
+                for w in cam["widths"]:
+                    assert w >= (cam["row"] - 4 * (n - 1)) / n - 2 and w >= 90, cam
+            tables = page.evaluate("""[...document.querySelectorAll('main .table-wrap')].filter((w) => w.checkVisibility()).map((w) => {
+                const hint = w.previousElementSibling;
+                const wide = w.scrollWidth > w.clientWidth + 1;
+                w.scrollLeft = w.scrollWidth;
+                const box = w.getBoundingClientRect();
+                const last = [...w.querySelectorAll('tr')].map((r) => r.lastElementChild).filter(Boolean)
+                    .map((c) => c.getBoundingClientRect().right);
+                const reached = last.every((r) => r <= box.right + 1);
+                w.scrollLeft = 0;
+                return {label: w.getAttribute('aria-label'), wide, reached,
+                        hinted: !!(hint && hint.classList.contains('scroll-hint') && hint.checkVisibility())};
+            })""")
+            assert len(tables) >= 8
+            for t in tables:
+                assert t["reached"], f"{t['label']}: its last column cannot be scrolled into view"
+                assert not t["wide"] or t["hinted"], f"{t['label']}: wider than the screen with no scroll hint"
+            page.locator("figure a.zoom:has(img[src$='cooccurrence.png'])").first.click()
+            page.wait_for_function("document.querySelector('dialog.lightbox').open")
+            page.wait_for_function("document.querySelector('dialog.lightbox img').complete")
+            shown = page.evaluate("""(() => { const d = document.querySelector('dialog.lightbox'), i = d.querySelector('img');
+                return {width: i.getBoundingClientRect().width, natural: i.naturalWidth, scrolls: d.scrollWidth > d.clientWidth}; })()""")
+            assert shown["natural"] > PHONE["width"] and shown["width"] >= shown["natural"] - 1, shown
+            assert shown["scrolls"], "the full-size figure cannot be panned"
+            page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+            browser.close()
+    finally:
+        server.stop()

@@ -35,5 +35,22 @@ for (const table of document.querySelectorAll("main table")) {
   wrap.append(table);
 }
 
+// A table wider than the screen scrolls inside its region: say so above it (and keep saying it only
+// while it is true: the hint follows the region's width), so no column is hidden without a hint.
+for (const wrap of document.querySelectorAll("main .table-wrap")) {
+  const hint = document.createElement("p");
+  hint.className = "scroll-hint";
+  hint.setAttribute("aria-hidden", "true");
+  hint.textContent = "↔ wider than the screen: scroll the table sideways";
+  wrap.before(hint);
+  const update = () => {
+    const wide = wrap.scrollWidth > wrap.clientWidth + 1;
+    wrap.classList.toggle("scrolls", wide);
+    hint.classList.toggle("shown", wide);
+  };
+  new ResizeObserver(update).observe(wrap);
+  update();
+}
+
 // code blocks that scroll sideways (on a phone) take the keyboard too
 for (const pre of document.querySelectorAll("main pre")) pre.tabIndex = 0;
