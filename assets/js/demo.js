@@ -367,7 +367,7 @@ worker.onmessage = ({ data: m }) => {
       if (m.during === "predict" && m.id !== run?.id) break;
       status(`Something went wrong: ${m.message}`, true);
       if (m.during === "predict") done();
-      if (m.during === "init") $("download").textContent = "The demo could not start: the models are not reachable.";
+      if (m.during === "init") $("download").textContent = `The demo could not start: ${m.message}.`;
       break;
   }
 };

@@ -10,7 +10,7 @@
 import { sha256 } from "./sha256.js";
 
 const CACHE = "mm-genre-models";
-const store = () => (self.caches ? caches.open(CACHE) : null);
+const store = async () => (self.caches ? caches.open(CACHE).catch(() => null) : null); // null: nothing kept
 const keyOf = (url, info) => `${url}?sha256=${info.sha256}`;
 
 async function digest(bytes) {
@@ -59,8 +59,12 @@ export async function open(url, name, info, onProgress, type = "application/octe
   const bytes = await verified(url, name, info, onProgress);
   const headers = { "content-type": type, "content-length": String(bytes.length) };
   if (!cache) return new Response(bytes, { headers });
-  await cache.put(key, new Response(bytes, { headers }));
-  for (const req of await cache.keys()) if (req.url.startsWith(url + "?") && req.url !== key) await cache.delete(req);
+  try {
+    await cache.put(key, new Response(bytes, { headers }));
+    for (const req of await cache.keys()) if (req.url.startsWith(url + "?") && req.url !== key) await cache.delete(req);
+  } catch {
+    return new Response(bytes, { headers }); // the browser would not keep it (quota): used this visit only
+  }
   return (await cache.match(key)) ?? new Response(bytes, { headers });
 }
 
@@ -92,7 +96,7 @@ export async function json(url) {
     return await res.json();
   } catch (e) {
     const hit = await cache?.match(url);
-    if (!hit) throw e;
+    if (!hit) throw new Error(`${url.split("/").pop()} is not reachable (${e.message}) and this browser keeps no copy`);
     return hit.json();
   }
 }

@@ -6,17 +6,20 @@
 import * as ort from "../vendor/ort.wasm.min.mjs";
 
 export { ort };
-export const phases = {}; // name -> ms, for the page's timing and bench/browser.py
+// name -> {at, ms}: when it started (ms since the epoch, performance.timeOrigin + now, comparable with
+// the page's clock) and how long it took; for the page's data-phases and bench/browser.py
+export const phases = {};
+export const now = () => performance.timeOrigin + performance.now();
 
 let options = {}; // session options a benchmark may override (graphOptimizationLevel, freeDimensionOverrides, ...)
 let started = null;
 
-async function timed(name, job) {
-  const t0 = performance.now();
+export async function timed(name, job) {
+  const at = now();
   try {
     return await job;
   } finally {
-    phases[name] = (phases[name] ?? 0) + performance.now() - t0;
+    phases[name] ??= { at, ms: now() - at };
   }
 }
 
@@ -45,10 +48,11 @@ export async function session(name, model) {
     graphOptimizationLevel: "all",
     ...options,
   });
-  const t0 = performance.now(), compiled = phases["runtime compile"] ?? 0;
+  const at = now(), compiling = !phases["runtime compile"];
   const s = await create;
   // the first session also waits for the runtime compile: that is reported on its own
-  phases[`session ${name}`] = performance.now() - t0 - ((phases["runtime compile"] ?? 0) - compiled);
+  const compile = compiling ? phases["runtime compile"]?.ms ?? 0 : 0;
+  phases[`session ${name}`] ??= { at: at + compile, ms: now() - at - compile };
   return s;
 }
 

@@ -1,13 +1,13 @@
 // Plot text → token ids → embeddings, as pipeline/text.py does: the same tokenizer.json (the
 // `tokenizers` library in JS), the text clipped and the ids cut to the window by the manifest's rules.
 import { Tokenizer } from "../vendor/tokenizers.min.mjs";
-import { ort, phases, run } from "./runtime.js";
+import { now, ort, phases, run } from "./runtime.js";
 import * as rules from "./rules.js";
 
 export function tokenizer(bytes) {
-  const t0 = performance.now();
+  const at = now();
   const tok = new Tokenizer(JSON.parse(new TextDecoder().decode(bytes)), {});
-  phases.tokenizer = performance.now() - t0;
+  phases.tokenizer ??= { at, ms: now() - at };
   return tok;
 }
 

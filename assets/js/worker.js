@@ -8,17 +8,20 @@
 // Messages in: init, warm, poster, clear-poster, predict. Out: spec, progress, stage, poster, poster-error,
 // genres, cam, why-start, why, why-done, error.
 import * as models from "./models.js";
-import { clearPoster, predict, setPoster } from "./predict.js";
-import { phases } from "./runtime.js";
+import { clearPoster, predict, prepare, setPoster } from "./predict.js";
+import { now, phases, timed } from "./runtime.js";
 
-const t0 = performance.now();
+const started = now();
 const send = (m, transfer = []) => postMessage(m, transfer);
 
 const handlers = {
   init: async (m) => {
-    phases["worker start"] = performance.timeOrigin + t0 - m.pageStart; // page asked → this module ran
+    phases["worker start"] = { at: m.pageStart, ms: started - m.pageStart }; // page asked → this module ran
     const progress = (p) => send({ type: "progress", ...p });
-    send({ type: "spec", ...(await models.init(m, progress, (text) => send({ type: "stage", text }))) });
+    const ready = await timed("manifest", models.init(m, progress, (text) => send({ type: "stage", text })));
+    send({ type: "spec", ...ready });
+    // a return visit: what a plot needs is stored, so its sessions are prepared now, while the visitor types
+    if (["runtime", "text", "head"].every((p) => ready.parts[p].every((f) => f.cached))) prepare().catch(() => {});
   },
   warm: async ({ parts }) => { await Promise.all(parts.map(models.load)); },
   poster: (m) => setPoster(m, send),
