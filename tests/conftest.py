@@ -27,7 +27,7 @@ TINY = [
         "3",
     ),
     *("--epochs", "2", "--batch", "8"),  # text fine-tuning
-    *("--student_plots", "80", "--student_epochs", "2"),
+    *("--student_plots", "80", "--student_epochs", "2", "--extra_validation_source", "snapshot_a"),
     *(
         "--fusion_epochs",
         "30",
