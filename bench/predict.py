@@ -12,13 +12,16 @@ CSV (never committed), then runs the CLI as a user would, each run its own proce
 - both plot-only and with posters (the real posters, by absolute path: `--allow-outside`);
 - the defaults on a tenth of the rows too, to show that peak memory does not grow with input length.
 
-Prints rows/s, the speed-up over one at a time measured in the same run, and the peak memory of the
-whole process tree (proportional set size, shared pages counted once; sampled every second), and the CPU time per row (user + system, all processes:
-unlike rows/s, it does not depend on what else the machine runs). Target: ≥ 3× one at a time.
+Prints rows/s, the speed-up over one at a time measured in the same run, the peak memory of the
+whole process tree (proportional set size, shared pages counted once; sampled every second), the CPU
+time per row (user + system, all processes: unlike rows/s, it does not depend on what else the
+machine runs), and how far the defaults' output is from one at a time on the rows both ran (largest
+probability difference, genre sets that differ). Target: ≥ 3× one at a time.
 """
 
 import argparse
 import csv
+import json
 import os
 import random
 import re
@@ -100,6 +103,20 @@ def write(path: Path, rows: list[tuple[str, str]], posters: bool) -> Path:
     return path
 
 
+def compare(one: Path, batched: Path, rows: int) -> tuple[float, int]:
+    """(largest probability difference, genre sets that differ) over the first `rows` rows of two outputs."""
+    with open(one, newline="", encoding="utf-8") as a, open(batched, newline="", encoding="utf-8") as b:
+        ra, rb = csv.reader(a), csv.reader(b)
+        header = next(ra)
+        next(rb)
+        labels = [i for i, c in enumerate(header) if c not in ("tmdb_id", "genres", "mode")]
+        genres, worst, differ = header.index("genres"), 0.0, 0
+        for _, x, y in zip(range(rows), ra, rb):
+            worst = max([worst] + [abs(float(x[i]) - float(y[i])) for i in labels])
+            differ += x[genres] != y[genres]
+    return worst, differ
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "data", help="a folder with movies.csv and posters/")
@@ -116,9 +133,11 @@ def main() -> None:
         *(["--workers", str(args.workers)] if args.workers else []),
         *(["--batch", str(args.batch)] if args.batch else []),
     ]
+    text = json.loads((args.models / "manifest.json").read_text())["text_encoder"]
     print(
         f"{len(rows)} synthesized plots, {chars[len(chars) // 2]} characters median "
-        f"({chars[0]}-{chars[-1]}); {len(os.sched_getaffinity(0))} cores; models {args.models}"
+        f"({chars[0]}-{chars[-1]}); {len(os.sched_getaffinity(0))} cores; models {args.models}\n"
+        f"text encoder: {text.get('quantization', 'float')}; batchable: {bool(text.get('batchable'))}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -133,12 +152,16 @@ def main() -> None:
                 ("defaults", tenth, max(1, args.rows // 10), new),
                 ("defaults", full, args.rows, new),
             ):
-                seconds, peak, cpu = run(src, tmp / "out.csv", *flags, *extra)
+                seconds, peak, cpu = run(src, tmp / f"{name}-{n}.csv", *flags, *extra)
                 results[mode, name, n] = (n / seconds, peak)
                 print(
                     f"  {mode:<12} {name:<14} {n:>6} rows {seconds:7.1f} s {n / seconds:7.1f} rows/s "
                     f"CPU {1000 * cpu / n:6.1f} ms/row  peak {peak:6.0f} MB"
                 )
+            worst, differ = compare(
+                tmp / f"one at a time-{args.baseline_rows}.csv", tmp / f"defaults-{args.rows}.csv", args.baseline_rows
+            )
+            results[mode, "equal"] = (worst, differ)
         print("\nsummary")
         for mode in ("plot", "plot+poster"):
             base = results[mode, "one at a time", args.baseline_rows][0]
@@ -147,6 +170,11 @@ def main() -> None:
             print(
                 f"  {mode:<12} one at a time {base:.1f} rows/s; defaults {rate:.1f} rows/s = {rate / base:.2f}x "
                 f"(target >= 3x); peak memory {peak_tenth:.0f} MB for {args.rows // 10} rows, {peak:.0f} MB for {args.rows}"
+            )
+            worst, differ = results[mode, "equal"]
+            print(
+                f"  {'':<12} defaults vs one at a time on the first {args.baseline_rows} rows: "
+                f"largest probability difference {worst:.6f}, {differ} genre sets differ"
             )
 
 

@@ -95,11 +95,12 @@ class Server:
     def __init__(self, *flags: str, models: Path = ROOT / "assets/models"):
         cmd = [sys.executable, "-m", "pipeline", "serve", "--port", "0", "--models", str(models), *flags]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        line = ""
+        line, said = "", []
         while "serving" not in line:
             line = self.proc.stderr.readline()
+            said.append(line)
             if not line and self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.proc.returncode}")
+                raise RuntimeError(f"serve exited with {self.proc.returncode}: {''.join(said).strip()}")
         self.url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
         self.log: list[str] = []
         threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()

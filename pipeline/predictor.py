@@ -20,6 +20,10 @@ from .manifest import check_models, mode_thresholds
 
 LOG_ERRORS_ONLY = 3  # onnxruntime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 MAX_PADDING = 1.25  # a batch's longest plot has at most this many times the tokens of its shortest
+# tokens per call, padding included: bounds a call's activations (its attention scores grow with rows x
+# tokens^2); on 2 cores, 1 thread, a batchable MiniLM (fp16 or static int8) ran no faster per plot past
+# 8 plots of 256 tokens (0.8-1.2x one at a time, machine under load), and slower at 32 of them (0.6-0.8x)
+MAX_TOKENS = 2048
 
 
 def session(path: Path, threads: int = 1) -> ort.InferenceSession:
@@ -38,12 +42,14 @@ def takes_batches(s: ort.InferenceSession) -> bool:
 
 
 def length_batches(lengths: list[int], size: int) -> list[np.ndarray]:
-    """Row indices, one array per call: sorted by length, at most `size` rows, the longest at most
-    MAX_PADDING times the shortest (so padding is under a fifth of a call's tokens)."""
+    """Row indices, one array per call: sorted by length, at most `size` rows and MAX_TOKENS padded
+    tokens, the longest at most MAX_PADDING times the shortest (so padding is under a fifth of a call)."""
     order = np.argsort(lengths, kind="stable")
     out, start = [], 0
     for end in range(1, len(order) + 1):
-        if end == len(order) or end - start == size or lengths[order[end]] > MAX_PADDING * lengths[order[start]]:
+        longest = lengths[order[end]] if end < len(order) else 0
+        full = end - start == size or (end - start + 1) * longest > MAX_TOKENS
+        if end == len(order) or full or longest > MAX_PADDING * lengths[order[start]]:
             out.append(order[start:end])
             start = end
     return out

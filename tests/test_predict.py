@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from bench.serve import bomb_png
 from pipeline import image, rules
 from pipeline.predict import GenrePredictor, sentence_importance
-from pipeline.predictor import MAX_PADDING, length_batches, padded
+from pipeline.predictor import MAX_PADDING, MAX_TOKENS, length_batches, padded
 from tests.conftest import ROOT, cli
 from tests.tiny_data import poster
 
@@ -310,7 +310,11 @@ def test_truncation_and_sentences_follow_the_manifest(tmp_path, tiny):
     plot = "Two friends plan a heist; a chase across the city; and a gunfight at the border."
     full = predictor.tokenizer.encode(plot[:60]).ids
     assert len(full) > 8 and predictor.encode(plot) == full[:6] + full[-2:]
-    assert predictor.sentences(plot) == ["Two friends plan a heist; ", "a chase across the city; ", "and a gunfight at the border."]
+    assert predictor.sentences(plot) == [
+        "Two friends plan a heist; ",
+        "a chase across the city; ",
+        "and a gunfight at the border.",
+    ]
     assert sentence_importance(predictor, plot)[0]["sentence"] == "Two friends plan a heist; "
 
 
@@ -420,7 +424,9 @@ def test_length_batches_pad_little_and_cover_every_row():
     for rows in calls:
         width = [lengths[i] for i in rows]
         assert len(rows) <= 32 and max(width) <= MAX_PADDING * min(width)
-    assert len(calls) <= 300 // 32 + 2 * len(set(lengths))
+        assert len(rows) * max(width) <= MAX_TOKENS or len(rows) == 1
+    # as few calls as those bounds allow: one per distinct length, split only where it is full
+    assert len(calls) == sum(-(-lengths.count(n) // min(32, MAX_TOKENS // n)) for n in set(lengths))
 
 
 def test_sentence_importance_is_the_same_batched(tmp_path, tiny):
