@@ -4,6 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= data
+EXTRA ?=
 HOST ?= 127.0.0.1
 PORT ?= 4000
 export HF_HUB_OFFLINE := 1
@@ -15,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make serve     install, build and serve the site with the demo at http://$(HOST):$(PORT)/"
 	@echo "make test      install, then run every test (pytest)"
-	@echo "make pipeline DATA=DIR   re-run the pipeline on a data folder (default: data/)"
+	@echo "make pipeline DATA=DIR [EXTRA=DIR]   re-run the pipeline (defaults: data/, data_extra/)"
 	@echo "make bench     wall time and peak memory of each stage; browser, predict and serve speed"
 	@echo "make lint | make format"
 
@@ -30,10 +31,20 @@ system-deps:
 	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; fi
 
+# torch's CPU build, as CI installs it (2.14.1+cpu satisfies ==2.14.1; PyPI's default Linux wheel pulls
+# gigabytes of CUDA). Its index is added only when it answers within 5 s: a machine that cannot reach it
+# installs from the registries pip is configured with, instead of retrying that index for every package
+# (measured here, where it does not resolve: ~10 s per package lookup with pip's default retries).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_FLAG = $(shell python3 -c 'import urllib.request as u; u.urlopen("$(TORCH_INDEX)/", timeout=5)' >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
+
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
+	@flag="$(TORCH_FLAG)"; \
+	if [ -n "$$flag" ]; then echo "pip: torch CPU build from $(TORCH_INDEX)"; \
+	else echo "pip: $(TORCH_INDEX) unreachable; installing from pip's configured registries"; fi; \
+	$(VENV)/bin/pip install -q --upgrade pip $$flag && \
+	$(VENV)/bin/pip install -q $$flag -r requirements.txt
 	touch $@
 
 python-deps: $(VENV)/.installed
@@ -57,7 +68,7 @@ test: install
 	$(PY) -m pytest
 
 pipeline: python-deps
-	$(PY) -m pipeline all --data $(DATA)
+	$(PY) -m pipeline all --data $(DATA) $(if $(EXTRA),--extra $(EXTRA))
 
 bench: install
 	$(PY) -m bench.stages --data $(DATA)

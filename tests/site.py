@@ -9,7 +9,9 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BASEURL = "/mm-genre"
+# GitHub project pages serve the site under /REPO/; CI passes its own (SITE_BASEURL) so the site the
+# tests check is the one it deploys
+BASEURL = os.environ.get("SITE_BASEURL") or "/mm-genre"
 
 
 def build(dest: Path, baseurl: str = BASEURL) -> subprocess.CompletedProcess:

@@ -21,7 +21,11 @@ ROOT = site.ROOT
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("site") / "_site"
+    """The site every test here checks. With SITE_OUT set (CI), it is built there, and that folder is
+    the artifact the deploy job publishes: what goes live is byte for byte what was tested."""
+    out = os.environ.get("SITE_OUT")
+    dest = Path(out).resolve() if out else tmp_path_factory.mktemp("site") / "_site"
+    shutil.rmtree(dest, ignore_errors=True)
     site.build(dest)
     return dest
 

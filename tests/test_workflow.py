@@ -14,7 +14,7 @@ import yaml
 from tests.conftest import ROOT
 
 WORKFLOW = ROOT / ".github/workflows/ci.yml"
-JOBS = ["test", "lint", "build", "deploy"]
+JOBS = ["test", "lint", "deploy"]
 
 
 def actionlint(path: Path) -> list[dict]:
@@ -63,35 +63,81 @@ def test_tests_run_on_every_push_and_pull_request():
     assert "make test" in (ROOT / "README.md").read_text()
 
 
-def test_pip_and_npm_are_cached_in_the_test_job_only():
-    jobs = load()["jobs"]
-    steps = jobs["test"]["steps"]
-    node = next(s for s in steps if s.get("uses", "").startswith("actions/setup-node@"))
-    assert node["with"]["cache"] == "npm"
-    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache@"))
+PUBLISHING = "github.ref == 'refs/heads/main' && github.event_name != 'pull_request'"
+
+
+def test_caches_only_in_runs_that_do_not_publish():
+    """pip and npm are cached for branches and pull requests; the run that publishes (main) restores no
+    cache, so what goes live is built from the lock files alone."""
+    job = load()["jobs"]["test"]
+    assert job["env"]["PUBLISHING"] == "${{ " + PUBLISHING + " }}"
+    node = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-node@"))
+    assert node["with"]["cache"] == "${{ env.PUBLISHING != 'true' && 'npm' || '' }}"
+    cache = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@"))
+    assert cache["if"] == "env.PUBLISHING != 'true'"
     assert cache["with"]["path"] == "~/.cache/pip" and "hashFiles('requirements.txt')" in cache["with"]["key"]
-    for job in ("build", "deploy"):  # publishing jobs build from the lock files alone
-        for step in jobs[job]["steps"]:
-            assert not step.get("uses", "").startswith("actions/cache@")
-            assert "cache" not in step.get("with", {}), step
+    for step in load()["jobs"]["deploy"]["steps"]:
+        assert not step.get("uses", "").startswith("actions/cache@")
 
 
-def test_deploys_from_main_only_after_the_tests_pass():
+def test_deploy_publishes_the_artifact_the_tests_built_and_checked():
+    """The test job's site tests build the site into SITE_OUT (tests/test_site.py's `built` fixture, under
+    SITE_BASEURL); the same job uploads exactly that folder as the Pages artifact, only after `make test`
+    passed and only on main; the deploy job needs the test job and publishes that artifact, building nothing."""
     jobs = load()["jobs"]
-    build = jobs["build"]
-    assert build["needs"] == "test"
-    assert build["if"] == "github.ref == 'refs/heads/main' && github.event_name != 'pull_request'"
-    for needed in (
-        "npm ci",
-        "npm run vendor",
-        "jekyll build --baseurl",
-        "actions/configure-pages@",
-        "actions/upload-pages-artifact@",
-    ):
-        assert needed in commands(build), needed
+    assert set(jobs) == set(JOBS)  # no separate build job (it re-built with another Jekyll)
+    test = jobs["test"]
+    out = test["env"]["SITE_OUT"]
+    assert test["env"]["SITE_BASEURL"] == "/${{ github.event.repository.name }}"
+    steps = test["steps"]
+    names = [s.get("run", "") + s.get("uses", "") for s in steps]
+    run = next(i for i, n in enumerate(names) if "bash .ci/run" in n)
+    upload = next(i for i, n in enumerate(names) if n.startswith("actions/upload-pages-artifact@"))
+    assert run < upload, "the artifact is uploaded after the tests passed"
+    assert steps[upload]["with"]["path"] == out and steps[upload]["if"] == "env.PUBLISHING == 'true'"
+    assert not any("jekyll" in n for n in names[run + 1 :]), "nothing rebuilds the site after the tests"
+    fixture = (ROOT / "tests/test_site.py").read_text()
+    assert 'os.environ.get("SITE_OUT")' in fixture and "site.build(dest)" in fixture
+    assert 'os.environ.get("SITE_BASEURL")' in (ROOT / "tests/site.py").read_text()
     deploy = jobs["deploy"]
-    assert deploy["needs"] == "build" and deploy["steps"][0]["uses"].startswith("actions/deploy-pages@")
-    assert "lint" not in str(build["needs"])  # style is reported, it does not hold the site back
+    assert deploy["needs"] == "test" and deploy["if"] == PUBLISHING
+    assert [s["uses"].split("@")[0] for s in deploy["steps"]] == ["actions/deploy-pages"]
+    assert "lint" not in str(deploy["needs"])  # style is reported, it does not hold the site back
+
+
+def test_make_adds_the_torch_cpu_index_only_when_it_answers(tmp_path):
+    """`make test` installs torch's CPU build like CI, yet installs offline too: the index is added only
+    when it answers (an unreachable one would be retried for every package)."""
+    import http.server
+    import threading
+    import time
+
+    def flag(index: str) -> tuple[str, float]:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            ["make", "-n", f"VENV={tmp_path}/venv", f"TORCH_INDEX={index}", "python-deps"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("flag="))
+        return line, time.perf_counter() - start
+
+    (tmp_path / "whl").mkdir()
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))
+    )
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        up = f"http://127.0.0.1:{httpd.server_address[1]}/whl"
+        line, _ = flag(up)
+        assert line == f'flag="--extra-index-url {up}"; \\'
+    finally:
+        httpd.shutdown()
+    line, seconds = flag(up)  # the same address, nobody listening
+    assert line == 'flag=""; \\' and seconds < 6
+    assert "TORCH_INDEX ?= https://download.pytorch.org/whl/cpu" in (ROOT / "Makefile").read_text()
 
 
 def test_least_privilege():
