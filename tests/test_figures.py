@@ -164,3 +164,23 @@ def test_tiny_run_publishes_the_error_analysis(tiny):
     lengths = err["lengths"]
     assert lengths["window"] == tiny.json("models.json")["text_encoder"]["max_len"]
     assert lengths["max_tokens"] >= lengths["longest"][-1]["tokens"] and lengths["over_window"] >= 0
+
+
+def test_plots_script_redraws_from_cache_and_never_trains(tiny, tmp_path):
+    """notebooks/plots.py after a run: redraws from cache/; on an empty cache: a clear error, nothing trained."""
+    import os
+    import subprocess
+    import sys
+
+    args = [str(a) for a in tiny.args("figures")[1:]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    script = [sys.executable, str(ROOT / "notebooks/plots.py")]
+    done = subprocess.run([*script, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    trained = [line for line in done.stdout.splitlines() if "running ->" in line]
+    assert all(line.startswith(("[figures]", "[errors]")) for line in trained), trained
+    empty = args.copy()
+    empty[empty.index("--work") + 1] = str(tmp_path / "empty-cache")
+    fresh = subprocess.run([*script, *empty], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert fresh.returncode != 0 and "has no cached output" in fresh.stderr + fresh.stdout
+    assert "running ->" not in fresh.stdout
