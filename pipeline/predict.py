@@ -198,6 +198,13 @@ class CsvInput:
             yield chunk
 
 
+def open_csv(path: Path):
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise Unusable(f"cannot read {path}: {e.strerror or e}") from None
+
+
 def count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(block.count(b"\n") for block in iter(lambda: f.read(2**20), b""))
@@ -213,19 +220,22 @@ def predict_csv(
     chunk_rows: int = 64,
 ) -> int:
     """Predictions for every row of `input_csv` into `out_csv`; the exit status (see the module docstring)."""
+
+    def fail(e: Exception) -> int:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
     try:
         labels = check_models(models)["labels"]
-        try:
-            f = open(input_csv, "rb")
-        except OSError as e:
-            raise Unusable(f"cannot read {input_csv}: {e.strerror or e}") from None
-        with f:
+    except (ModelsMissing, ValueError) as e:  # ValueError: not JSON, or a rule this code cannot apply
+        return fail(e)
+    try:
+        with open_csv(input_csv) as f:
             source = CsvInput(f, input_csv, allow_outside)
             rows = max(count_lines(input_csv) - 1, 0)  # for the progress bar: physical lines after the header
             written = write_predictions(source, rows, out_csv, labels, models, workers, batch, max(chunk_rows, batch))
-    except (Unusable, ModelsMissing, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except Unusable as e:
+        return fail(e)
     note = f"; {source.skipped} rows skipped (see the warnings above)" if source.skipped else ""
     print(f"wrote {written} predictions to {out_csv}{note}", file=sys.stderr)
     return 1 if source.skipped else 0
