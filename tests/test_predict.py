@@ -52,10 +52,9 @@ def inputs(tmp_path):
 
 def add_rules(spec: dict) -> None:
     """manifest["rules"] as export writes it (until the tiny run's export writes it itself)."""
-    truncation = rules.truncation(spec["text_encoder"]["max_len"])
-    spec.setdefault(
-        "rules", {**rules.RULES, "truncation": truncation, "poster": spec["poster_encoder"]["preprocessing"]}
-    )
+    if "rules" not in spec:
+        truncation = rules.truncation(spec["text_encoder"]["max_len"])
+        spec["rules"] = {**rules.RULES, "truncation": truncation, "poster": spec["poster_encoder"]["preprocessing"]}
 
 
 def models_with(folder, change, source):
