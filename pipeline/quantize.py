@@ -11,6 +11,33 @@ batch_matches    whether a batched run gives the single-input outputs (the manif
 native_ms        warm median latency in onnxruntime, one thread.
 op_types         the operators a model runs after onnxruntime's graph optimizations, against
                  WASM_OPS: those onnxruntime-web's wasm (CPU) backend is known to run.
+
+Formats: int8 that cannot saturate on any CPU (issue 15; pipeline/int8_reference.py). On x86 without
+VNNI, onnxruntime's u8 x s8 kernels sum adjacent products into a saturating int16; with 7-bit weights
+(reduce_range: |w| <= 64) no pair can exceed 2 * 255 * 64 = 32640 <= 32767, and
+int8_reference.cannot_saturate proves it from the stored weights. U8U8 kernels never saturate but
+run slower. Measured (this machine: AVX-512-VNNI, exact path) on the base models, dev rows drawn with
+np.random.default_rng(20261201): text 64 calibration / 200 check plots, posters 64 / 60.
+Cosine to fp32 min/mean; bytes; max pair sum (> 32767: can saturate on AVX2):
+  text encoder (MiniLM)          cosine          MB    pair    ms*
+  dynamic s8 (the old default)   0.977 / 0.993   23.0  64770   6.3
+  dynamic s8 reduce_range        0.984 / 0.992   23.0  32640   6.3   <- default
+    + FFN output MatMuls float   0.993 / 0.996   26.5  32640   8.6   (export's float-layer gate)
+  dynamic U8U8                   0.981 / 0.994   23.0  exact   9.1
+  static QDQ s8 reduce_range     0.861 / 0.925   23.1  32640   7.5   (batchable; + FFN float 0.982)
+  static QDQ U8U8                0.858 / 0.926   23.1  exact
+  fp32 / fp16-stored float       1.000           90.4 / 45.3   12.7 / 12.4
+  poster encoder (Lite0, 8 of 49 convs float)
+  QDQ s8 act, s8 weights (old)   0.996 / 0.998   3.9   64770   ~10
+  QDQ u8 act, s8 weights rr      0.980 / 0.991   3.9   32640   ~10   <- default (fails 0.99: export ships float)
+    rr with 12 / 16 / 24 float   0.981 / 0.982 / 0.989
+  QDQ U8U8                       0.994 / 0.997   3.9   exact   ~99   (10x slower natively)
+  fp32                           1.000           13.5          ~13
+  * native one-thread ms, 62-token plots / 278x185 posters, all variants side by side in one run
+    (the machine was shared: compare within a column only).
+So the text encoder ships dynamic int8 with 7-bit weights (which layers stay float: export's gate);
+no static text format keeps 0.99 (no batchable int8 text encoder), and no poster int8 format that
+cannot saturate keeps 0.99 at int8 speed, so the poster encoder falls back to float.
 """
 
 import statistics
@@ -34,6 +61,10 @@ from onnxruntime.quantization import (
 )
 
 OPSET = 17
+QTYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
+# the text encoder's format (quantize_text's mode), chosen by the measurements above: dynamic int8 with
+# 7-bit per-channel weights (reduce_range, quantize_text's default), which cannot saturate
+TEXT_MODE = "dynamic"
 
 # onnxruntime-web's wasm backend is the native CPU engine compiled to WebAssembly ("full ONNX operator
 # coverage ... ONNX Runtime Quantization", onnxruntime-web README), contrib ops included. These are the
@@ -53,14 +84,17 @@ WASM_OPS = {
 }
 
 
-def export_onnx(model: torch.nn.Module, args: tuple, path: Path, inputs: list[str], output: str, dynamic: dict):
-    """torch → ONNX with the settings export.py uses (opset 17, TorchScript exporter)."""
+def export_onnx(
+    model: torch.nn.Module, args: tuple, path: Path, inputs: list[str], output: str | list[str], dynamic: dict
+):
+    """torch → ONNX with the settings export.py uses (opset 17, TorchScript exporter); `output` one
+    name or a list of names."""
     torch.onnx.export(
         model.eval(),
         args,
         str(path),
         input_names=inputs,
-        output_names=[output],
+        output_names=[output] if isinstance(output, str) else list(output),
         dynamic_axes=dynamic,
         opset_version=OPSET,
         dynamo=False,
@@ -117,10 +151,14 @@ def quantize_poster(
     calibration: Iterable[np.ndarray],
     float_convs: int = 8,
     op_types: tuple[str, ...] = ("Conv", "Clip"),
+    reduce_range: bool = True,
+    activations: str = "u8",
+    weights: str = "s8",
 ) -> dict:
-    """Static int8 QDQ quantization of the poster encoder: per-channel int8 weights, int8
-    activations with scales fixed by running `calibration` (training posters only: load_image
-    pixels HxWx3 uint8, or [1, 3, H, W] floats 0..255, exactly what the model's "image" input takes).
+    """Static int8 QDQ quantization of the poster encoder: per-channel int8 weights (7-bit with
+    reduce_range, so no u8 x s8 pair sum can saturate: the module docstring), `activations` u8 or s8
+    with scales fixed by running `calibration` (training posters only: load_image pixels HxWx3
+    uint8, or [1, 3, H, W] floats 0..255, exactly what the model's "image" input takes).
 
     Only `op_types` nodes are quantized: convolutions and their ReLU6 (Clip) outputs, so each
     activation is quantized over its clipped [0, 6] range and the Clip folds into the quantizer. The
@@ -128,10 +166,11 @@ def quantize_poster(
     output stay float. The first `float_convs` convolutions (the stem and the first blocks, at the
     highest resolution) stay float too: on dev posters they were the only sensitive layers (alone,
     int8 weights in block 0's depthwise conv drop the worst cosine to 0.96) and they hold 0.3 % of
-    the weights. Measured on 60 dev posters (calibration on 32 others): all convolutions int8, worst
-    cosine 0.67 (Conv only; pre-ReLU6 ranges) / 0.95 (Conv + Clip); first 8 float: worst 0.9925,
-    mean 0.997, 3.9 MB.
-    Returns a summary: bytes, calibration count, quantization text, batchable."""
+    the weights. Measured with 8-bit weights on 60 dev posters (calibration on 32 others): all
+    convolutions int8, worst cosine 0.67 (Conv only; pre-ReLU6 ranges) / 0.95 (Conv + Clip); first 8
+    float: worst 0.9925, mean 0.997, 3.9 MB; with 7-bit weights (the default) the worst is 0.980.
+    Returns a summary: bytes, calibration count, quantization text, batchable, and the proof
+    (int8_reference.cannot_saturate: "max_pair_sum", "cannot_saturate")."""
     count = 0
 
     def counted():
@@ -147,19 +186,22 @@ def quantize_poster(
         Feeds(counted()),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QInt8,
+        reduce_range=reduce_range,
+        weight_type=QTYPES[weights],
+        activation_type=QTYPES[activations],
         op_types_to_quantize=list(op_types),
         nodes_to_exclude=convs[:float_convs],
         calibrate_method=CalibrationMethod.MinMax,
         calibration_providers=["CPUExecutionProvider"],
     )
+    bits = "7-bit (reduce_range)" if reduce_range else "8-bit"
     return {
         "file": Path(out).name,
         "bytes": Path(out).stat().st_size,
-        "quantization": f"int8 static QDQ: per-channel int8 weights, int8 activations with fixed scales "
-        f"(min/max over {count} training posters); first {float_convs} of {len(convs)} convolutions, the "
-        "resize/normalise front and the pooled output float",
+        "quantization": f"int8 static QDQ: per-channel {bits} {weights} weights, {activations} activations with "
+        f"fixed scales (min/max over {count} training posters); first {float_convs} of {len(convs)} "
+        "convolutions, the resize/normalise front and the pooled output float",
+        **proof(out),
         "calibration_images": count,
         "quantized_convs": len(convs) - min(float_convs, len(convs)),
         "batchable": True,
@@ -170,21 +212,39 @@ def quantize_poster(
 # text encoder
 
 
-def quantize_text(fp32_onnx: Path, out: Path, mode: str, calibration: Iterable[dict] = (), keep_float=()) -> dict:
+def quantize_text(
+    fp32_onnx: Path,
+    out: Path,
+    mode: str,
+    calibration: Iterable[dict] = (),
+    keep_float=(),
+    reduce_range: bool = True,
+    weights: str = "s8",
+) -> dict:
     """A text encoder ONNX (inputs input_ids, attention_mask; output embedding) → `out`.
 
     mode "dynamic": int8 per-channel weights, activations quantized per call (DynamicQuantizeLinear),
       so a plot's embedding depends on what else shares its batch: not batchable.
+    reduce_range (default): 7-bit weights, so no u8 x s8 pair sum can saturate on any CPU (module
+      docstring: the measurements); weights="u8" gives U8U8 (exact kernels everywhere, slower).
     mode "static": int8 QDQ, per-channel weights, activation scales fixed by `calibration` (feed dicts
       of training plots): batchable.
     mode "fp16": float compute, weights stored fp16: batchable.
     `keep_float`: node names left float (fp16-stored) in the int8 modes.
-    Returns {"quantization": text, "batchable": bool, "bytes": int}."""
+    Returns {"quantization": text, "batchable": bool, "bytes": int, "max_pair_sum", "cannot_saturate"}."""
     keep = list(keep_float)
+    bits = ("7-bit (reduce_range) s8" if reduce_range else "8-bit s8") if weights == "s8" else "u8 (U8U8)"
     if mode == "dynamic":
-        quantize_dynamic(str(fp32_onnx), str(out), per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=keep)
+        quantize_dynamic(
+            str(fp32_onnx),
+            str(out),
+            per_channel=True,
+            reduce_range=reduce_range,
+            weight_type=QTYPES[weights],
+            nodes_to_exclude=keep,
+        )
         store_weights_fp16(out)
-        what, batchable = "int8 dynamic, per-channel weights; run one plot per call, unpadded", False
+        what, batchable = f"int8 dynamic, per-channel {bits} weights; run one plot per call, unpadded", False
     elif mode == "static":
         quantize_static(
             str(fp32_onnx),
@@ -192,7 +252,8 @@ def quantize_text(fp32_onnx: Path, out: Path, mode: str, calibration: Iterable[d
             Feeds(calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            weight_type=QTYPES[weights],
             activation_type=QuantType.QUInt8,
             op_types_to_quantize=["MatMul", "Gather"],
             nodes_to_exclude=keep,
@@ -200,7 +261,10 @@ def quantize_text(fp32_onnx: Path, out: Path, mode: str, calibration: Iterable[d
             calibration_providers=["CPUExecutionProvider"],
         )
         store_weights_fp16(out)
-        what, batchable = "int8 static QDQ, per-channel weights, fixed activation scales from training plots", True
+        what, batchable = (
+            f"int8 static QDQ, per-channel {bits} weights, fixed activation scales from training plots",
+            True,
+        )
     elif mode == "fp16":
         Path(out).write_bytes(Path(fp32_onnx).read_bytes())
         store_weights_fp16(out)
@@ -209,7 +273,20 @@ def quantize_text(fp32_onnx: Path, out: Path, mode: str, calibration: Iterable[d
         raise ValueError(f"unknown text quantization mode {mode!r}")
     if keep and mode != "fp16":
         what += f" ({len(keep)} MatMuls kept float)"
-    return {"quantization": what, "batchable": batchable, "bytes": Path(out).stat().st_size}
+    return {
+        "quantization": what,
+        "batchable": batchable,
+        "bytes": Path(out).stat().st_size,
+        **(proof(out) if mode != "fp16" else {"max_pair_sum": 0, "cannot_saturate": True}),
+    }
+
+
+def proof(path: Path) -> dict:
+    """int8_reference.cannot_saturate's verdict, for the summaries."""
+    from . import int8_reference
+
+    p = int8_reference.cannot_saturate(path)
+    return {"max_pair_sum": p["max_pair_sum"], "cannot_saturate": p["ok"]}
 
 
 # ---------------------------------------------------------------------------------------------

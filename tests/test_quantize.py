@@ -1,11 +1,25 @@
-"""Static int8 quantization of the poster encoder (pipeline/quantize.py) and the shared checks."""
+"""Static int8 quantization of the poster encoder (pipeline/quantize.py), the shared checks, and the
+integer reference (pipeline/int8_reference.py): the shipped formats cannot saturate on any CPU.
+
+Error model behind the bounds (issue 15): an int8 model's output differs from fp32 by its
+quantization error, which the export bounds on dev inputs (cosine >= export.MIN_COSINE = 0.99) and
+item 1 measured per format (quantize.py's docstring: 7-bit poster weights 0.980 min on real dev
+posters); across CPUs the integer products are identical once cannot_saturate holds, so what is
+left is float rounding (fp32 kernels, fp16-stored weights: cosine >= 0.9999) plus a margin for
+inputs unlike the ones measured.
+"""
+
+import re
+from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import image, quantize
+from pipeline import image, int8_reference, quantize, text
 from tests import tiny_data
 
 # operators a statically quantized poster graph may contain: the float front (area resize,
@@ -119,14 +133,161 @@ def lite0(tmp_path_factory):
     return path
 
 
-def test_lite0_static_int8_is_under_4_mb_and_close_to_fp32(lite0, tmp_path):
-    """The shipped recipe on the real poster model, calibrated and checked on the invented posters."""
+def test_lite0_static_int8_is_under_4_mb_cannot_saturate_and_is_close_to_fp32(lite0, tmp_path):
+    """The int8 recipe on the real poster model, calibrated and checked on the invented posters: it
+    cannot saturate (so this CPU's numbers are every CPU's), and its cosine is within item 1's bound."""
     folder = tiny_data.make(tmp_path / "data", n=24)
     posters = [image.load_image(p) for p in sorted((folder / "posters").glob("1*.jpg"))]
     out = tmp_path / "poster_int8.onnx"
     info = quantize.quantize_poster(lite0, out, posters[:16])
+    proof = int8_reference.cannot_saturate(out)
+    assert info["cannot_saturate"] and proof["ok"] and proof["max_pair_sum"] <= 2 * 255 * 64, proof
     cos = quantize.poster_cosine(lite0, out, posters[16:])
     print("Lite0 int8:", info, cos)
     assert info["bytes"] <= 4 * 2**20
-    assert cos["min"] >= 0.99, cos
+    # item 1: this format's worst cosine on 60 real dev posters was 0.980 (7-bit weights); invented
+    # posters are simpler but come from 16 calibration images, not 64: margin 0.01. The export ships
+    # it only when its dev posters keep export.MIN_COSINE, else the float encoder.
+    assert cos["min"] >= 0.97, cos
     assert not (quantize.op_types(out) - POSTER_OPS), quantize.op_types(out) - POSTER_OPS
+
+
+# ---------------------------------------------------------------------------------------------
+# the integer kernels: saturation (pipeline/int8_reference.py)
+
+
+def cpu_path() -> str:
+    """Which u8 x s8 product onnxruntime's MLAS uses here: "exact" (VNNI, non-x86) or "saturating"
+    (AVX2 / AVX-512 without VNNI: vpmaddubsw)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return "exact"
+    flags = set(re.findall(r"\S+", next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")))
+    if flags & {"avx512_vnni", "avx_vnni"}:
+        return "exact"
+    return "saturating" if flags & {"avx2", "avx512bw"} else "unknown"
+
+
+def matmul_integer_model(path: Path, b: np.ndarray) -> Path:
+    k, n = b.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])],
+        "tiny",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [None, k])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [None, n])],
+        [numpy_helper.from_array(b, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def crafted(seed=0):
+    """Weights and inputs where u8 x s8 pairs really saturate: a = 255 against pairs of -128 and of 127."""
+    rng = np.random.default_rng(seed)
+    b = rng.integers(-128, 128, (32, 8)).astype(np.int8)
+    b[0:4], b[4:8] = -128, 127
+    a = rng.integers(0, 256, (5, 32)).astype(np.uint8)
+    a[:, :8] = 255
+    return a, b
+
+
+def test_reference_reproduces_onnxruntime_on_this_cpu(tmp_path):
+    a, b = crafted()
+    path = matmul_integer_model(tmp_path / "mmi.onnx", b)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"A": a})[0]
+    exact, saturating = int8_reference.matmul_exact(a, b), int8_reference.matmul_saturating(a, b)
+    assert np.abs(exact - saturating).max() > 10_000  # the pairs (255*-128)*2 = -65280 clamp to -32768
+    assert np.array_equal(exact, a.astype(np.int32) @ b.astype(np.int32))
+    path_here = cpu_path()
+    if path_here == "unknown":
+        pytest.skip("x86 without AVX2: MLAS's kernel here is not modelled")
+    expected = exact if path_here == "exact" else saturating
+    assert np.array_equal(got, expected), (path_here, got[0], expected[0])
+    # the model-level evaluator computes the same two integer products
+    assert np.array_equal(int8_reference.run_exact(path, [{"A": a}]), exact)
+    assert np.array_equal(int8_reference.run_saturating(path, [{"A": a}]), saturating)
+    # and the proof flags these weights
+    proof = int8_reference.cannot_saturate(path)
+    assert not proof["ok"] and proof["max_pair_sum"] == 255 * 256  # two -128s
+
+
+def test_pair_bound_is_the_worst_pairing():
+    w = np.array([[100, 5, -3, 90], [-128, -1, 0, 2]], np.int8).T  # [K=4, N=2]
+    assert int8_reference.pair_bound(w, axis=1) == 255 * max(100 + 90, 128 + 3)
+    assert int8_reference.pair_bound(np.full((3, 64), 64, np.int8), axis=1) == 32640  # reduce_range's worst
+    conv = np.zeros((2, 3, 3, 3), np.int8)
+    conv[1, 0, 0, 0], conv[1, 2, 2, 2] = -100, -60
+    assert int8_reference.pair_bound(conv, axis=0) == 255 * 160
+
+
+def tiny_matmul_fp32(path: Path, w: np.ndarray) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, w.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, w.shape[1]])],
+        [numpy_helper.from_array(w.astype(np.float32), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_reduce_range_weights_cannot_saturate_and_give_the_same_numbers_on_both_paths(tmp_path):
+    """The same extreme weights quantized the shipped way (dynamic, per channel, reduce_range): the
+    proof holds, the saturating and the exact evaluations are equal, and onnxruntime here matches
+    them to float rounding; the old 8-bit format on the same weights can saturate and does."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(0, 0.05, (512, 16))
+    w[:2] = -1.0  # two equal, same-signed, largest weights in every column: 8-bit gives -127, -127
+    fp32 = tiny_matmul_fp32(tmp_path / "mm.onnx", w)
+    x = [{"x": rng.uniform(-1, 1, (3, 512)).astype(np.float32)} for _ in range(4)]
+    for f in x:
+        f["x"][:, :2] = 1.0  # the largest activations where the weights are largest: a = 255
+    new, old = tmp_path / "rr.onnx", tmp_path / "old.onnx"
+    info = quantize.quantize_text(fp32, new, "dynamic")
+    quantize.quantize_text(fp32, old, "dynamic", reduce_range=False)
+    assert info["cannot_saturate"] and info["max_pair_sum"] <= 32640
+    sat, exact = int8_reference.run_saturating(new, x), int8_reference.run_exact(new, x)
+    assert np.array_equal(sat, exact)
+    native = quantize.outputs(new, x)
+    assert np.abs(native - exact).max() <= 1e-5 * np.abs(exact).max()  # float scaling only
+    assert not int8_reference.cannot_saturate(old)["ok"]
+    assert np.abs(int8_reference.run_saturating(old, x) - int8_reference.run_exact(old, x)).max() > 0.1
+
+
+def test_qdq_evaluator_reproduces_onnxruntime_on_a_convnet(tiny_cnn, tmp_path):
+    """The QDQ rewrite (Conv on the stored integers) against onnxruntime on this CPU: equal to the
+    activation requantization's rounding (onnxruntime fuses DQ-Conv-Q into QLinearConv, which rounds
+    once; the reference rounds the float result: one step of the output scale at most)."""
+    out = tmp_path / "int8.onnx"
+    quantize.quantize_poster(tiny_cnn, out, synthetic_posters(8, seed=1), float_convs=0)
+    assert int8_reference.cannot_saturate(out)["ok"]
+    feeds = list(quantize.poster_feeds(synthetic_posters(3, seed=2)))
+    native, exact = quantize.outputs(out, feeds), int8_reference.run_exact(out, feeds)
+    assert quantize.cosines(native, exact).min() >= 0.999
+    assert np.array_equal(int8_reference.run_saturating(out, feeds), exact)
+
+
+@pytest.fixture(scope="module")
+def minilm_fp32(tmp_path_factory):
+    path = tmp_path_factory.mktemp("minilm") / "text_fp32.onnx"
+    model = text.TextEncoder("minilm").eval()
+    ids = torch.tensor([[101] + [2000] * 30 + [102]])
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
+    quantize.export_onnx(model, (ids, torch.ones_like(ids)), path, ["input_ids", "attention_mask"], "embedding", axes)
+    return path
+
+
+def test_shipped_text_format_cannot_saturate(minilm_fp32, tmp_path):
+    """MiniLM quantized as export and distil do (quantize_text's default: dynamic, 7-bit weights)."""
+    out = tmp_path / "text_int8.onnx"
+    info = quantize.quantize_text(minilm_fp32, out, "dynamic")
+    proof = int8_reference.cannot_saturate(out)
+    assert proof["ok"] and info["cannot_saturate"], [n for n in proof["nodes"] if not n["ok"]][:3]
+    assert proof["integer_nodes"] == 36 and proof["max_pair_sum"] <= 32640
+    assert "reduce_range" in info["quantization"]
