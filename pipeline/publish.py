@@ -114,10 +114,16 @@ def run(cfg) -> None:
         "shipped": json.loads((exported / "shipped.json").read_text()),
     }
     # the plot path of each text encoder, shipped or not, for the side-by-side table
-    built = {f: (exported / f).stat().st_size for f in (*distil.STUDENT_FILES, "text_encoder.onnx", "tokenizer.json")}
     head = spec["files"][spec["fusion_head"]["file"]]["bytes"]
-    summary["teacher_bytes"] = {"plot_path": built["text_encoder.onnx"] + built["tokenizer.json"] + head}
-    summary["student_bytes"] = {"plot_path": sum(built[f] for f in distil.STUDENT_FILES) + head}
+    encoders = summary["shipped"].get("encoders")
+    if encoders:  # export's checks name each encoder's files (the shipped one and the other)
+        for name, check in encoders.items():
+            summary[f"{name}_bytes"] = {"plot_path": sum(check["bytes"].values()) + head}
+    else:  # an older export: the student's files beside the teacher's
+        student = getattr(distil, "STUDENT_FILES", ())
+        built = {f: (exported / f).stat().st_size for f in (*student, "text_encoder.onnx", "tokenizer.json")}
+        summary["teacher_bytes"] = {"plot_path": built["text_encoder.onnx"] + built["tokenizer.json"] + head}
+        summary["student_bytes"] = {"plot_path": sum(built[f] for f in student) + head}
     runtime = runtime_bytes()
     if runtime is not None:  # one honest first-visit size: models and the wasm runtime
         poster = [spec[p]["file"] for p in ("poster_encoder", "poster_cam")]
