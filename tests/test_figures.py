@@ -184,3 +184,60 @@ def test_plots_script_redraws_from_cache_and_never_trains(tiny, tmp_path):
     fresh = subprocess.run([*script, *empty], capture_output=True, text=True, env=env, cwd=ROOT)
     assert fresh.returncode != 0 and "has no cached output" in fresh.stderr + fresh.stdout
     assert "running ->" not in fresh.stdout
+
+
+def test_error_analysis_counts_on_a_hand_made_split(tmp_path):
+    """errors.analyse on four test movies whose outcomes are known by hand."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from pipeline import errors
+
+    labels = ["Action", "Comedy", "Documentary"]
+    poster = tmp_path / "p.jpg"
+    Image.new("RGB", (185, 278), (200, 40, 30)).save(poster)
+    movies = pd.DataFrame(
+        {
+            "tmdb_id": [1, 2, 3, 4, 5, 6],
+            "title": ["a", "b", "c", "d", "dev1", "dev2"],
+            "release_date": ["2001-01-01"] * 6,
+            "genres": ["Action", "Comedy", "Action|Comedy", "Documentary", "Action", "Comedy"],
+            "overview": ["one two three"] * 6,
+            "poster": [str(poster), str(poster), "", str(poster), "", ""],
+            "split": ["test"] * 4 + ["dev"] * 2,
+            "fold": [-1] * 4 + [0, 1],
+        }
+    )
+    y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]], dtype=np.float32)
+    # plot only: movie 1 gets Action + Comedy (a Comedy false positive); the poster removes it (helped);
+    # movie 2 right with the plot, the poster adds Action (hurt); movie 4 (Documentary) never right
+    plot = np.array([[0.9, 0.8, 0.1], [0.1, 0.9, 0.1], [0.9, 0.9, 0.1], [0.2, 0.9, 0.3], [0.9, 0, 0], [0, 0.9, 0]])
+    both = np.array([[0.9, 0.2, 0.1], [0.8, 0.9, 0.1], [0.9, 0.9, 0.1], [0.2, 0.9, 0.3], [0.9, 0, 0], [0, 0.9, 0]])
+    probs = {"fusion_plot_only": plot, "fusion": both}
+    metrics = {
+        "comparison": {"plot": {"shipped": "fusion_plot_only"}, "plot+poster": {"shipped": "fusion"}},
+        "thresholds": {m: dict.fromkeys(labels, 0.5) for m in ("plot", "plot+poster")},
+    }
+    out = tmp_path / "out"
+    out.mkdir()
+    r = errors.analyse(movies, labels, y, probs, metrics, None, 256, out)
+    assert r["test_movies"] == 4
+    pairs = {(p["true"], p["predicted"]): p["movies"] for p in r["pairs"]}
+    assert pairs == {("Comedy", "Action"): 1, ("Documentary", "Comedy"): 1}  # with the poster
+    effect = r["poster"]
+    assert (effect["movies"], effect["helped"], effect["hurt"], effect["same"]) == (3, 1, 1, 1)
+    assert effect["genre_changes"] == {
+        "added_right": 0,
+        "removed_wrong": 1,
+        "added_wrong": 1,
+        "removed_right": 0,
+        "good": 1,
+        "bad": 1,
+    }
+    assert [e["title"] for e in effect["helped_examples"]] == ["a"] and effect["helped_examples"][0]["thumb"]
+    assert [e["title"] for e in effect["hurt_examples"]] == ["b"]
+    assert r["never_right"] == ["Documentary"]
+    doc = next(g for g in r["genres"] if g["genre"] == "Documentary")
+    assert doc["form"] and "form" in doc["reasons"] and doc["missed"] == 1
+    assert (out / "confusion.png").is_file() and (out / "thumbs/1.jpg").is_file()
