@@ -241,3 +241,15 @@ def test_error_analysis_counts_on_a_hand_made_split(tmp_path):
     doc = next(g for g in r["genres"] if g["genre"] == "Documentary")
     assert doc["form"] and "form" in doc["reasons"] and doc["missed"] == 1
     assert (out / "confusion.png").is_file() and (out / "thumbs/1.jpg").is_file()
+
+
+def test_figure_text_is_at_least_9_px_at_natural_size():
+    """On a phone the lightbox shows a PNG at its natural size (site.css), so every text drawn in the
+    figures must be >= 9 px there: points × dpi / 72 for every font size the drawing code sets."""
+    import matplotlib
+
+    dpi = style.plt.rcParams["figure.dpi"]
+    sources = [*(ROOT / "pipeline/figures").glob("*.py"), ROOT / "pipeline/errors.py"]
+    sizes = [float(s) for p in sources for s in re.findall(r"fontsize=(\d+(?:\.\d+)?)", p.read_text())]
+    sizes += [matplotlib.rcParams[k] for k in ("font.size", "legend.fontsize")]
+    assert sizes and min(sizes) * dpi / 72 >= 9, (min(sizes), dpi)
