@@ -139,7 +139,9 @@ def run(cfg) -> None:
     write_json(site, "errors.json", errors.load(analysed))
     if selected is not None and (selected / "selected.json").exists():
         write_json(site, "selection.json", json.loads((selected / "selected.json").read_text()))
-    write_json(site, "curation.json", json.loads((curated / "curation.json").read_text()))
+    curation = json.loads((curated / "curation.json").read_text())
+    _, _, y = data.load(curated)  # the main set's genre counts, beside the extra rows' (curation["extra"])
+    write_json(site, "curation.json", {**curation, "main_genre_counts": y.sum(0).astype(int).tolist()})
     found = json.loads((topic_out / "topics.json").read_text())
     write_json(site, "topics.json", {**found, "topics": found["topics"][: cfg.topics_shown]})
     write_json(site, "gradcam.json", json.loads((explained / "gradcam.json").read_text()))
