@@ -176,6 +176,9 @@ def cannot_saturate(model_path) -> dict:
             if w is None or w.dtype not in (np.int8, np.uint8):
                 continue  # an activation's DQ
             for c in consumers.get(n.output[0], []):
+                x = producers.get(c.input[0])
+                if x is None or x.op_type != "DequantizeLinear":
+                    continue  # weight-only: the activation stays float, onnxruntime runs a float kernel
                 if c.op_type == "Conv" and c.input[1] == n.output[0]:
                     add(c, w, 0, "QDQ Conv")
                 elif c.op_type in ("MatMul", "Gemm") and len(c.input) > 1 and c.input[1] == n.output[0]:
@@ -198,8 +201,10 @@ DOMAIN = "int8ref"
 
 
 def _conv_integer(x, w, x_zero, w_zero, pads, strides, dilations, group, saturate):
-    """Integer convolution as MLAS's NHWC im2col GEMM: for each output channel the reduction runs over
-    (kh, kw, c) with the input channels innermost, adjacent pairs of that order saturating (AVX2 path).
+    """Integer convolution as MLAS computes it (ConvSymKernelAvx2.S): a grouped convolution reduces over
+    (kh, kw, c) with the input channels innermost, vpmaddubsw pairing adjacent input channels of one
+    kernel tap (the saturating pairs on AVX2); a depthwise one (one channel per group) widens bytes to
+    32 bits (vpmovzxbd / vpmovsxbd + vpmaddwd): exact on every path.
     x [1, C, H, W] raw u8 bytes, w [M, C/group, kh, kw] raw s8 (or u8) bytes. Returns int32 [1, M, oh, ow]."""
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
@@ -227,7 +232,7 @@ def _conv_integer(x, w, x_zero, w_zero, pads, strides, dilations, group, saturat
         a = cols.reshape(n * oh * ow, kh * kw * cg)  # rows = output positions, K = (kh, kw, c)
         wg = w[g * mg : (g + 1) * mg].transpose(2, 3, 1, 0).reshape(kh * kw * cg, mg)  # [K, mg]
         zw = w_zero if np.ndim(w_zero) == 0 else np.asarray(w_zero)[g * mg : (g + 1) * mg]
-        res = matmul_integer(a.astype(np.uint8 if a.max() <= 255 else np.int32), wg, x_zero, zw, saturate)
+        res = matmul_integer(a.astype(np.uint8), wg, x_zero, zw, saturate and cg > 1)
         out[:, g * mg : (g + 1) * mg] = res.reshape(n, oh, ow, mg).transpose(0, 3, 1, 2)
     return out
 

@@ -1,9 +1,10 @@
 """Quantization and checks for the shipped ONNX models (used by `export` and `distil`).
 
-quantize_poster  static int8 QDQ with per-channel weights for the poster encoder, calibrated on
-                 training posters; only the convolutions are quantized, so the resize/normalise
-                 front (cumulative sums, gathers) and the pooled float output stay float.
-quantize_text    a text encoder as int8 dynamic (per-channel weights; activation scales computed per
+quantize_poster  the poster encoder with int8-stored convolution weights and float compute (default),
+                 or static int8 QDQ calibrated on training posters; the resize/normalise front, the
+                 first convolutions and the pooled float output stay float.
+quantize_text    a text encoder with int8-stored weights and float compute (TEXT_MODE "weights":
+                 batchable), int8 dynamic (per-channel 7-bit weights; activation scales computed per
                  call, so outputs depend on what else is in the batch), int8 static QDQ (fixed
                  activation scales from calibration plots: batchable), or float with fp16-stored weights.
 embedding_cosine min/mean cosine between two models' outputs on the same inputs.
@@ -12,32 +13,35 @@ native_ms        warm median latency in onnxruntime, one thread.
 op_types         the operators a model runs after onnxruntime's graph optimizations, against
                  WASM_OPS: those onnxruntime-web's wasm (CPU) backend is known to run.
 
-Formats: int8 that cannot saturate on any CPU (issue 15; pipeline/int8_reference.py). On x86 without
-VNNI, onnxruntime's u8 x s8 kernels sum adjacent products into a saturating int16; with 7-bit weights
-(reduce_range: |w| <= 64) no pair can exceed 2 * 255 * 64 = 32640 <= 32767, and
-int8_reference.cannot_saturate proves it from the stored weights. U8U8 kernels never saturate but
-run slower. Measured (this machine: AVX-512-VNNI, exact path) on the base models, dev rows drawn with
+Formats (issue 15; pipeline/int8_reference.py): the same outputs on every CPU. On x86 without VNNI,
+onnxruntime's u8 x s8 kernels sum adjacent products into a saturating int16 (with 7-bit weights,
+reduce_range, no pair can exceed 2 * 255 * 64 = 32640 <= 32767: int8_reference.cannot_saturate proves
+it from the stored weights). But any activation rounding (dynamic or static int8) has a second
+CPU dependence: float kernels differ by ulps between CPUs and wasm, a value at a rounding boundary
+flips by one step, and the flips cascade through the layers (rr text encoder, this CPU, exact
+integers: native vs onnx.reference cosine 0.9957..1.0 on 12 dev plots). So the shipped formats
+store int8 weights and compute in float ("weights": no integer product, no activation rounding).
+Measured on this machine (AVX-512-VNNI) on the base models, dev rows drawn with
 np.random.default_rng(20261201): text 64 calibration / 200 check plots, posters 64 / 60.
-Cosine to fp32 min/mean; bytes; max pair sum (> 32767: can saturate on AVX2):
+Cosine to fp32 min/mean; MB; max u8 x s8 pair sum (> 32767: can saturate on AVX2); native ms*:
   text encoder (MiniLM)          cosine          MB    pair    ms*
+  int8 weights, float compute    0.9985 / 0.9991 22.9  none    12.9  <- TEXT_MODE (batchable)
   dynamic s8 (the old default)   0.977 / 0.993   23.0  64770   6.3
-  dynamic s8 reduce_range        0.984 / 0.992   23.0  32640   6.3   <- default
-    + FFN output MatMuls float   0.993 / 0.996   26.5  32640   8.6   (export's float-layer gate)
+  dynamic s8 reduce_range        0.984 / 0.992   23.0  32640   6.1
+    + FFN output MatMuls float   0.993 / 0.996   26.5  32640   8.2
   dynamic U8U8                   0.981 / 0.994   23.0  exact   9.1
-  static QDQ s8 reduce_range     0.861 / 0.925   23.1  32640   7.5   (batchable; + FFN float 0.982)
+  static QDQ s8 reduce_range     0.861 / 0.925   23.1  32640   7.5   (+ FFN float 0.982)
   static QDQ U8U8                0.858 / 0.926   23.1  exact
-  fp32 / fp16-stored float       1.000           90.4 / 45.3   12.7 / 12.4
+  fp32 / fp16-stored float       1.000           90.4 / 45.3   12.5 / 12.4
   poster encoder (Lite0, 8 of 49 convs float)
+  int8 weights, float compute    0.9972 / 0.9983 3.6   none    = fp32  <- POSTER_MODE
+    all 49 convs int8 weights    0.980 / 0.993
   QDQ s8 act, s8 weights (old)   0.996 / 0.998   3.9   64770   ~10
-  QDQ u8 act, s8 weights rr      0.980 / 0.991   3.9   32640   ~10   <- default (fails 0.99: export ships float)
-    rr with 12 / 16 / 24 float   0.981 / 0.982 / 0.989
+  QDQ u8 act, s8 weights rr      0.980 / 0.991   3.9   32640   ~10   (rr with 12 / 16 / 24 float: 0.981 / 0.982 / 0.989)
   QDQ U8U8                       0.994 / 0.997   3.9   exact   ~99   (10x slower natively)
   fp32                           1.000           13.5          ~13
-  * native one-thread ms, 62-token plots / 278x185 posters, all variants side by side in one run
-    (the machine was shared: compare within a column only).
-So the text encoder ships dynamic int8 with 7-bit weights (which layers stay float: export's gate);
-no static text format keeps 0.99 (no batchable int8 text encoder), and no poster int8 format that
-cannot saturate keeps 0.99 at int8 speed, so the poster encoder falls back to float.
+  * one thread, 62-token plots / 278x185 posters, variants side by side in one run; the machine was
+    shared (load 4-5): compare within a column only.
 """
 
 import statistics
@@ -62,9 +66,11 @@ from onnxruntime.quantization import (
 
 OPSET = 17
 QTYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
-# the text encoder's format (quantize_text's mode), chosen by the measurements above: dynamic int8 with
-# 7-bit per-channel weights (reduce_range, quantize_text's default), which cannot saturate
-TEXT_MODE = "dynamic"
+# the formats chosen by the measurements above: int8-stored weights, float compute (no integer product
+# to saturate, no activation rounding for float differences to flip: the same outputs on every CPU
+# up to float rounding; batchable). quantize_text's mode / quantize_poster's default.
+TEXT_MODE = "weights"
+POSTER_MODE = "weights"
 
 # onnxruntime-web's wasm backend is the native CPU engine compiled to WebAssembly ("full ONNX operator
 # coverage ... ONNX Runtime Quantization", onnxruntime-web README), contrib ops included. These are the
@@ -154,8 +160,14 @@ def quantize_poster(
     reduce_range: bool = True,
     activations: str = "u8",
     weights: str = "s8",
+    mode: str = "weights",
 ) -> dict:
-    """Static int8 QDQ quantization of the poster encoder: per-channel int8 weights (7-bit with
+    """mode "weights" (default, POSTER_MODE): int8-stored convolution weights (8-bit, per output
+    channel) turned back into float at load, float compute: no integer product, nothing to saturate,
+    no activation rounding; `calibration` is not needed (counted only). The first `float_convs`
+    convolutions keep float weights. Measured (module docstring): cosine min 0.997, 3.6 MB.
+
+    mode "static": static int8 QDQ quantization of the poster encoder: per-channel int8 weights (7-bit with
     reduce_range, so no u8 x s8 pair sum can saturate: the module docstring), `activations` u8 or s8
     with scales fixed by running `calibration` (training posters only: load_image pixels HxWx3
     uint8, or [1, 3, H, W] floats 0..255, exactly what the model's "image" input takes).
@@ -180,6 +192,24 @@ def quantize_poster(
             yield feed
 
     convs = [n.name for n in onnx.load(str(fp32_onnx)).graph.node if n.op_type == "Conv"]
+    if mode == "weights":
+        for _ in counted():
+            pass
+        Path(out).write_bytes(Path(fp32_onnx).read_bytes())
+        weights_only_int8(out, keep=convs[:float_convs], min_size=0)
+        store_weights_fp16(out)
+        return {
+            "file": Path(out).name,
+            "bytes": Path(out).stat().st_size,
+            "quantization": f"int8 weights (8-bit, per output channel) dequantized at load, float compute; first "
+            f"{float_convs} of {len(convs)} convolutions keep float weights",
+            **proof(out),
+            "calibration_images": 0,
+            "quantized_convs": len(convs) - min(float_convs, len(convs)),
+            "batchable": True,
+        }
+    if mode != "static":
+        raise ValueError(f"unknown poster quantization mode {mode!r}")
     quantize_static(
         str(fp32_onnx),
         str(out),
@@ -229,6 +259,8 @@ def quantize_text(
       docstring: the measurements); weights="u8" gives U8U8 (exact kernels everywhere, slower).
     mode "static": int8 QDQ, per-channel weights, activation scales fixed by `calibration` (feed dicts
       of training plots): batchable.
+    mode "weights": int8-stored weights (8-bit per channel, embedding tables per tensor) dequantized to
+      float, float compute: no activation rounding, batchable.
     mode "fp16": float compute, weights stored fp16: batchable.
     `keep_float`: node names left float (fp16-stored) in the int8 modes.
     Returns {"quantization": text, "batchable": bool, "bytes": int, "max_pair_sum", "cannot_saturate"}."""
@@ -265,6 +297,11 @@ def quantize_text(
             f"int8 static QDQ, per-channel {bits} weights, fixed activation scales from training plots",
             True,
         )
+    elif mode == "weights":
+        quantize_dynamic(str(fp32_onnx), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"])
+        weights_only_int8(out, keep)
+        store_weights_fp16(out)
+        what, batchable = "int8 weights only (8-bit per-channel, dequantized to float), float compute", True
     elif mode == "fp16":
         Path(out).write_bytes(Path(fp32_onnx).read_bytes())
         store_weights_fp16(out)
@@ -279,6 +316,42 @@ def quantize_text(
         "bytes": Path(out).stat().st_size,
         **(proof(out) if mode != "fp16" else {"max_pair_sum": 0, "cannot_saturate": True}),
     }
+
+
+def weights_only_int8(path: Path, keep=(), min_size: int = 16384):
+    """Every MatMul / Conv whose weight is a large float initializer (not in `keep`) reads it from 8-bit
+    per-output-channel symmetric int8 (times its scale): a quarter of the bytes, and no
+    integer product anywhere (so nothing can saturate, and activations are never rounded: the
+    outputs differ across CPUs by float rounding only)."""
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    keep = set(keep)
+    nodes = []
+    for n in g.node:
+        w = inits.get(n.input[1]) if n.op_type in ("MatMul", "Conv") and len(n.input) > 1 else None
+        if (
+            w is not None
+            and n.name not in keep
+            and w.data_type == onnx.TensorProto.FLOAT
+            and np.prod(w.dims) >= min_size
+        ):
+            a = numpy_helper.to_array(w)
+            axis = 1 if n.op_type == "MatMul" else 0  # the output channel: B [K, N] / W [M, C, kh, kw]
+            other = tuple(i for i in range(a.ndim) if i != axis)
+            scale = (np.abs(a).max(other, keepdims=True) / 127).astype(np.float32)
+            scale[scale == 0] = 1
+            q = np.clip(np.round(a / scale), -127, 127).astype(np.int8)
+            name = w.name
+            w.CopyFrom(numpy_helper.from_array(q, name + "_int8"))
+            g.initializer.append(numpy_helper.from_array(scale, name + "_scale"))
+            # Cast + Mul, not DequantizeLinear: onnxruntime folds these constants into a float weight at
+            # load, where a DequantizeLinear -> MatMul pair would become MatMulNBits (int8 compute)
+            nodes.append(helper.make_node("Cast", [name + "_int8"], [name + "_float"], to=onnx.TensorProto.FLOAT))
+            nodes.append(helper.make_node("Mul", [name + "_float", name + "_scale"], [name]))
+    for node in reversed(nodes):
+        g.node.insert(0, node)
+    onnx.save(model, str(path))
 
 
 def proof(path: Path) -> dict:

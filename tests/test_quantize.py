@@ -86,7 +86,7 @@ def tiny_cnn(tmp_path_factory):
 
 def test_static_poster_quantization_keeps_embeddings_close_and_float_io(tiny_cnn, tmp_path):
     out = tmp_path / "int8.onnx"
-    info = quantize.quantize_poster(tiny_cnn, out, synthetic_posters(24, seed=1), float_convs=0)
+    info = quantize.quantize_poster(tiny_cnn, out, synthetic_posters(24, seed=1), float_convs=0, mode="static")
     assert info["calibration_images"] == 24 and info["batchable"] and info["quantized_convs"] == 5
     cos = quantize.poster_cosine(tiny_cnn, out, synthetic_posters(16, seed=2))  # unseen images
     print("tiny CNN int8 vs fp32 cosine", cos)
@@ -106,11 +106,27 @@ def test_static_poster_quantization_keeps_embeddings_close_and_float_io(tiny_cnn
 
 def test_front_convolutions_can_stay_float(tiny_cnn, tmp_path):
     out = tmp_path / "int8.onnx"
-    info = quantize.quantize_poster(tiny_cnn, out, synthetic_posters(8, seed=1), float_convs=2)
-    assert info["quantized_convs"] == 3
-    first = next(n for n in onnx.load(str(out)).graph.node if n.op_type == "Conv")
-    inits = {i.name: i for i in onnx.load(str(out)).graph.initializer}
-    assert first.input[1] in inits and inits[first.input[1]].data_type == onnx.TensorProto.FLOAT
+    for mode in ("static", "weights"):
+        info = quantize.quantize_poster(tiny_cnn, out, synthetic_posters(8, seed=1), float_convs=2, mode=mode)
+        assert info["quantized_convs"] == 3
+        first = next(n for n in onnx.load(str(out)).graph.node if n.op_type == "Conv")
+        inits = {i.name: i for i in onnx.load(str(out)).graph.initializer}
+        assert first.input[1] in inits and inits[first.input[1]].data_type == onnx.TensorProto.FLOAT
+
+
+def test_weights_mode_stores_int8_and_runs_float_kernels(tiny_cnn, tmp_path):
+    """The shipped format: int8-stored weights, no integer kernel after onnxruntime's optimizations
+    (nothing to saturate, no activation rounding)."""
+    out = tmp_path / "weights.onnx"
+    info = quantize.quantize_poster(tiny_cnn, out, (), float_convs=0)
+    assert info["cannot_saturate"] and info["max_pair_sum"] == 0 and info["batchable"]
+    inits = onnx.load(str(out)).graph.initializer
+    assert sum(i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4 for i in inits) == 5
+    assert not quantize.quantized_ops(out, optimized=True), quantize.quantized_ops(out, optimized=True)
+    cos = quantize.poster_cosine(tiny_cnn, out, synthetic_posters(8, seed=2))
+    # 8-bit per-channel weight rounding alone (item 1: 0.997 on real posters with the first 8 of
+    # Lite0's convolutions float; this net has no float front convolution): margin to 0.99
+    assert cos["min"] >= 0.99, cos
 
 
 def test_cosine_and_batch_checks_detect_differences(tiny_cnn, tmp_path):
@@ -133,23 +149,31 @@ def lite0(tmp_path_factory):
     return path
 
 
-def test_lite0_static_int8_is_under_4_mb_cannot_saturate_and_is_close_to_fp32(lite0, tmp_path):
-    """The int8 recipe on the real poster model, calibrated and checked on the invented posters: it
-    cannot saturate (so this CPU's numbers are every CPU's), and its cosine is within item 1's bound."""
+def test_lite0_int8_is_under_4_mb_cannot_saturate_and_is_close_to_fp32(lite0, tmp_path):
+    """The shipped recipe (POSTER_MODE: int8 weights, float compute) and the static int8 alternative on
+    the real poster model, checked on the invented posters: neither can saturate (so this CPU's
+    numbers are every CPU's), and each keeps item 1's bound for its format."""
     folder = tiny_data.make(tmp_path / "data", n=24)
     posters = [image.load_image(p) for p in sorted((folder / "posters").glob("1*.jpg"))]
-    out = tmp_path / "poster_int8.onnx"
-    info = quantize.quantize_poster(lite0, out, posters[:16])
-    proof = int8_reference.cannot_saturate(out)
+    shipped, static = tmp_path / "poster_int8.onnx", tmp_path / "poster_static.onnx"
+    info = quantize.quantize_poster(lite0, shipped, posters[:16])
+    assert quantize.POSTER_MODE == "weights" and info["calibration_images"] == 0
+    cos = quantize.poster_cosine(lite0, shipped, posters[16:])
+    print("Lite0 int8 weights:", info, cos)
+    assert info["bytes"] <= 4 * 2**20 and info["cannot_saturate"]
+    assert not quantize.quantized_ops(shipped, optimized=True)  # float kernels only
+    # item 1: worst cosine 0.997 on 60 real dev posters (weight rounding only, no calibration
+    # involved); float rounding adds < 1e-5; margin 0.007 for posters unlike those: the export's 0.99
+    assert cos["min"] >= 0.99, cos
+    assert not (quantize.op_types(shipped) - POSTER_OPS), quantize.op_types(shipped) - POSTER_OPS
+
+    info = quantize.quantize_poster(lite0, static, posters[:16], mode="static")
+    proof = int8_reference.cannot_saturate(static)
     assert info["cannot_saturate"] and proof["ok"] and proof["max_pair_sum"] <= 2 * 255 * 64, proof
-    cos = quantize.poster_cosine(lite0, out, posters[16:])
-    print("Lite0 int8:", info, cos)
-    assert info["bytes"] <= 4 * 2**20
-    # item 1: this format's worst cosine on 60 real dev posters was 0.980 (7-bit weights); invented
-    # posters are simpler but come from 16 calibration images, not 64: margin 0.01. The export ships
-    # it only when its dev posters keep export.MIN_COSINE, else the float encoder.
+    cos = quantize.poster_cosine(lite0, static, posters[16:])
+    print("Lite0 static int8:", info, cos)
+    # item 1: 7-bit weights, worst 0.980 on real dev posters; 16 calibration images, not 64: margin 0.01
     assert cos["min"] >= 0.97, cos
-    assert not (quantize.op_types(out) - POSTER_OPS), quantize.op_types(out) - POSTER_OPS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,9 +307,31 @@ def minilm_fp32(tmp_path_factory):
     return path
 
 
-def test_shipped_text_format_cannot_saturate(minilm_fp32, tmp_path):
-    """MiniLM quantized as export and distil do (quantize_text's default: dynamic, 7-bit weights)."""
+def test_shipped_text_format_has_no_integer_kernels_and_keeps_item_1s_bound(minilm_fp32, tmp_path):
+    """MiniLM quantized as export and distil do (TEXT_MODE: int8 weights, float compute)."""
     out = tmp_path / "text_int8.onnx"
+    info = quantize.quantize_text(minilm_fp32, out, quantize.TEXT_MODE)
+    assert quantize.TEXT_MODE == "weights" and info["batchable"] and info["cannot_saturate"]
+    assert int8_reference.cannot_saturate(out)["integer_nodes"] == 0
+    # only the embedding tables' DequantizeLinear after their Gather remains: float arithmetic
+    assert quantize.quantized_ops(out, optimized=True) <= {"DequantizeLinear"}, quantize.quantized_ops(out, True)
+    assert info["bytes"] < 24e6
+    tok = text.load_tokenizer("minilm")
+    plots = [
+        "A retired soldier is pulled back for one last rescue mission behind enemy lines.",
+        "Two strangers keep missing each other in a summer of letters and near misses.",
+        "Short plot, odd chars: café, naïve — 1984!",
+    ]
+    ids = [text.encode(tok, p, 256) for p in plots]
+    cos = quantize.embedding_cosine(minilm_fp32, out, quantize.text_feeds(ids))
+    # item 1: worst 0.9985 on 200 real dev plots (weight rounding only); margin 0.0035 for these
+    assert cos["min"] >= 0.995, cos
+    assert quantize.batch_matches(out, ids) <= 1e-5  # float summation order only
+
+
+def test_dynamic_text_format_cannot_saturate(minilm_fp32, tmp_path):
+    """The dynamic alternative (quantize_text's reduce_range default: 7-bit weights) is proven too."""
+    out = tmp_path / "text_dynamic.onnx"
     info = quantize.quantize_text(minilm_fp32, out, "dynamic")
     proof = int8_reference.cannot_saturate(out)
     assert proof["ok"] and info["cannot_saturate"], [n for n in proof["nodes"] if not n["ok"]][:3]
