@@ -1,12 +1,24 @@
-"""The exported ONNX models compute what the torch models compute."""
+"""The exported ONNX models compute what the torch models compute.
+
+Bounds (issue 15's error model): an int8 file differs from fp32 by its quantization error, which the
+export checks on dev inputs (cosine >= MIN_COSINE = 0.99, text_export / export) and item 1 measured
+per format (pipeline/quantize.py's docstring: int8 weights with float compute, the shipped format,
+worst 0.9985 on 200 real dev plots, 0.997 on 60 real dev posters); the inputs here are not the
+checked ones: margin 0.005 below the export's 0.99. The shipped files cannot saturate
+(int8_reference.cannot_saturate, asserted below) and compute in float, so another CPU adds float
+rounding only (relative ~1e-6); fp16-stored float files: weight rounding 2^-11, cosine >= 0.999.
+"""
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline import cache, fusion, image, text
+from pipeline import cache, fusion, image, int8_reference, text
 from pipeline.predict import GenrePredictor
+
+INT8_COSINE = 0.99 - 0.005  # the export's MIN_COSINE on dev inputs, margin for other inputs (docstring)
+FLOAT_COSINE = 0.999  # fp16-stored weights: relative rounding 2^-11 per weight, margin x10 (docstring)
 
 PLOTS = [
     "A retired soldier is pulled back for one last rescue mission behind enemy lines.",
@@ -41,7 +53,8 @@ def test_int8_text_encoder_matches_torch(predictor, torch_text, plot):
         expected = model(ids, torch.ones_like(ids)).numpy()
     got = predictor.embed_plot(plot)
     assert got.shape == expected.shape == (1, 384)
-    assert cosine(got, expected) >= 0.99
+    int8 = "int8" in predictor.spec["text_encoder"]["quantization"]
+    assert cosine(got, expected) >= (INT8_COSINE if int8 else FLOAT_COSINE)
 
 
 def test_truncation_keeps_the_final_separator():
@@ -60,12 +73,10 @@ def test_huge_input_is_cut_to_max_chars_before_tokenizing():
 @pytest.mark.parametrize("size", [(185, 278), (300, 450), (57, 80), (700, 1024)])
 @pytest.mark.parametrize("genres", [["Horror", "Romance"], ["Comedy", "Action"]])
 def test_poster_encoder_matches_torch(predictor, tmp_path, size, genres):
-    """The shipped poster encoder against the torch one, on posters like the ones it was calibrated
-    on: float (fp16-stored) within 0.999 cosine; static int8 within the 0.99 it had to keep on dev
-    posters to ship (export.MIN_COSINE)."""
+    """The shipped poster encoder against the torch one, on posters like the training ones: int8
+    within INT8_COSINE, float (fp16-stored) within FLOAT_COSINE (module docstring: where they come from)."""
     import random
 
-    from pipeline import export
     from tests.tiny_data import poster
 
     poster(tmp_path / "p.jpg", random.Random(size[0]), genres, size=size)
@@ -74,8 +85,20 @@ def test_poster_encoder_matches_torch(predictor, tmp_path, size, genres):
         expected = image.PosterEncoder(224).eval()(image.to_tensor(pixels)).numpy()
     got = predictor.embed_poster(pixels)
     assert got.shape == (1, predictor.spec["poster_encoder"]["dim"])
-    int8 = predictor.spec["poster_encoder"].get("quantization") == "int8 static"
-    assert cosine(got, expected) >= (export.MIN_COSINE if int8 else 0.999)
+    int8 = "int8" in str(predictor.spec["poster_encoder"].get("quantization", ""))
+    assert cosine(got, expected) >= (INT8_COSINE if int8 else FLOAT_COSINE)
+
+
+def test_shipped_int8_files_cannot_saturate(tiny):
+    """Every encoder the manifest ships computes the same integers on every CPU path (AVX2 without
+    VNNI included): no u8 x s8 pair sum can exceed int16 (pipeline/int8_reference.py), so the
+    checks above, run on this machine, hold on any machine."""
+    import json
+
+    spec = json.loads((tiny.models / "manifest.json").read_text())
+    for part in ("text_encoder", "poster_encoder"):
+        proof = int8_reference.cannot_saturate(tiny.models / spec[part]["file"])
+        assert proof["ok"], (part, [n for n in proof["nodes"] if not n["ok"]][:3])
 
 
 def test_fusion_head_matches_torch(tiny):
@@ -92,6 +115,7 @@ def test_fusion_head_matches_torch(tiny):
         with torch.no_grad():
             expected = head(*(torch.from_numpy(v) for v in feed.values())).numpy()
         got = session.run(None, feed)[0]
+        # float32 either side, same arithmetic in another order: ~1e-7 relative on O(1) values, margin 100x
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -101,7 +125,7 @@ def test_no_poster_ignores_the_image_input(tiny):
     off = np.zeros((1, 1), np.float32)
     a = session.run(None, {"text": t, "image": np.zeros((1, 1280), np.float32), "has_poster": off})[0]
     b = session.run(None, {"text": t, "image": np.ones((1, 1280), np.float32), "has_poster": off})[0]
-    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(a, b, atol=1e-6)  # exactly equal by construction (image x 0); 1e-6: any float path
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +150,8 @@ def test_exported_poster_encoder_is_the_torch_encoder_at_any_size(exported_poste
         features = encoder.feature_maps(image.to_tensor(pixels)).numpy()
     got, got_features = session.run(None, {"image": image.to_tensor(pixels).numpy()})
     assert got.shape == (1, encoder.dim) and list(got_features.shape) == entry["outputs"]["features"]
+    # fp16-stored weights, float compute: relative weight rounding 2^-11 ~ 5e-4 through 49 convolutions
+    # (errors add in quadrature, not coherently): cosine 0.9999, largest element within 1% of the scale
     assert cosine(got, expected) >= 0.9999
-    assert np.abs(got - expected).max() < 0.01 * np.abs(expected).max()  # fp16-stored weights
+    assert np.abs(got - expected).max() < 0.01 * np.abs(expected).max()
     assert np.abs(got_features - features).max() < 0.01 * np.abs(features).max()
