@@ -391,16 +391,19 @@ def long_and_short_rows(n: int = 150) -> list[tuple[str, str]]:
 
 
 # Tolerances: probabilities through the float fusion head agree to float32 rounding (1e-6) whether
-# it runs one row or many per call; a batchable encoder's padded batch sums its masked means in a
-# different order (float32: 1e-5 in an embedding, about as much in a probability); the CSV rounds
-# to 6 decimals (5e-7).
-@pytest.mark.parametrize(
-    "encoder, tolerance", [("tiny-run", 1e-6), ("float-batchable", 1e-5), ("fixed-int8-batchable", 1e-5)]
-)
-def test_parallel_batched_run_equals_one_at_a_time(inputs, tmp_path, tiny, labels, encoder, tolerance):
+# it runs one row or many per call; a batchable encoder's padded batch computes in a different order
+# (float32 rounding: 2e-7 measured in a MiniLM embedding, 1.2e-7 by C for the shipped format; 1e-5
+# leaves a margin for other CPUs' kernels); the CSV rounds to 6 decimals (5e-7).
+HEAD_ONLY, BATCHED_ENCODER = 1e-6, 1e-5
+
+
+@pytest.mark.parametrize("encoder", ["tiny-run", "float-batchable", "fixed-int8-batchable"])
+def test_parallel_batched_run_equals_one_at_a_time(inputs, tmp_path, tiny, spec, labels, encoder):
     """Workers and batches change nothing a user sees: every decision identical, probabilities within
-    the tolerance above; the tiny run's dynamic int8 encoder runs one plot per call, the toy ones
-    (float, and int8 with a fixed activation scale) run padded, length-bucketed batches."""
+    the tolerance above; the tiny run's encoder runs batched if its manifest says batchable, the toy
+    ones (float, and int8 with a fixed activation scale) run padded, length-bucketed batches."""
+    batched = encoder != "tiny-run" or spec["text_encoder"].get("batchable")
+    tolerance = BATCHED_ENCODER if batched else HEAD_ONLY
     if encoder == "tiny-run":
         models = models_with(tmp_path / "models", lambda spec: None, tiny.models)
     else:
@@ -434,7 +437,7 @@ def test_sentence_importance_is_the_same_batched(tmp_path, tiny):
     alone, batched = sentence_importance(predictor, plot), sentence_importance(predictor, plot, batch=8)
     assert [a["sentence"] for a in alone] == [b["sentence"] for b in batched] == predictor.sentences(plot)
     diffs = [abs(a["drop"][g] - b["drop"][g]) for a, b in zip(alone, batched) for g in a["drop"]]
-    assert max(diffs) <= 1e-5
+    assert max(diffs) <= BATCHED_ENCODER
 
 
 def test_batchable_says_whether_a_padded_batch_changes_outputs(models, spec):
@@ -448,7 +451,7 @@ def test_batchable_says_whether_a_padded_batch_changes_outputs(models, spec):
     alone = np.concatenate([predictor.embed_plot(p) for p in (a, b, c)])
     if spec["text_encoder"].get("batchable"):
         together = predictor.text.run(None, padded(encoded))[0]  # c padded to the others' length
-        assert np.abs(together - alone).max() <= 1e-5
+        assert np.abs(together - alone).max() <= BATCHED_ENCODER
     else:
         together = predictor.text.run(None, padded(encoded[:2]))[0]
         assert np.abs(together - alone[:2]).max() > 1e-3
