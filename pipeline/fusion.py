@@ -17,6 +17,7 @@ every dev row for the median epoch count the folds' early stopping chose, and pr
 """
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,22 @@ class FusionHead(nn.Module):
     def forward(self, text, image, has_poster):
         return torch.sigmoid(self.logits(text, image, has_poster))
 
+    def image_jacobian(self, text, image):
+        """d logits / d image at has_poster = 1, per row: [N, G, Di] (zeros for a head without posters).
+
+        logits = z + W2 gelu(W1 x + b1) + b2 with the poster's standardised columns at image_offset, so
+        J = (W2 diag(gelu'(a))) W1[:, o:o+Di] / image_std, a = W1 x + b1. Grad-CAM of the final feature
+        maps F (mean-pooled into `image`) weighs channel k for genre g by J_gk / (h w) (poster_cam.py)."""
+        n, g = text.shape[0], self.text_head.out_features
+        if not self.use_image:
+            return image.new_zeros(n, g, image.shape[1])
+        lin1, act, lin2 = self.mlp[1], self.mlp[2], self.mlp[4]
+        z = self.text_head(text)
+        a = lin1(self.mlp_input(z, text, image, torch.ones_like(z[:, :1])))  # [N, hidden]
+        o = self.image_offset
+        w_image = lin1.weight[:, o : o + image.shape[1]]  # [hidden, Di]
+        return (lin2.weight[None] * gelu_grad(a, act.approximate)[:, None, :]) @ w_image / self.image_std
+
     def fit_scaling(self, text: np.ndarray, image: np.ndarray, has_poster: np.ndarray):
         # a floor: a feature (nearly) constant over the training rows must not blow up on a new one
         self.text_mean.copy_(torch.from_numpy(text.mean(0)))
@@ -85,9 +102,20 @@ class FusionHead(nn.Module):
             self.image_std.copy_(torch.from_numpy(np.maximum(seen.std(0), 1e-2)))
 
 
+def gelu_grad(a: torch.Tensor, approximate: str) -> torch.Tensor:
+    """d gelu(a) / d a, exact (erf) or for the tanh approximation."""
+    if approximate == "tanh":
+        c = math.sqrt(2 / math.pi)
+        u = torch.tanh(c * (a + 0.044715 * a**3))
+        return 0.5 * (1 + u) + 0.5 * a * (1 - u * u) * c * (1 + 3 * 0.044715 * a * a)
+    phi = torch.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+    return 0.5 * (1 + torch.erf(a / math.sqrt(2))) + a * phi
+
+
 class ShippedHead(nn.Module):
     """The exported head: one graph for both input modes, each served by the head CV chose for it.
-    probabilities = has_poster * sigmoid(poster_mode logits) + (1 - has_poster) * sigmoid(plot_mode logits)."""
+    probabilities = has_poster * sigmoid(poster_mode logits) + (1 - has_poster) * sigmoid(plot_mode logits);
+    image_jacobian = the poster mode's d logits / d image [N, G, Di], for Grad-CAM of the visitor's poster."""
 
     def __init__(self, plot_mode: FusionHead, poster_mode: FusionHead):
         super().__init__()
@@ -95,7 +123,8 @@ class ShippedHead(nn.Module):
 
     def forward(self, text, image, has_poster):
         plot = torch.sigmoid(self.plot_mode.logits(text, image, torch.zeros_like(has_poster)))
-        return has_poster * torch.sigmoid(self.poster_mode.logits(text, image, has_poster)) + (1 - has_poster) * plot
+        probs = has_poster * torch.sigmoid(self.poster_mode.logits(text, image, has_poster)) + (1 - has_poster) * plot
+        return probs, self.poster_mode.image_jacobian(text, image)
 
 
 def text_only(text_head: nn.Linear, image_dim: int) -> FusionHead:

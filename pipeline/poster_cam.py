@@ -1,8 +1,9 @@
-"""Grad-CAM of the visitor's own poster, computed in the browser: two ONNX graphs, explicit operations.
+"""The exported poster encoder, and the Grad-CAM of the visitor's own poster it makes possible in the browser.
 
 poster_encoder.onnx  pixels → "embedding" [1, D] and "features" [1, D, h, w], the final feature maps
                      (after Lite0's head BN + ReLU6) that are mean-pooled into the embedding.
-poster_cam.onnx      "features" + "text" (plot embedding) → "cam" [1, G, h, w], one Grad-CAM map per genre.
+fusion_head.onnx     also outputs "image_jacobian" [N, G, D] = J below (fusion.FusionHead.image_jacobian),
+                     so the browser needs no further graph: cam_g = relu(Σ_k J_gk / (h·w) · F_k).
 
 Why that layer: the embedding is the spatial mean of F, so ∂emb_k/∂F_k,xy = 1/(h·w) everywhere; the
 Grad-CAM weight of channel k for genre g (the spatial mean of ∂logit_g/∂F_k,xy) is then exactly
@@ -20,7 +21,6 @@ pytorch-grad-cam computes the same map by autograd (tests/test_poster_cam.py com
 scales each map to 0..1 and resizes it to the poster; the browser does that scaling when drawing.
 """
 
-import math
 from pathlib import Path
 
 import torch
@@ -41,44 +41,8 @@ class PosterGraph(nn.Module):
         return f.mean(dim=(2, 3)), f
 
 
-def gelu_grad(a: torch.Tensor, approximate: str) -> torch.Tensor:
-    if approximate == "tanh":
-        c = math.sqrt(2 / math.pi)
-        u = torch.tanh(c * (a + 0.044715 * a**3))
-        return 0.5 * (1 + u) + 0.5 * a * (1 - u * u) * c * (1 + 3 * 0.044715 * a * a)
-    phi = torch.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
-    return 0.5 * (1 + torch.erf(a / math.sqrt(2))) + a * phi
-
-
-class CamGraph(nn.Module):
-    """features [1, D, h, w], text [1, Dt] → Grad-CAM maps for every genre [1, G, h, w] (before 0..1 scaling)."""
-
-    def __init__(self, head):
-        super().__init__()
-        lin1, act, lin2 = head.mlp[1], head.mlp[2], head.mlp[4]
-        assert isinstance(lin1, nn.Linear) and isinstance(act, nn.GELU) and isinstance(lin2, nn.Linear), head.mlp
-        self.head, self.lin1, self.lin2 = head, lin1, lin2
-        self.approximate = act.approximate
-        self.n_labels = lin2.out_features
-
-    def jacobian(self, emb: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """∂logits/∂emb for one poster: [G, D]."""
-        z = self.head.text_head(text)
-        a = self.lin1(self.head.mlp_input(z, text, emb, torch.ones_like(z[:, :1])))[0]  # [hidden]
-        o = self.head.image_offset
-        w_image = self.lin1.weight[:, o : o + emb.shape[1]]  # [hidden, D]
-        return (self.lin2.weight * gelu_grad(a, self.approximate)) @ w_image / self.head.image_std
-
-    def forward(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        emb = features.mean(dim=(2, 3))
-        n, d = features.shape[0], features.shape[1]
-        flat = features.reshape(n, d, -1)  # [1, D, h·w]
-        weights = self.jacobian(emb, text) / flat.shape[2]  # Grad-CAM weights: the gradient's spatial mean
-        return torch.relu(weights @ flat).reshape(n, self.n_labels, features.shape[2], features.shape[3])
-
-
 def preprocessing(cfg) -> dict:
-    """The poster preprocessing definition (pipeline/image.py's docstring), for the manifest and worker.js."""
+    """The poster preprocessing definition (pipeline/image.py's docstring), for the manifest and assets/js/poster.js."""
     return {
         "pixels": "decoded RGB uint8 as float 0..255, channels first; EXIF orientation applied; no colour-profile conversion",
         "alpha": "composited over white in integers: round(c*a/255) + 255 - a",
@@ -117,21 +81,12 @@ def export_poster(cfg, out_dir: Path, fp16: bool = True) -> dict:
     }
 
 
-def export_cam(head, out_dir: Path, text_dim: int, image_dim: int) -> dict:
-    """Write poster_cam.onnx for a fusion head (pipeline/fusion.py FusionHead) and return its manifest entry."""
-    model = CamGraph(head.eval())
-    path = Path(out_dir) / "poster_cam.onnx"
-    side = 7
-    args = (torch.rand(1, image_dim, side, side), torch.zeros(1, text_dim))
-    axes = {"features": {2: "h", 3: "w"}, "cam": {2: "h", 3: "w"}}
-    quantize.export_onnx(model, args, path, ["features", "text"], "cam", axes)
+def gradcam_entry(head_file: str, poster_file: str, n_labels: int, image_dim: int) -> dict:
+    """The manifest's description of the in-browser Grad-CAM (the graphs above, no graph of its own)."""
     return {
-        "file": path.name,
-        "inputs": {"features": [1, image_dim, "h", "w"], "text": [1, text_dim]},
-        "input_type": "float32",
-        "output": "cam",
-        "outputs": {"cam": [1, model.n_labels, "h", "w"]},
+        "jacobian": {"file": head_file, "output": "image_jacobian", "shape": ["batch", n_labels, image_dim]},
+        "features": {"file": poster_file, "output": "features", "shape": [1, image_dim, "h", "w"]},
         "layer": "the poster encoder's final feature maps (after BN + ReLU6), mean-pooled into the embedding",
-        "method": "Grad-CAM of each genre's fusion logit (plot + poster): relu(sum_k mean_xy(dlogit/dF_k) F_k); "
+        "method": "Grad-CAM of each genre's fusion logit (plot + poster): cam_g = relu(sum_k J[g, k] / (h*w) * F[k]); "
         "scale each map to 0..1 and stretch it over the whole poster to draw it",
     }

@@ -56,6 +56,7 @@ def export_text_encoder(
             candidates[name] = quantize.embedding_cosine(fp32, out, feeds)
             if candidates[name]["min"] >= MIN_COSINE:
                 break
+        assert info["cannot_saturate"], info  # the acceptance checks hold on every CPU only if nothing can saturate
         fp32_ms = quantize.native_ms(fp32, feeds[:32])
         check = {
             **info,

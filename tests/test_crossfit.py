@@ -1,31 +1,28 @@
-"""Out-of-fold features: a row's stacked features never depend on its own labels.
+"""No row's stacked feature, threshold or CV score comes from a model that saw its labels.
 
-The fine-tuned text model's logits for a dev row come from the fold model that held the row out,
-and so do the fusion head's out-of-fold probabilities: changing that row's labels must leave them
-exactly as they were, while changing a training row's labels must not (or the test proves nothing).
+Every input a dev row's out-of-fold prediction is stacked from is checked here by changing that row's
+labels and asserting the input is bit-identical, while changing a training row's labels moves it (or
+the test proves nothing): the text encoder's outputs (fine-tuned on extra rows only), the choice of
+extra rows (made on extra rows only), the heads' out-of-fold probabilities, the peers' (C chosen inside
+each fold), and the decisions every CV score and threshold report is computed from.
 """
+
+import csv
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from torch import nn
 
-from pipeline import config, finetune, fusion, text
+from pipeline import config, evaluate, fusion, logreg
 from tests import tiny_data
-
-
-@pytest.fixture(scope="module")
-def plots(tmp_path_factory):
-    import pandas as pd
-
-    folder = tiny_data.make(tmp_path_factory.mktemp("crossfit") / "data")
-    movies = pd.read_csv(folder / "movies.csv", keep_default_na=False)
-    labels = sorted(tiny_data.GENRES)
-    y = np.array([[float(g in row.split("|")) for g in labels] for row in movies.genres], np.float32)
-    return movies.overview.tolist()[:24], y[:24]
+from tests.conftest import ROOT, TINY
 
 
 def tiny_cfg(**kw):
     cfg = config.load()
-    cfg.update(epochs=1, batch=8, max_len=48, fusion_epochs=5, fusion_hidden=16, patience=5, **kw)
+    cfg.update(fusion_epochs=5, fusion_hidden=16, patience=5, **kw)
     return cfg
 
 
@@ -35,32 +32,112 @@ def flip(y, row):
     return y
 
 
-def test_text_logits_of_held_rows_ignore_their_labels(plots):
-    docs, y = plots
-    cfg = tiny_cfg()
-    tok = text.load_tokenizer(cfg.text_backbone)
-    encoded = [text.encode(tok, p, cfg.max_len) for p in docs]
-    lengths = np.array([len(e) for e in encoded])
-    fit, held = np.arange(16), np.arange(16, 24)
-    _, _, base = finetune.train(cfg, encoded, lengths, y, fit, held)
-    _, _, same = finetune.train(cfg, encoded, lengths, flip(y, held[0]), fit, held)
-    np.testing.assert_array_equal(base, same)
-    _, _, moved = finetune.train(cfg, encoded, lengths, flip(y, fit[0]), fit, held)
-    assert np.abs(moved - base).max() > 0  # a training row's labels do reach the held-out logits
+def permute_main_labels(folder):
+    """The tiny data with every main row's genres moved to another row (the same genre counts)."""
+    rows = list(csv.reader(open(folder / "movies.csv", newline="")))
+    genres = [r[4] for r in rows[1:]]
+    shuffled = genres[1:] + genres[:1]
+    for r, g in zip(rows[1:], shuffled):
+        r[4] = g
+    with open(folder / "movies.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
 
 
-@pytest.mark.parametrize("modality_dropout", [0.0, 0.3])
-def test_fusion_out_of_fold_probabilities_ignore_their_labels(modality_dropout):
+@pytest.fixture(scope="module")
+def encoder_runs(tmp_path_factory):
+    """The select and finetune stages on the tiny data, and again with the main rows' labels permuted."""
+    base = tmp_path_factory.mktemp("honest")
+    extra = tiny_data.make_extra(base / "extra")
+    outs = {}
+    for name in ("labels", "permuted"):
+        data = tiny_data.make(base / name)
+        if name == "permuted":
+            permute_main_labels(data)
+        args = [*TINY, "--epochs", "1", "--data", data, "--extra", extra, "--work", base / name / "cache"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline", "finetune", *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={"HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin"},
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[name] = base / name / "cache"
+    return outs
+
+
+def test_encoder_outputs_and_extra_rows_never_read_a_main_label(encoder_runs):
+    a, b = (encoder_runs[k] for k in ("labels", "permuted"))
+    (rows_a,), (rows_b,) = (list((c / "select").glob("*/rows.npy")) for c in (a, b))
+    np.testing.assert_array_equal(np.load(rows_a), np.load(rows_b))
+    (emb_a,), (emb_b,) = (list((c / "finetune").glob("*/embeddings.npy")) for c in (a, b))
+    np.testing.assert_array_equal(np.load(emb_a), np.load(emb_b))
+
+
+@pytest.mark.parametrize("head", ["plot_head", "fusion", "poster_head"])
+def test_heads_out_of_fold_probabilities_ignore_their_labels(head):
     rng = np.random.default_rng(0)
     n, g = 60, 4
-    z, image = rng.normal(size=(n, g)).astype(np.float32), rng.normal(size=(n, 8)).astype(np.float32)
+    e, image = rng.normal(size=(n, 12)).astype(np.float32), rng.normal(size=(n, 8)).astype(np.float32)
     has_poster = np.ones((n, 1), np.float32)
     y = (rng.random((n, g)) < 0.4).astype(np.float32)
     fold = np.arange(n) % 3
-    cfg = tiny_cfg(modality_dropout=modality_dropout)
-    base, _, _ = fusion.cross_fit(cfg, z, image, has_poster, y, fold)
-    row = 5  # fold 2
-    same, _, _ = fusion.cross_fit(cfg, z, image, has_poster, flip(y, row), fold)
+    fold[:6] = -1  # test rows
+    uses_text, uses_image = fusion.HEADS[head]
+    e = e if uses_text else e[:, :0]
+    text_head = nn.Linear(e.shape[1], g)
+    cfg = tiny_cfg(modality_dropout=0.3)
+    kw = {"use_image": uses_image, "drop": 0.3 if head == "fusion" else 0.0}
+    base, _, _ = fusion.cross_fit(cfg, text_head, e, image, has_poster, y, fold, **kw)
+    row = 8  # fold 2
+    same, _, _ = fusion.cross_fit(cfg, text_head, e, image, has_poster, flip(y, row), fold, **kw)
     for mode in base:
-        np.testing.assert_array_equal(base[mode][row], same[mode][row])
-        assert np.abs(base[mode][fold != fold[row]] - same[mode][fold != fold[row]]).max() > 0
+        np.testing.assert_array_equal(base[mode][fold == fold[row]], same[mode][fold == fold[row]])
+        others = (fold >= 0) & (fold != fold[row])
+        assert np.abs(base[mode][others] - same[mode][others]).max() > 0
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_peers_out_of_fold_probabilities_and_their_c_ignore_their_labels(dense):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(1)
+    n, g = 90, 3
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    y = ((x[:, :g] + rng.normal(size=(n, g))) > 0.5).astype(np.float32)
+    fold = np.arange(n) % 3
+    fold[:9], fold[9:30] = -1, logreg.EXTRA  # test rows, extra (training-only) rows
+    x_in = x if dense else sp.csr_matrix(np.abs(x))
+    base, info = logreg.nested_probs(x_in, y, fold, [0.01, 1.0], scale=dense)
+    assert np.isnan(base[fold == logreg.EXTRA]).all() and np.isfinite(base[fold != logreg.EXTRA]).all()
+    row = np.flatnonzero(fold == 1)[0]
+    same, info_same = logreg.nested_probs(x_in, flip(y, row), fold, [0.01, 1.0], scale=dense)
+    np.testing.assert_array_equal(base[fold == 1], same[fold == 1])
+    assert info["c_by_fold"]["1"] == info_same["c_by_fold"]["1"]
+    assert np.abs(base[fold == 0] - same[fold == 0]).max() > 0
+
+
+def test_cv_decisions_use_thresholds_from_the_other_folds():
+    rng = np.random.default_rng(2)
+    n, g = 120, 4
+    probs = rng.random((n, g))
+    y = (rng.random((n, g)) < probs).astype(np.float32)
+    fold = np.arange(n) % 3
+    base = evaluate.oof_decisions(probs, y, fold, 10)
+    changed = y.copy()
+    changed[fold == 2] = 1 - changed[fold == 2]  # every label of fold 2
+    same = evaluate.oof_decisions(probs, changed, fold, 10)
+    np.testing.assert_array_equal(base[fold == 2], same[fold == 2])
+    assert (base[fold != 2] != same[fold != 2]).any()
+
+
+def test_student_ships_only_within_the_bound_in_every_mode():
+    def cv(plot_micro):
+        return {
+            "plot": {"micro": {"teacher": 0.64, "student": plot_micro}, "macro": {"teacher": 0.57, "student": 0.566}},
+            "plot+poster": {"micro": {"teacher": 0.67, "student": 0.68}, "macro": {"teacher": 0.60, "student": 0.60}},
+        }
+
+    assert evaluate.student_passes(cv(0.636), 0.005)
+    assert evaluate.student_passes(cv(0.635), 0.005)  # exactly at the bound
+    assert not evaluate.student_passes(cv(0.6349), 0.005)

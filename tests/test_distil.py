@@ -1,5 +1,5 @@
-"""The distilled student text encoder (pipeline/distil.py): vocabulary pruning, unseen words,
-rows it may read, ONNX export and quantization modes, the selection rule."""
+"""The distilled student text encoder: vocabulary pruning (student_vocab), the model (student_model),
+augmentation, the stage's rows (distil: plots only, never a test plot), ONNX export (text_export)."""
 
 import json
 
@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline import config, distil, quantize, text
+from pipeline import augment, config, distil, quantize, student_model, student_vocab, text, text_export
 from tests.conftest import TINY
 
 TRAIN_PLOTS = [
@@ -26,7 +26,7 @@ def tiny_config(tiny, **extra) -> config.Config:
         key = flag.removeprefix("--")
         cfg[key] = type(cfg[key])(value)
     cfg.update(data=str(tiny.data), work=str(tiny.work), site_data=str(tiny.site_data), models=str(tiny.models))
-    cfg.update(threads=1, student_epochs=2, student_views=1, **extra)
+    cfg.update(extra=str(tiny.extra), threads=1, student_epochs=2, student_views=1, **extra)
     return cfg
 
 
@@ -39,8 +39,8 @@ def base_json():
 def pruned(base_json):
     tok = text.load_tokenizer("minilm")
     used = {i for p in TRAIN_PLOTS for i in tok.encode(p).ids}
-    keep = distil.kept_ids(base_json, used)
-    return keep, distil.load_tokenizer_json(distil.pruned_tokenizer(base_json, keep))
+    keep = student_vocab.kept_ids(base_json, used)
+    return keep, student_vocab.load_tokenizer_json(student_vocab.pruned_tokenizer(base_json, keep))
 
 
 def test_pruned_vocabulary_tokenizes_training_plots_as_the_teacher(pruned, base_json):
@@ -80,7 +80,7 @@ def test_characters_the_teacher_lacks_stay_unknown_as_in_the_teacher(pruned):
 def test_augment_gives_new_nonempty_texts():
     rng = np.random.default_rng(0)
     plot = "One. Two is here. Three comes later! Four ends it?"
-    views = {distil.augment(plot, rng, "Another plot. With two sentences.") for _ in range(40)}
+    views = {augment.augment(plot, rng, "Another plot. With two sentences.") for _ in range(40)}
     assert all(v.strip() for v in views)
     assert len(views) > 10 and any(v != plot for v in views)
 
@@ -90,22 +90,22 @@ def student_pair(base_json):
     """A 1-layer, rank-16 student initialised from the pretrained MiniLM (no training)."""
     teacher = text.TextEncoder("minilm").eval()
     tok = text.load_tokenizer("minilm")
-    keep = distil.kept_ids(base_json, {i for p in TRAIN_PLOTS for i in tok.encode(p).ids})
+    keep = student_vocab.kept_ids(base_json, {i for p in TRAIN_PLOTS for i in tok.encode(p).ids})
     cfg = config.Config(max_len=64, student_layers="5", student_rank=16)
-    student = distil.StudentEncoder(distil.student_spec(cfg, teacher, len(keep)))
-    distil.init_from_teacher(student, teacher, keep)
-    return teacher, student.eval(), distil.load_tokenizer_json(distil.pruned_tokenizer(base_json, keep))
+    student = student_model.StudentEncoder(student_model.student_spec(cfg, teacher, len(keep)))
+    student_model.init_from_teacher(student, teacher, keep)
+    return teacher, student.eval(), student_vocab.load_tokenizer_json(student_vocab.pruned_tokenizer(base_json, keep))
 
 
 def test_full_rank_student_with_all_layers_is_the_teacher(base_json):
     """Initialisation copies the teacher exactly: same layers, full rank, kept rows."""
     teacher = text.TextEncoder("minilm").eval()
     tok = text.load_tokenizer("minilm")
-    keep = distil.kept_ids(base_json, {i for p in TRAIN_PLOTS for i in tok.encode(p).ids})
+    keep = student_vocab.kept_ids(base_json, {i for p in TRAIN_PLOTS for i in tok.encode(p).ids})
     cfg = config.Config(max_len=64, student_layers="0,1,2,3,4,5", student_rank=0)
-    student = distil.StudentEncoder(distil.student_spec(cfg, teacher, len(keep)))
-    distil.init_from_teacher(student, teacher, keep)
-    student_tok = distil.load_tokenizer_json(distil.pruned_tokenizer(base_json, keep))
+    student = student_model.StudentEncoder(student_model.student_spec(cfg, teacher, len(keep)))
+    student_model.init_from_teacher(student, teacher, keep)
+    student_tok = student_vocab.load_tokenizer_json(student_vocab.pruned_tokenizer(base_json, keep))
     with torch.no_grad():
         for plot in TRAIN_PLOTS:
             a = teacher(*text.pad([text.encode(tok, plot, 64)]))
@@ -113,7 +113,7 @@ def test_full_rank_student_with_all_layers_is_the_teacher(base_json):
             assert torch.allclose(a, b, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["dynamic", "static", "fp16"])
+@pytest.mark.parametrize("mode", ["weights", "dynamic", "static", "fp16"])
 def test_exported_student_matches_torch_and_batchable_means_batch_invariant(student_pair, tmp_path, mode):
     _, student, student_tok = student_pair
     plots = TRAIN_PLOTS + ["A ghost. A kiss.", "The soldier's letters reach her one summer, years after the war ended."]
@@ -132,11 +132,16 @@ def test_exported_student_matches_torch_and_batchable_means_batch_invariant(stud
     out = tmp_path / f"{mode}.onnx"
     info = quantize.quantize_text(fp32, out, mode, quantize.text_feeds(ids * 4))
     cos = quantize.embedding_cosine(fp32, out, quantize.text_feeds(ids))
-    assert cos["min"] > 0.97, cos
+    # the shipped formats must meet the export's acceptance bound; the int8-activation modes are not
+    # shipped (their rounding is CPU-dependent: quantize.py) and only need to compute the same thing:
+    # a wrong graph gives cosines near 0, so 0.9 separates "runs correctly" from "broken"
+    assert cos["min"] >= (text_export.MIN_COSINE if mode in ("weights", "fp16") else 0.9), cos
     spread = quantize.batch_matches(out, ids)
     print(mode, info, cos, "batched vs single", spread)
-    assert info["batchable"] == (mode in ("static", "fp16"))
-    assert info["batchable"] == (spread <= 1e-4)  # batchable exactly when batching changes nothing
+    assert info["batchable"] == (mode in ("weights", "static", "fp16"))
+    # batchable exactly when batching changes nothing beyond float reassociation of padded rows (~1e-6 of
+    # embeddings near 1 in size, x100 margin); dynamic int8's per-call scales move it by ~1e-2
+    assert info["batchable"] == (spread <= 1e-4)
     assert not (quantize.op_types(out) - quantize.WASM_OPS - STANDARD_OPS)
 
 
@@ -148,24 +153,13 @@ STANDARD_OPS = {  # plain ai.onnx operators the exported transformer uses (wasm 
 }
 
 
-def test_student_passes_only_within_the_bound():
-    teacher = {"plot": {"micro_f1": 0.640, "macro_f1": 0.570}, "plot+poster": {"micro_f1": 0.670, "macro_f1": 0.610}}
-    close = {"plot": {"micro_f1": 0.636, "macro_f1": 0.566}, "plot+poster": {"micro_f1": 0.672, "macro_f1": 0.606}}
-    assert distil.student_passes(teacher, close)
-    worse = json.loads(json.dumps(close))
-    worse["plot+poster"]["macro_f1"] = 0.604
-    assert not distil.student_passes(teacher, worse)
-    assert distil.student_passes({"micro_f1": 0.5, "macro_f1": 0.5}, {"micro_f1": 0.6, "macro_f1": 0.496})
-    assert not distil.student_passes({"micro_f1": 0.5, "macro_f1": 0.5}, {"micro_f1": 0.6, "macro_f1": 0.4949})
-
-
 @pytest.fixture(scope="module")
 def distilled(tiny):
     cfg = tiny_config(tiny)
     return cfg, distil.run(cfg)
 
 
-def test_distil_stage_never_reads_test_plots_and_holds_out_its_check_fold(distilled):
+def test_distil_stage_never_reads_test_plots_and_learns(distilled):
     import pandas as pd
 
     cfg, out = distilled
@@ -175,24 +169,19 @@ def test_distil_stage_never_reads_test_plots_and_holds_out_its_check_fold(distil
     dev = movies.split != "test"
     dev_tokens = {t for p in movies.overview[dev] for t in tok.encode(p).tokens}
     test_only = {t for p in movies.overview[~dev] for t in tok.encode(p).tokens} - dev_tokens
+    test_only -= {
+        t
+        for p in pd.read_csv(next((cfg.path("work") / "data").glob("*/extra.csv"))).overview
+        for t in tok.encode(p).tokens
+    }
     test_only = {t for t in test_only if len(t.removeprefix("##")) > 1}  # characters are always kept
     assert dev_tokens <= set(vocab)
-    assert not (test_only & set(vocab)), test_only & set(vocab)
-    held = np.load(out / "check_rows.npy")
-    assert len(held) and not (movies.split[held] == "test").any()
-    if "fold" in movies:
-        assert (movies.fold[held] == cfg.get("distil_check_fold", 0)).all()
+    assert test_only and not (test_only & set(vocab)), test_only & set(vocab)
     history = json.loads((out / "history.json").read_text())
-    # honest only when the check student learned from the fold model that never saw the check fold
-    fold_weights = any((p / "encoder.safetensors").exists() for p in cfg.path("work").glob("finetune_fold*/*"))
-    assert history["check_honest"] == fold_weights
-    assert history["shipped"] == (
-        "a student distilled on every dev row"
-        if fold_weights
-        else "the check student (dev rows outside the check fold)"
-    )
+    assert history["plots"]["dev"] == int(dev.sum()) and history["plots"]["extra"] > 0
+    assert sum(history["plots"].values()) <= cfg.student_plots
     assert len(history["history"]) == 2 and history["history"][-1]["logit_mse"] < history["history"][0]["logit_mse"]
-    assert np.load(out / "logits.npy").shape[0] == len(movies)
+    assert np.load(out / "embeddings.npy").shape == (len(movies), 384)
 
 
 def test_distil_stage_is_cached(distilled, capsys):
@@ -201,20 +190,20 @@ def test_distil_stage_is_cached(distilled, capsys):
     assert again.path == out.path and "[distil] cached" in capsys.readouterr().out
 
 
-def test_export_student_writes_a_runnable_encoder_and_its_manifest_entry(distilled, tmp_path):
+def test_text_export_writes_a_runnable_encoder_that_cannot_saturate(distilled, tmp_path):
     cfg, out = distilled
-    entry = distil.export_student(cfg, out, tmp_path, "static")
-    assert set(entry) >= {"file", "tokenizer", "dim", "max_len", "max_chars", "inputs", "input_type", "output"}
-    assert entry["batchable"] is True and entry["dim"] == 384 and entry["max_len"] == cfg.max_len
-    check = json.loads((tmp_path / "student_check.json").read_text())
-    assert check["onnx_fp32_vs_torch_max_abs"] < 1e-4
-    assert check["cosine_to_fp32"]["min"] > 0.97
-    tok = distil.load_tokenizer_json(json.loads((tmp_path / entry["tokenizer"]).read_text()))
-    sess = ort.InferenceSession(str(tmp_path / entry["file"]), providers=["CPUExecutionProvider"])
+    student, tok = student_model.load_student(out)
+    calib = json.loads((out / "calibration.json").read_text())
+    check = text_export.export_text_encoder(student, tmp_path / "student.onnx", calib[:8], calib[8:], cfg.max_len)
+    assert check["onnx_fp32_vs_torch_max_abs"] < 1e-4  # the same float32 graph: reassociation only
+    assert check["cosine_to_fp32"]["min"] >= text_export.MIN_COSINE  # the export's own acceptance bound
+    assert check["cannot_saturate"] and check["batchable"]
+    sess = ort.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
     ids = np.array([text.encode(tok, "A haunted cabin and a zyxwvut demon.", cfg.max_len)], np.int64)
     emb = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
-    assert emb.shape == (1, entry["dim"]) and np.isfinite(emb).all()
-    student, _ = distil.load_student(out)
+    assert emb.shape == (1, student.dim) and np.isfinite(emb).all()
     with torch.no_grad():
         ref = student(torch.from_numpy(ids), torch.ones_like(torch.from_numpy(ids))).numpy()
-    assert quantize.cosines(emb, ref)[0] > 0.97
+    assert (
+        quantize.cosines(emb, ref)[0] >= text_export.MIN_COSINE - 0.005
+    )  # an unseen plot: the dev bound less a margin

@@ -10,8 +10,10 @@ from tests.conftest import cli
 
 STAGES = [
     "data",
-    "finetune",
     "embed",
+    "select",
+    "finetune",
+    "distil",
     "train",
     "evaluate",
     "export",
@@ -45,6 +47,48 @@ def test_curation_counts_each_rule(tiny):
     assert steps["drop rare genres"]["rows_out"] == 65 and "Western" in steps["drop rare genres"]["why"]
 
 
+def test_extra_rows_are_curated_on_their_own_and_only_ever_train(tiny):
+    import pandas as pd
+
+    curation = tiny.json("curation.json")
+    steps = {s["step"]: s for s in curation["extra_steps"]}
+    assert steps["load"]["rows_out"] == 51
+    assert steps["drop short plots"]["rows_out"] == 50
+    assert steps["drop duplicates"]["rows_out"] == 49  # the copy differs only in case
+    assert steps["genres"]["rows_out"] == 48  # the TV-only row has no kept genre
+    assert curation["extra"]["languages"] == {"en": 40, "other": 8}
+    extra = pd.read_csv(tiny.stage("data") / "extra.csv")
+    movies = pd.read_csv(tiny.stage("data") / "movies.csv")
+    assert len(extra) == 48 and not set(extra.tmdb_id) & set(movies.tmdb_id)
+    assert "split" not in extra and "fold" not in extra  # never a test or out-of-fold row
+    selected = json.loads((tiny.stage("select") / "selected.json").read_text())
+    assert selected["rows"] == tiny.json("metrics.json")["extra_rows"] > 0
+    # chosen by CV on the validation source's extra rows: the main data's labels are never read
+    assert selected["rule"].startswith("cross-validation") and set(selected["cv"]) >= {"languages=en", "languages=all"}
+
+
+@pytest.mark.parametrize("clash", ["tmdb_id", "overview"])
+def test_extra_rows_that_are_main_movies_stop_the_run(tiny, tmp_path, clash):
+    import csv
+
+    from tests import tiny_data
+
+    extra = tiny_data.make_extra(tmp_path / "extra")
+    with open(tiny.data / "movies.csv", newline="") as f:
+        main = next(csv.DictReader(f))
+    rows = list(csv.reader(open(extra / "movies.csv", newline="")))
+    if clash == "tmdb_id":
+        rows[1][0] = main["tmdb_id"]
+    else:  # the same plot, spaced and punctuated differently
+        rows[1][5] = "  " + main["overview"].upper().replace(".", " ;") + " "
+    with open(extra / "movies.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    proc = cli(*tiny.args("data"), "--extra", extra, "--work", tmp_path / "cache", check=False)
+    assert proc.returncode != 0
+    assert "extra data shares movies with the main data" in proc.stderr
+    assert ("1 tmdb_id" if clash == "tmdb_id" else "1 overviews") in proc.stderr
+
+
 def test_split_is_disjoint_and_covers_every_movie(tiny):
     import pandas as pd
 
@@ -61,15 +105,9 @@ def test_split_is_disjoint_and_covers_every_movie(tiny):
 def test_metrics_cover_every_model_on_the_test_split(tiny):
     metrics = tiny.json("metrics.json")
     ids = [m["id"] for m in metrics["models"]]
-    assert ids == [
-        "tfidf_lr",
-        "text_lr",
-        "poster_lr",
-        "concat_lr",
-        "text_finetuned",
-        "poster_mlp",
-        "fusion_plot_only",
-        "fusion",
+    ours = ["text_finetuned", "plot_head", "fusion_plot_only", "fusion"]
+    assert ids == ["tfidf_lr", "text_lr", "poster_lr", "concat_lr", "poster_mlp", *ours] + [
+        f"student_{i}" for i in ours
     ]
     for m in metrics["models"]:
         for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall"):
@@ -81,8 +119,21 @@ def test_metrics_cover_every_model_on_the_test_split(tiny):
         assert set(m["per_genre"]) == set(metrics["labels"])
     assert metrics["labels"] == ["Action", "Comedy", "Horror", "Romance"]
     assert set(metrics["thresholds"]) == {"plot", "plot+poster"}
+    by_id = {m["id"]: m for m in metrics["models"]}
+    cv = {i: (by_id[i]["cv_micro_f1"]["mean"] + by_id[i]["cv_macro_f1"]["mean"]) / 2 for i in ids}
+    prefix = "student_" if metrics["shipped"]["encoder"] == "student" else ""
     for mode, c in metrics["comparison"].items():
-        assert c["best_peer"] in {"plot": ("tfidf_lr", "text_lr")}.get(mode, ids[:4])
+        # the best peer and each mode's shipped model are the ones CV scores best: never chosen on test
+        peers = {"plot": ("tfidf_lr", "text_lr")}.get(mode, ids[:4])
+        assert cv[c["best_peer"]] == max(cv[i] for i in peers)
+        candidates = {"plot": ["text_finetuned", "plot_head", "fusion_plot_only"]}.get(
+            mode, ["fusion", "plot_head", "text_finetuned"]
+        )
+        assert c["shipped"] == metrics["shipped"][mode]
+        assert cv[c["shipped"]] == max(cv[prefix + i] for i in candidates)
+        lo, hi = c["paired_points_ci"]["micro_f1_ci"]
+        assert lo <= c["micro_points"] <= hi  # the paired interval holds the observed margin
+    assert metrics["student"]["ships"] == (metrics["shipped"]["encoder"] == "student")
     # the invented genres are easy to tell apart: a model that learned nothing would not get here
     assert max(m["micro_f1"] for m in metrics["models"]) > 0.6
 
@@ -101,6 +152,15 @@ def test_manifest_describes_the_exported_files(tiny):
         assert info["sha256"] == hashlib.sha256(data).hexdigest()
     assert spec["text_encoder"]["max_len"] == 64
     assert spec["poster_encoder"]["preprocessing"]["resize_in_model"] == [224, 224]
+    # the rules Python and the browser share, as data (pipeline/rules.py)
+    from pipeline import rules
+
+    assert spec["rules"]["decision"] == rules.RULES["decision"]
+    assert spec["rules"]["sentence_pattern"] == rules.RULES["sentence_pattern"]
+    assert spec["rules"]["truncation"] == rules.truncation(64) == spec["text_encoder"]["truncation"]
+    assert spec["rules"]["poster"] == spec["poster_encoder"]["preprocessing"]
+    shipped = tiny.json("metrics.json")["shipped"]
+    assert spec["fusion_head"]["heads"] == {m: shipped[m].removeprefix("student_") for m in spec["thresholds"]}
 
 
 def test_rerun_is_cached_and_identical(tiny):
@@ -110,12 +170,13 @@ def test_rerun_is_cached_and_identical(tiny):
     elapsed = time.perf_counter() - start
     for stage in (
         "data",
-        "finetune_fold0",
-        "finetune_fold2",
+        "select",
         "finetune",
+        "distil",
         "embed_plots",
         "embed_posters",
         "train",
+        "train_student",
         "evaluate",
         "export",
         "topics",
@@ -130,36 +191,38 @@ def test_rerun_is_cached_and_identical(tiny):
 
 def test_config_change_reruns_only_downstream(tiny):
     out = tiny.run("train", "--fusion_lr", "0.001").stdout
-    for upstream in ("data", "finetune", "embed_plots", "embed_posters"):
+    for upstream in ("data", "select", "finetune", "distil", "embed_plots", "embed_posters"):
         assert f"[{upstream}] cached" in out
-    assert "[train] running" in out
+    assert "[train] running" in out and "[train_student] running" in out
 
 
-def test_finetune_saves_curves_per_fold_and_epoch(tiny):
+def test_finetune_learns_from_the_chosen_extra_rows_and_scores_dev_rows(tiny):
+    import numpy as np
+    import pandas as pd
+
     folder = tiny.stage("finetune")
     history = json.loads((folder / "history.json").read_text())
-    assert len(history["folds"]) == 3 and all(len(h) == 2 for h in history["folds"])
-    for h in [row for fold in history["folds"] for row in fold]:
+    selected = json.loads((tiny.stage("select") / "selected.json").read_text())
+    assert history["extra_rows"] == selected["rows"]
+    assert len(history["epochs"]) == 2  # fixed in config (the tiny run's --epochs 2), never chosen
+    for h in history["epochs"]:
         assert h["train_loss"] > 0 and h["held_loss"] > 0 and 0 <= h["held_micro_ap"] <= 1
-    assert 1 <= history["chosen_epochs"] <= 2 and len(history["final"]) == history["chosen_epochs"]
     assert (folder / "encoder.safetensors").stat().st_size > 1_000_000
-    assert (folder / "head.safetensors").exists()
+    movies = pd.read_csv(tiny.stage("data") / "movies.csv")
+    assert np.load(folder / "embeddings.npy").shape == (len(movies), 384)
 
 
-def test_out_of_fold_logits_come_from_the_model_that_held_the_row_out(tiny):
+def test_heads_probabilities_cover_every_row_in_both_encoders(tiny):
     import numpy as np
     import pandas as pd
 
     movies = pd.read_csv(tiny.stage("data") / "movies.csv")
-    oof = np.load(tiny.stage("finetune") / "oof_logits.npy")
-    dev = movies.fold.to_numpy() >= 0
-    assert np.isfinite(oof[dev]).all() and np.isnan(oof[~dev]).all()  # test rows get none
-    for k in range(3):
-        folder = tiny.stage(f"finetune_fold{k}")
-        rows = np.load(folder / "rows.npy")
-        assert (rows == np.flatnonzero(movies.fold == k)).all()
-        chosen = json.loads((tiny.stage("finetune") / "history.json").read_text())["chosen_epochs"]
-        np.testing.assert_array_equal(oof[rows], np.load(folder / "logits.npy")[chosen - 1])
+    for stage in ("train", "train_student"):
+        with np.load(tiny.stage(stage) / "probs.npz") as probs:
+            for key in probs.files:
+                assert np.isfinite(probs[key]).all() and probs[key].shape == (len(movies), 4), key
+        history = json.loads((tiny.stage(stage) / "history.json").read_text())
+        assert all(len(h["folds"]) == 3 for h in history.values())
 
 
 def test_topics_are_named_from_their_words_and_saved_with_safetensors(tiny):
@@ -216,3 +279,4 @@ def test_same_data_and_config_give_the_same_metrics(tiny, tmp_path):
         for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1"):
             assert abs(a[key] - b[key]) <= 1e-6, (a["id"], key)
     assert first["thresholds"] == second["thresholds"]
+    assert first["shipped"] == second["shipped"]
