@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= data
-EXTRA ?=
+EXTRA ?= data_extra
 HOST ?= 127.0.0.1
 PORT ?= 4000
 export HF_HUB_OFFLINE := 1
@@ -68,10 +68,10 @@ test: install
 	$(PY) -m pytest
 
 pipeline: python-deps
-	$(PY) -m pipeline all --data $(DATA) $(if $(EXTRA),--extra $(EXTRA))
+	$(PY) -m pipeline all --data $(DATA) --extra $(EXTRA)
 
 bench: install
-	$(PY) -m bench.stages --data $(DATA)
+	$(PY) -m bench.stages --data $(DATA) --extra $(EXTRA)
 	$(PY) -m bench.browser
 	$(PY) -m bench.predict --data $(DATA)
 	$(PY) -m bench.serve

@@ -107,10 +107,12 @@ def run(cfg) -> None:
         return round(sum(spec["files"][f]["bytes"] for f in parts) / 2**20, 1)
 
     plot_only = [spec["text_encoder"]["file"], spec["text_encoder"]["tokenizer"], spec["fusion_head"]["file"]]
+    # a poster adds the poster encoder (and, in older exports, the separate Grad-CAM graph)
+    poster = [spec[p]["file"] for p in ("poster_encoder", "poster_cam") if p in spec]
     summary = {
         **spec,
         "plot_only_mb": mb(plot_only),  # what a plot-only visitor downloads (runtime aside)
-        "download_mb": mb(plot_only + [spec[p]["file"] for p in ("poster_encoder", "poster_cam")]),
+        "download_mb": mb(plot_only + poster),
         "shipped": json.loads((exported / "shipped.json").read_text()),
     }
     # the plot path of each text encoder, shipped or not, for the side-by-side table
@@ -126,7 +128,6 @@ def run(cfg) -> None:
         summary["student_bytes"] = {"plot_path": sum(built[f] for f in student) + head}
     runtime = runtime_bytes()
     if runtime is not None:  # one honest first-visit size: models and the wasm runtime
-        poster = [spec[p]["file"] for p in ("poster_encoder", "poster_cam")]
         summary["runtime_bytes"] = runtime
         summary["first_visit_plot_mb"] = round((sum(spec["files"][f]["bytes"] for f in plot_only) + runtime) / 2**20, 1)
         summary["first_visit_poster_mb"] = round(
@@ -137,7 +138,7 @@ def run(cfg) -> None:
     write_json(site, "models.json", summary)
     write_json(site, "metrics.json", metrics)
     write_json(site, "errors.json", errors.load(analysed))
-    if selected is not None and (selected / "selected.json").exists():
+    if "extra_choice" not in metrics and selected is not None and (selected / "selected.json").exists():
         write_json(site, "selection.json", json.loads((selected / "selected.json").read_text()))
     curation = json.loads((curated / "curation.json").read_text())
     _, _, y = data.load(curated)  # the main set's genre counts, beside the extra rows' (curation["extra"])

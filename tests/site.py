@@ -15,8 +15,8 @@ BASEURL = os.environ.get("SITE_BASEURL") or "/mm-genre"
 
 
 def build(dest: Path, baseurl: str = BASEURL) -> subprocess.CompletedProcess:
-    if not (ROOT / "assets/vendor/ort.wasm.min.mjs").exists():
-        subprocess.run(["npm", "run", "-s", "vendor"], cwd=ROOT, check=True)
+    # always (< 1 s): the vendored runtime and the service worker's shell list follow the sources
+    subprocess.run(["npm", "run", "-s", "vendor"], cwd=ROOT, check=True)
     env = {**os.environ, "JEKYLL_NO_BUNDLER_REQUIRE": "true"}
     cmd = ["jekyll", "build", "--source", str(ROOT), "--destination", str(dest), "--baseurl", baseurl]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)

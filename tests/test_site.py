@@ -107,9 +107,13 @@ def test_models_json_agrees_with_the_manifest():
     size = {name: info["bytes"] for name, info in MANIFEST["files"].items()}
     text = MANIFEST["text_encoder"]
     plot_only = size[text["file"]] + size[text["tokenizer"]] + size[MANIFEST["fusion_head"]["file"]]
-    poster = size[MANIFEST["poster_encoder"]["file"]] + size[MANIFEST["poster_cam"]["file"]]
+    poster = sum(size[MANIFEST[p]["file"]] for p in ("poster_encoder", "poster_cam") if p in MANIFEST)
     assert summary["plot_only_mb"] == round(plot_only / 2**20, 1)  # a plot-only visitor's download
     assert summary["download_mb"] == round((plot_only + poster) / 2**20, 1)  # with a poster (and its heatmaps)
+    if "first_visit_plot_mb" in summary:  # runtime included: the one size the page and the demo state
+        runtime = summary["runtime_bytes"]
+        assert summary["first_visit_plot_mb"] == round((plot_only + runtime) / 2**20, 1)
+        assert summary["first_visit_poster_mb"] == round((plot_only + poster + runtime) / 2**20, 1)
 
 
 class Text(HTMLParser):
