@@ -68,10 +68,10 @@ test: install
 	$(PY) -m pytest
 
 pipeline: python-deps
-	$(PY) -m pipeline all --data $(DATA) --extra $(EXTRA)
+	$(PY) -m pipeline all --data "$(DATA)" --extra "$(EXTRA)"
 
 bench: install
-	$(PY) -m bench.stages --data $(DATA) --extra $(EXTRA)
+	$(PY) -m bench.stages --data "$(DATA)" --extra "$(EXTRA)"
 	$(PY) -m bench.browser
 	$(PY) -m bench.predict --data $(DATA)
 	$(PY) -m bench.serve
