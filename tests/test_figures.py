@@ -124,10 +124,16 @@ def test_svg_text_fits_as_rendered(tmp_path):
 def site_figures() -> set[str]:
     """Figure files the write-up references by name (gradcam/ and thumbs/ come from _data lists)."""
     pages = [ROOT / "index.md", *(ROOT / "_includes").glob("*.html")]
-    return {m for p in pages for m in re.findall(r"/assets/figures/([\w.-]+\.(?:png|svg|html))", p.read_text())}
+    found = set()
+    for p in pages:
+        text = p.read_text()
+        found |= set(re.findall(r"/assets/figures/([\w./-]+\.(?:png|svg|html))", text))
+        found |= set(re.findall(r'include img\.html f="([\w./-]+\.(?:png|svg))"', text))
+    return found
 
 
 def test_tiny_run_draws_every_figure_the_site_shows(tiny):
+    assert len(site_figures()) >= 14 and "errors/confusion.png" in site_figures()
     missing = sorted(f for f in site_figures() if not (tiny.figures / f).is_file())
     assert not missing, f"referenced by the site but not drawn: {missing}"
     facts = tiny.json("figures.json")
