@@ -1,9 +1,7 @@
 """The demo in real headless Chromium, under the /mm-genre/ base path, against `python -m pipeline predict`.
 
-The site is built with the committed assets/models/. If the manifest has no poster Grad-CAM graph
-yet, the fixture exports the current poster encoder (pipeline/poster_cam.py) and a CAM graph for a
-seeded fusion head into the built site, so the browser and Python run the same new files; if it has
-no rules block yet (export writes it from pipeline/rules.py), the fixture writes that block.
+The site is built with the committed assets/models/; if the manifest has no rules block yet (export
+writes it from pipeline/rules.py), the fixture writes that block.
 """
 
 import csv
@@ -56,26 +54,6 @@ def file_entry(path):
     return {"bytes": path.stat().st_size, "sha256": cache.file_digest(path)}
 
 
-def add_new_poster_graphs(models):
-    """The current poster encoder (area resize, feature maps) and a CAM graph, when the manifest lacks them."""
-    import torch
-
-    from pipeline import fusion, poster_cam
-
-    spec = json.loads((models / "manifest.json").read_text())
-    if "poster_cam" in spec and "features" in spec["poster_encoder"].get("outputs", {}):
-        return spec
-    text_dim, image_dim, n = spec["text_encoder"]["dim"], spec["poster_encoder"]["dim"], len(spec["labels"])
-    spec["poster_encoder"] = poster_cam.export_poster(type("Cfg", (), {"image_size": 224}), models)
-    torch.manual_seed(0)
-    head = fusion.FusionHead(text_dim, image_dim, n, 32, 0.0).eval()
-    spec["poster_cam"] = poster_cam.export_cam(head, models, text_dim, image_dim)
-    for part in ("poster_encoder", "poster_cam"):
-        spec["files"][spec[part]["file"]] = file_entry(models / spec[part]["file"])
-    (models / "manifest.json").write_text(json.dumps(spec, indent=1))
-    return spec
-
-
 def add_rules(models):
     """The manifest's rules block as export writes it, when the committed manifest predates it."""
     from pipeline import rules
@@ -108,7 +86,6 @@ def server(tmp_path_factory):
         shutil.copy(f, models / f.name)
     srv = site.Server(base / "_site", base / "www")
     srv.models = models
-    srv.spec = add_new_poster_graphs(models)
     srv.spec = add_rules(models)
     srv.int8 = "int8" in srv.spec["text_encoder"]["quantization"]
     yield srv
@@ -404,9 +381,13 @@ def test_sentences_past_the_window_are_exact_zeros(page, server):
 
 
 def test_poster_heatmap_is_computed_in_the_browser(page, server, posters):
+    """Grad-CAM from the poster encoder's features F and the head's Jacobian J, as pipeline/poster_cam.py defines it."""
     from pipeline import image
     from pipeline.predict import GenrePredictor
 
+    spec = server.spec
+    if "gradcam" not in spec:
+        pytest.skip("the committed manifest predates the gradcam entry (export writes it)")
     folder, _ = posters
     page.set_input_files("#poster", str(folder / "plain.jpg"))
     page.wait_for_selector("#poster-preview:not([hidden])")
@@ -414,14 +395,16 @@ def test_poster_heatmap_is_computed_in_the_browser(page, server, posters):
         run_demo(page, PLOTS[2], "plot+poster")
         page.wait_for_selector("#cam:not([hidden])", timeout=60_000)
         cam = json.loads(page.get_attribute("#demo-app", "data-cam"))
-        spec = server.spec
         pixels = image.load_image(folder / "plain.jpg")
         poster_session = ort.InferenceSession(str(server.models / spec["poster_encoder"]["file"]))
-        cam_session = ort.InferenceSession(str(server.models / spec["poster_cam"]["file"]))
+        head = ort.InferenceSession(str(server.models / spec["fusion_head"]["file"]))
         x = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
-        _, features = poster_session.run(None, {"image": x})
+        emb, features = poster_session.run(["embedding", spec["gradcam"]["features"]["output"]], {"image": x})
         text = GenrePredictor(server.models).embed_plot(PLOTS[2])
-        maps = cam_session.run(None, {"features": features, "text": text})[0][0]
+        feeds = {"text": text, "image": emb, "has_poster": np.ones((1, 1), np.float32)}
+        jac = head.run([spec["gradcam"]["jacobian"]["output"]], feeds)[0][0]
+        d, h, w = features.shape[1:]
+        maps = np.maximum(0, (jac / (h * w)) @ features.reshape(d, -1)).reshape(-1, h, w)
 
         def scaled(m):
             m = np.asarray(m, np.float64).ravel() - np.min(m)
@@ -436,6 +419,7 @@ def test_poster_heatmap_is_computed_in_the_browser(page, server, posters):
             assert np.abs(scaled(m) - scaled(expected)).max() <= 2 * INT8_BOUND + FLOAT_DIFF + MARGIN, genre
         assert page.locator("#cam-genres button").count() == len(cam["maps"])
         assert page.evaluate("document.getElementById('cam-canvas').width") == pixels.shape[1]
+        assert page.errors == []
     finally:
         page.click("#clear-poster")
 
@@ -517,7 +501,7 @@ def test_loads_only_what_is_needed_once_and_works_offline(browser, server):
     page.wait_for_function("document.querySelectorAll('#files li').length > 0")
     run_demo(page, PLOTS[0])
     fetched = {u.rsplit("/", 1)[1] for u in seen if "/assets/models/" in u or "/assets/vendor/ort-wasm" in u}
-    assert spec["poster_encoder"]["file"] not in fetched and spec.get("poster_cam", {}).get("file") not in fetched
+    assert spec["poster_encoder"]["file"] not in fetched
     needed = [spec["text_encoder"]["file"], spec["text_encoder"]["tokenizer"], spec["fusion_head"]["file"]]
     assert set(needed) <= fetched
     real = sum(spec["files"][f]["bytes"] for f in needed) + sum(v["bytes"] for v in runtime.values())

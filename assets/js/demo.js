@@ -6,7 +6,6 @@ const $ = (id) => document.getElementById(id);
 const abs = (path) => new URL(path, location.href).href;
 const mb = (n) => `${(n / 1048576).toFixed(1)} MB`;
 const size = (n) => (n >= 104858 ? mb(n) : `${Math.max(1, Math.round(n / 1024))} KB`);
-const NAMES = { runtime: "onnxruntime", text: "text model", head: "fusion head", poster: "poster model", cam: "poster heatmap" };
 
 const worker = new Worker(abs(app.dataset.worker), { type: "module" });
 const textChoice = (new URLSearchParams(location.search).get("text") ?? "").replace(/[^a-z]/g, ""); // e.g. ?text=teacher
@@ -38,7 +37,7 @@ function describeDownload() {
   const missing = (ps) => files(ps).filter((f) => !f.cached);
   const sum = (fs) => fs.reduce((n, f) => n + f.bytes, 0);
   const list = (fs) => fs.map((f) => `${f.name} ${size(f.bytes)}`).join(", ");
-  const plot = ["runtime", "text", "head"], withPoster = ["poster", "cam"];
+  const plot = ["runtime", "text", "head"], withPoster = ["poster"];
   const base = missing(plot), extra = missing(withPoster);
   app.dataset.downloadBytes = String(sum(base));
   app.dataset.posterBytes = String(sum(extra));
@@ -309,7 +308,7 @@ async function predict() {
       await posterState.pending;
     }
     const withPoster = !!posterState?.ok;
-    const stored = parts && Object.entries(parts).every(([p, fs]) => (["poster", "cam"].includes(p) && !withPoster) || fs.every((f) => f.cached));
+    const stored = parts && Object.entries(parts).every(([p, fs]) => (p === "poster" && !withPoster) || fs.every((f) => f.cached));
     status(stored ? "Predicting…" : "Loading the models (progress below)…");
     $("why").hidden = true;
     $("cam").hidden = true;

@@ -2,7 +2,7 @@
 // (downloads.js), then its onnxruntime session (runtime.js) or tokenizer (text.js).
 //   runtime  onnxruntime's wasm and its JS glue (assets/vendor/runtime.json)
 //   text     the text encoder and its tokenizer (?text=NAME picks "NAME_text_encoder")
-//   head     the fusion head;  poster  the poster encoder;  cam  the poster Grad-CAM graph
+//   head     the fusion head (probabilities; also the Jacobian Grad-CAM needs);  poster  the poster encoder
 import * as downloads from "./downloads.js";
 import * as runtime from "./runtime.js";
 import { tokenizer } from "./text.js";
@@ -13,7 +13,7 @@ export let textPart = "text_encoder";
 let base = null, vendorFiles = null, sessionOptions = {};
 const loads = {}; // part -> Promise
 let onProgress = () => {}, onStage = () => {};
-const LABELS = { text: "the text model", head: "the fusion head", poster: "the poster model", cam: "the poster heatmap" };
+const LABELS = { text: "the text model", head: "the fusion head", poster: "the poster model" };
 
 // progress({file, got, total, cached?}) per file; stage(text) when a part's session is being prepared
 export async function init({ models, vendor, text, ort = {} }, progress, stage) {
@@ -32,7 +32,7 @@ export async function init({ models, vendor, text, ort = {} }, progress, stage) 
     ...Object.entries(spec.files).map(([n, i]) => [new URL(n, models).href, i])];
   await downloads.evictAllBut(all); // versions a redeploy replaced, files it dropped
   const parts = {};
-  for (const part of ["runtime", "text", "head", "poster", "cam"]) {
+  for (const part of ["runtime", "text", "head", "poster"]) {
     parts[part] = await Promise.all(needs(part).map(async ({ url, name, info }) => ({ name, bytes: info.bytes, cached: await downloads.isStored(url, info) })));
   }
   return { spec, textPart, parts };
@@ -46,7 +46,6 @@ function needs(part) {
     case "text": return [model(spec[textPart].file), model(spec[textPart].tokenizer)];
     case "head": return [model(spec.fusion_head.file)];
     case "poster": return [model(spec.poster_encoder.file)];
-    case "cam": return spec.poster_cam ? [model(spec.poster_cam.file)] : [];
   }
   return [];
 }

@@ -40,20 +40,24 @@ async function posterOutputs() {
   if (!poster.embedding) {
     const out = await run(await models.load("poster"), { image: new ort.Tensor("float32", poster.pixels, poster.dims) });
     poster.embedding = Float32Array.from(out[models.spec.poster_encoder.output].data);
-    poster.features = out.features ?? null;
+    poster.features = models.spec.gradcam ? out[models.spec.gradcam.features.output] : null;
   }
   return poster;
 }
 
-async function combine(head, textEmb, image) {
+// The fusion head: probabilities, and with `jacobian` also its d logits / d poster embedding (Grad-CAM).
+async function head(session, textEmb, image, jacobian = false) {
   const { spec, textPart } = models;
-  const out = await run(head, {
+  const feeds = {
     text: new ort.Tensor("float32", textEmb, [1, spec[textPart].dim]),
     image: new ort.Tensor("float32", image ?? new Float32Array(spec.poster_encoder.dim), [1, spec.poster_encoder.dim]),
     has_poster: new ort.Tensor("float32", Float32Array.of(image ? 1 : 0), [1, 1]),
-  });
-  return Float32Array.from(out[spec.fusion_head.output].data);
+  };
+  const wanted = [spec.fusion_head.output, ...(jacobian ? [spec.gradcam.jacobian.output] : [])];
+  const out = await run(session, feeds, wanted);
+  return { probs: Float32Array.from(out[spec.fusion_head.output].data), jacobian: jacobian ? out[spec.gradcam.jacobian.output].data : null };
 }
+const combine = async (session, textEmb, image) => (await head(session, textEmb, image)).probs;
 
 // The predicted genres (indices), most probable first.
 function genresOf(probs, mode) {
@@ -64,9 +68,9 @@ function genresOf(probs, mode) {
 // A return visit: the plot's sessions are created and run once on a few words while the visitor types,
 // so the first real prediction finds the runtime's code compiled and its memory grown.
 export async function prepare() {
-  const [text, head] = await Promise.all([models.load("text"), models.load("head")]);
+  const [text, fusion] = await Promise.all([models.load("text"), models.load("head")]);
   const { spec, textPart } = models;
-  const warmUp = async () => combine(head, (await embed(["A movie."], text, spec[textPart], models.rules))[0], null);
+  const warmUp = async () => combine(fusion, (await embed(["A movie."], text, spec[textPart], models.rules))[0], null);
   await timed("warm-up run", warmUp());
 }
 
@@ -78,25 +82,23 @@ export async function predict({ id, plot, withPoster }, send) {
   const mode = usePoster ? "plot+poster" : "plot";
   const { spec, textPart } = models;
   const enc = spec[textPart];
-  const [text, head] = await Promise.all([models.load("text"), models.load("head"), usePoster ? models.load("poster") : null]);
+  const [text, fusion] = await Promise.all([models.load("text"), models.load("head"), usePoster ? models.load("poster") : null]);
   const tReady = performance.now(), at = now();
   send({ type: "stage", id, text: "Predicting…" });
   const [textEmb] = await embed([plot], text, enc, models.rules);
   const p = usePoster ? await posterOutputs() : null;
-  const probs = Array.from(await combine(head, textEmb, p?.embedding ?? null));
+  const withCam = usePoster && !!p.features;
+  const scored = await head(fusion, textEmb, p?.embedding ?? null, withCam);
+  const probs = Array.from(scored.probs);
   const genres = genresOf(probs, mode);
   const runMs = performance.now() - tReady;
   phases["first run"] ??= { at, ms: runMs };
   send({ type: "genres", id, mode, probs, genres, caution: caution(plot, text.tokenizer, spec.min_words), loadMs: tReady - t0, runMs, textPart, phases });
   if (current !== id) return;
-  if (usePoster && p.features && spec.poster_cam) {
-    try {
-      const cam = await gradcam(await models.load("cam"), spec.poster_cam, p, textEmb, enc.dim, genres);
-      send({ type: "cam", id, ...cam }, cam.overlays.map((o) => o.data.buffer));
-    } catch (e) {
-      send({ type: "cam", id, error: e.message });
-    }
+  if (withCam) {
+    const maps = gradcam(scored.jacobian, p.features, p, genres);
+    send({ type: "cam", id, ...maps }, maps.overlays.map((o) => o.data.buffer));
   }
-  const score = (emb) => combine(head, emb, p?.embedding ?? null);
+  const score = (emb) => combine(fusion, emb, p?.embedding ?? null);
   await explain({ id, plot, text, enc, rulebook: models.rules, probs, score, send, current: () => current === id });
 }

@@ -58,8 +58,8 @@ export async function session(name, model) {
 
 let queue = Promise.resolve();
 // One session run at a time (a new prediction may start while an explanation is between runs).
-export function run(sess, feeds) {
-  const next = queue.then(() => sess.run(feeds));
+export function run(sess, feeds, outputs) {
+  const next = queue.then(() => (outputs ? sess.run(feeds, outputs) : sess.run(feeds)));
   queue = next.catch(() => {});
   return next;
 }

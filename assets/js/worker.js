@@ -1,7 +1,7 @@
 // The demo's model work, off the page's main thread; demo.js only sends messages and draws the answers.
 //   downloads.js  fetch + Cache Storage, keyed and checked by sha256   sha256.js  the check without crypto.subtle
 //   runtime.js    onnxruntime-web: streamed wasm, sessions, one run at a time
-//   models.js     the manifest's parts (runtime, text, head, poster, cam), each loaded once per visit
+//   models.js     the manifest's parts (runtime, text, head, poster), each loaded once per visit
 //   rules.js      the shared rules from the manifest (decision, sentences, truncation)
 //   text.js       tokenizer, ids, embeddings        poster.js  poster file → pixels
 //   predict.js    one prediction                    gradcam.js poster heatmaps      explain.js  sentence drops
