@@ -170,7 +170,11 @@ def native_ms(models: Path, part: str, poster_path: Path, runs: int) -> dict:
         t = text.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
         img = post.run(None, {"image": x})[0] if with_poster else np.zeros((1, dim), np.float32)
         has = np.full((1, 1), float(with_poster), np.float32)
-        return head.run(None, {"text": t, "image": img, "has_poster": has})[0]
+        # as the worker asks: probabilities, and with a poster the Jacobian its heatmap needs
+        wanted = [spec["fusion_head"]["output"]]
+        if with_poster and "gradcam" in spec:
+            wanted.append(spec["gradcam"]["jacobian"]["output"])
+        return head.run(wanted, {"text": t, "image": img, "has_poster": has})[0]
 
     out = {}
     for mode, with_poster in (("plot", False), ("plot+poster", True)):
