@@ -73,10 +73,10 @@ class GenrePredictor:
         self.thresholds = mode_thresholds(self.spec)
         self.text_dim = self.spec["text_encoder"]["dim"]
         self.image_dim = self.spec["poster_encoder"]["dim"]
-        self.text, self.poster, self.head = (
-            session(models / self.spec[part]["file"], threads)
-            for part in ("text_encoder", "poster_encoder", "fusion_head")
-        )
+        parts = ("text_encoder", "poster_encoder", "fusion_head")
+        self.text, self.poster, self.head = (session(models / self.spec[part]["file"], threads) for part in parts)
+        # the one output each call needs (the head's Grad-CAM Jacobian, the poster's feature maps are not computed)
+        self.text_out, self.poster_out, self.head_out = ([self.spec[part]["output"]] for part in parts)
         # several inputs per call only when the manifest says outputs stay the same and the graph takes a batch
         self.text_batchable = bool(self.spec["text_encoder"].get("batchable")) and takes_batches(self.text)
         self.poster_batchable = bool(self.spec["poster_encoder"].get("batchable")) and takes_batches(self.poster)
@@ -95,7 +95,7 @@ class GenrePredictor:
 
     def embed_plot(self, plot: str) -> np.ndarray:
         """[1, text dim]: one plot, one call, no padding."""
-        return self.text.run(None, padded([self.encode(plot)]))[0]
+        return self.text.run(self.text_out, padded([self.encode(plot)]))[0]
 
     def embed_plots(self, plots: list[str], batch: int = 1) -> np.ndarray:
         """[N, text dim]; `batch` plots per call (of similar token counts) when the encoder is batchable."""
@@ -104,13 +104,13 @@ class GenrePredictor:
         encoded = [self.encode(p) for p in plots]
         out = np.zeros((len(plots), self.text_dim), np.float32)
         for rows in length_batches([len(e) for e in encoded], batch):
-            out[rows] = self.text.run(None, padded([encoded[i] for i in rows]))[0]
+            out[rows] = self.text.run(self.text_out, padded([encoded[i] for i in rows]))[0]
         return out
 
     def embed_poster(self, pixels: np.ndarray) -> np.ndarray:
         """[1, image dim] from [h, w, 3] pixels (the graph resizes and normalises)."""
         x = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
-        return self.poster.run(None, {"image": x})[0]
+        return self.poster.run(self.poster_out, {"image": x})[0]
 
     def embed_posters(self, images: list[np.ndarray]) -> np.ndarray:
         """[N, image dim]; one call per poster unless the encoder is batchable (then one call per
@@ -125,7 +125,7 @@ class GenrePredictor:
             groups.setdefault(pixels.shape, []).append(i)
         for rows in groups.values():
             x = np.ascontiguousarray(np.stack([images[i] for i in rows]).transpose(0, 3, 1, 2), dtype=np.float32)
-            out[rows] = self.poster.run(None, {"image": x})[0]
+            out[rows] = self.poster.run(self.poster_out, {"image": x})[0]
         return out
 
     def combine_many(self, text: np.ndarray, image: np.ndarray, has_poster: np.ndarray, batch: int = 1) -> np.ndarray:
@@ -138,7 +138,7 @@ class GenrePredictor:
                 "image": np.ascontiguousarray(image[s : s + step], np.float32),
                 "has_poster": np.asarray(has_poster[s : s + step], np.float32).reshape(-1, 1),
             }
-            out[s : s + step] = self.head.run(None, feeds)[0]
+            out[s : s + step] = self.head.run(self.head_out, feeds)[0]
         return out
 
     def combine(self, text_emb: np.ndarray, poster_emb: np.ndarray | None = None) -> np.ndarray:
