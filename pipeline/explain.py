@@ -2,7 +2,7 @@
 
 The poster model is EfficientNet-Lite0 followed by the poster-only head; for each poster we draw
 one heatmap per top predicted genre over Lite0's final feature maps (after BN + ReLU6, the ones
-pooled into the embedding: the layer the browser's poster_cam.onnx uses), beside the original.
+pooled into the embedding: the layer the browser's Grad-CAM uses), beside the original.
 """
 
 import json
