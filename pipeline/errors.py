@@ -214,7 +214,7 @@ def reasons(g: dict, median_dev: float) -> list[str]:
         why.append("form")
     if g["false_positives_from"] and g["false_positives_from_share"] >= 0.3:
         why.append("confused")
-    if g["false_positives"] and g["confident_false_positives"] >= 0.25 * g["false_positives"]:
+    if g["confident_false_positives"] >= max(3, 0.25 * g["false_positives"]):  # a few, not one stray
         why.append("labels")
     return why
 
