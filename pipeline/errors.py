@@ -41,37 +41,20 @@ CONFIDENT = 0.6  # a "false" positive at or above this probability counts as con
 
 
 def shipped_ids(metrics: dict) -> dict[str, str]:
-    """The shipped model of each input mode: metrics' comparison when it names one, else evaluate's."""
-    out = {}
-    for mode in MODES:
-        c = (metrics.get("comparison") or {}).get(mode) or {}
-        out[mode] = (
-            c.get("shipped") or (metrics.get("shipped") or {}).get(mode) or getattr(evaluate, "SHIPPED", {})[mode]
-        )
-    return out
+    """The shipped model of each input mode, as evaluate chose it."""
+    return {mode: metrics["comparison"][mode]["shipped"] for mode in MODES}
 
 
 def thresholds_for(metrics: dict, mode: str, labels: list[str]) -> np.ndarray:
     """Per-genre thresholds of a mode's shipped model (metrics.thresholds is keyed by mode, then genre)."""
-    t = (metrics.get("thresholds") or {}).get(mode) or {}
-    return np.array([float(t[g]) for g in labels])
+    return np.array([float(metrics["thresholds"][mode][g]) for g in labels])
 
 
-def test_rows(movies: pd.DataFrame, n_probs: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """The rows probs.npz is aligned with, and the test mask over them.
-
-    probs.npz holds one row per curated movie; if a later data stage adds training-only rows that
-    evaluate does not score, they are the ones not in its probability matrix: keep the rows of the
-    evaluated dataset (those that have a test/dev split) in order."""
+def test_mask(movies: pd.DataFrame, n_probs: int) -> np.ndarray:
+    """The test rows of movies.csv (the main set's curated rows, the rows probs.npz holds, in order)."""
     if len(movies) != n_probs:
-        evaluated = movies.split.isin(["dev", "test"]) if "split" in movies else movies.fold.notna()
-        if "dataset" in movies:
-            evaluated &= movies.dataset == movies.loc[movies.split == "test", "dataset"].iloc[0]
-        movies = movies[evaluated].reset_index(drop=True)
-    if len(movies) != n_probs:
-        raise ValueError(f"probs.npz has {n_probs} rows, movies.csv {len(movies)} evaluated rows: cannot align")
-    test = (movies.split == "test").to_numpy() if "split" in movies else (movies.fold < 0).to_numpy()
-    return movies, test
+        raise ValueError(f"probs.npz has {n_probs} rows, movies.csv {len(movies)}: not the same run")
+    return (movies.split == "test").to_numpy()
 
 
 def names(row: np.ndarray, labels: list[str]) -> list[str]:
@@ -265,9 +248,7 @@ def draw_confusion(share, labels, path: Path):
 
 
 def analyse(movies, labels, y, probs, metrics, tokenizer: Path | None, window: int, out: Path) -> dict:
-    movies, test = test_rows(movies, len(next(iter(probs.values()))))
-    if len(y) != len(movies):
-        y = data.multi_hot(movies.genres, labels)
+    test = test_mask(movies, len(next(iter(probs.values()))))
     ids = shipped_ids(metrics)
     yt = y[test].astype(bool)
     tm = movies[test].reset_index(drop=True)

@@ -9,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-from . import data, distil, errors, evaluate, explain, export, figures, topics
+from . import data, errors, evaluate, explain, export, figures, topics
 
 PATH_KEYS = {"data", "work", "site_data", "models", "figures"}  # where things live: not shown on the site
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,11 +87,6 @@ def run(cfg) -> None:
     curated, evaluated, exported = data.run(cfg), evaluate.run(cfg), export.run(cfg)
     topic_out, explained, drawn = topics.run(cfg), explain.run(cfg), figures.run(cfg)
     analysed = errors.run(cfg)
-    try:  # which extra rows train the encoder and the peers (stage `select`), when the pipeline has it
-        from . import select_extra
-    except ImportError:
-        select_extra = None
-    selected = select_extra.run(cfg) if select_extra else None
     site, models = cfg.path("site_data"), cfg.path("models")
 
     spec = json.loads((exported / "manifest.json").read_text())
@@ -107,8 +102,7 @@ def run(cfg) -> None:
         return round(sum(spec["files"][f]["bytes"] for f in parts) / 2**20, 1)
 
     plot_only = [spec["text_encoder"]["file"], spec["text_encoder"]["tokenizer"], spec["fusion_head"]["file"]]
-    # a poster adds the poster encoder (and, in older exports, the separate Grad-CAM graph)
-    poster = [spec[p]["file"] for p in ("poster_encoder", "poster_cam") if p in spec]
+    poster = [spec["poster_encoder"]["file"]]  # a poster adds the poster encoder (Grad-CAM: the head's Jacobian)
     summary = {
         **spec,
         "plot_only_mb": mb(plot_only),  # what a plot-only visitor downloads (runtime aside)
@@ -117,15 +111,8 @@ def run(cfg) -> None:
     }
     # the plot path of each text encoder, shipped or not, for the side-by-side table
     head = spec["files"][spec["fusion_head"]["file"]]["bytes"]
-    encoders = summary["shipped"].get("encoders")
-    if encoders:  # export's checks name each encoder's files (the shipped one and the other)
-        for name, check in encoders.items():
-            summary[f"{name}_bytes"] = {"plot_path": sum(check["bytes"].values()) + head}
-    else:  # an older export: the student's files beside the teacher's
-        student = getattr(distil, "STUDENT_FILES", ())
-        built = {f: (exported / f).stat().st_size for f in (*student, "text_encoder.onnx", "tokenizer.json")}
-        summary["teacher_bytes"] = {"plot_path": built["text_encoder.onnx"] + built["tokenizer.json"] + head}
-        summary["student_bytes"] = {"plot_path": sum(built[f] for f in student) + head}
+    for name, check in summary["shipped"]["encoders"].items():  # each encoder's files, shipped or not
+        summary[f"{name}_bytes"] = {"plot_path": sum(check["bytes"].values()) + head}
     runtime = runtime_bytes()
     if runtime is not None:  # one honest first-visit size: models and the wasm runtime
         summary["runtime_bytes"] = runtime
@@ -138,8 +125,6 @@ def run(cfg) -> None:
     write_json(site, "models.json", summary)
     write_json(site, "metrics.json", metrics)
     write_json(site, "errors.json", errors.load(analysed))
-    if "extra_choice" not in metrics and selected is not None and (selected / "selected.json").exists():
-        write_json(site, "selection.json", json.loads((selected / "selected.json").read_text()))
     curation = json.loads((curated / "curation.json").read_text())
     _, _, y = data.load(curated)  # the main set's genre counts, beside the extra rows' (curation["extra"])
     write_json(site, "curation.json", {**curation, "main_genre_counts": y.sum(0).astype(int).tolist()})

@@ -24,11 +24,9 @@ def manifest(text_dim=384, image_dim=1280, labels=18, max_len=256, size=224) -> 
 
 SVGS = {
     "architecture": architecture.svg(manifest(), 256),
-    "crossfit": scheme.svg([1204, 1203, 1205], 638, 3, 3, 12),
     "scheme-extra": scheme.svg_extra(14804, [1058, 1091, 1067], 565, 2, 7),
     # stress cases: their text must still fit its boxes, though they may shrink below legible on a phone
     "architecture-stress": architecture.svg(manifest(4096, 2048, 120, 8192, 1024), 4096),
-    "crossfit-stress": scheme.svg([99999] * 5, 123456, 10, 12, 250),
     "scheme-extra-stress": scheme.svg_extra(1234567, [99999] * 5, 123456, 10, 250),
 }
 

@@ -5,9 +5,9 @@ facts.json, the numbers the figures compute for the write-up; `publish` copies t
 assets/figures/ and _data/figures.json.
 
     dataset.py       genres by fold and test split, genres per movie, co-occurrence, balancing, sample table
-    training.py      cross-validated fine-tuning curves, fusion heads' fold curves
+    training.py      the encoder's fine-tuning on the extra rows, the heads' fold curves
     results.py       F1 with 95 % intervals beside the peers, per genre, by length, PR, threshold, calibration
-    scheme.py        the cross-fitting diagram (SVG)
+    scheme.py        the training-scheme diagram (SVG)
     architecture.py  the model diagram (SVG)
     topic_plots.py   BERTopic figures and the interactive map
     style.py         shared colours, matplotlib settings, SVG boxes sized from their text
@@ -49,8 +49,7 @@ def run(cfg) -> cache.Output:
         fusion_history = json.loads((trained / "history.json").read_text())
         curation = json.loads((curated / "curation.json").read_text())
         spec = json.loads((exported / "manifest.json").read_text())
-        dims = trained / "fusion.json" if (trained / "fusion.json").exists() else trained / "head.json"
-        hidden = json.loads(dims.read_text())["hidden"]
+        hidden = json.loads((trained / "fusion.json").read_text())["hidden"]
         summary = json.loads((topic_out / "topics.json").read_text())
         coords, assigned = np.load(topic_out / "coords.npy"), np.load(topic_out / "assigned.npy")
 

@@ -1,5 +1,6 @@
-"""The cross-fitting diagram (assets/figures/crossfit.svg): which rows each model trains on, and how
-out-of-fold predictions carry every choice before the shipped models train on all dev rows."""
+"""The training-scheme diagram (assets/figures/crossfit.svg): which rows each model trains on (the encoder the
+extra rows only; the heads the dev folds, cross-fitted), and how out-of-fold predictions carry every choice
+before the shipped heads train on all dev rows."""
 
 from pathlib import Path
 
@@ -55,78 +56,6 @@ class Grid:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' * (n != 1)}"
-
-
-def svg(fold_sizes: list[int], n_test: int, epochs: int, epochs_max: int, fusion_epochs: int) -> str:
-    k = len(fold_sizes)
-    names = [f"fold model {i + 1}" for i in range(k)] + ["shipped models"]
-    grid = Grid(fold_sizes, n_test, names)
-    width = max(grid.width, 400)
-    inner = width - 2 * MARGIN - 2 * PAD
-    parts, y = grid.header(MARGIN)
-    for i in range(k):  # fold model i trains on every dev fold but i, scores fold i, never sees test
-        parts += grid.row(y, names[i], ["held out" if j == i else "train" for j in range(k)] + ["unused"])
-        y += ROW
-    flow = [
-        Box(
-            "Out-of-fold text logits",
-            wrap(
-                f"each dev row scored by the fold model that held it out: {k} fine-tunes, none saw that row's labels",
-                inner,
-            ),
-        ),
-        Box(
-            "Fusion head, cross-fitted",
-            wrap(
-                "trained on those logits and the posters, over the same folds → "
-                f"out-of-fold probabilities, plot only and plot{NB}+{NB}poster",
-                inner,
-            ),
-        ),
-        Box(
-            "Choices, on dev folds only",
-            [
-                *wrap(f"fine-tuning: {epochs} of {plural(epochs_max, 'epoch')} (held-out AP)", inner),
-                *wrap(f"fusion head: {plural(fusion_epochs, 'epoch')} (early stopping)", inner),
-                *wrap("thresholds per genre and input mode; peers tuned alike", inner),
-            ],
-            fill="#fdeede",
-            stroke=ORANGE,
-        ),
-    ]
-    bottom = place_rows([[(b, width / 2)] for b in flow], y + GAP, GAP)
-    parts.append(arrow(width / 2, y + 2, width / 2, flow[0].y - 2))
-    parts += [b.svg() for b in flow] + [down(a, b) for a, b in zip(flow, flow[1:])]
-    # the shipped models: the same columns, every dev fold trains them, and only they meet the test rows
-    y = bottom + GAP
-    parts.append(arrow(width / 2, bottom, width / 2, y - 2))
-    for line in wrap("text encoder and fusion head, retrained on every dev row with those choices", inner):
-        y += SUB * 1.35
-        parts.append(text(width / 2, y - 3, line, SUB, fill=MUTED))
-    y += 6
-    parts += grid.row(y, names[-1], ["train"] * k + ["report"], bold=True)
-    y += ROW
-    report = Box(
-        "Test report",
-        wrap("F1 with bootstrap 95 % intervals: no choice ever touched these rows", inner),
-        fill="#e3f4ea",
-        stroke=GREEN,
-    )
-    bottom = place_rows([[(report, width / 2)]], y + GAP, GAP)
-    test_cx = grid.x(k) + grid.col_w / 2
-    parts.append(arrow(test_cx, y, test_cx, report.y - 2))
-    parts.append(report.svg())
-    return document(
-        width,
-        bottom + MARGIN,
-        "Cross-fitting: dev folds, fold models, out-of-fold predictions, shipped models, test report",
-        f"{sum(fold_sizes)} dev movies are split into {k} folds and {n_test} test movies are set aside. Each of {k} "
-        "fold models trains on the other folds and scores its held-out fold, so every dev row gets text logits from a "
-        "model that never saw its labels. The fusion head trains on those out-of-fold logits, cross-fitted over the "
-        "same folds. Epochs and thresholds are chosen on the out-of-fold predictions; the shipped models then train on "
-        "every dev row, and only they are scored on the test split.",
-        parts,
-    )
 
 
 def svg_extra(n_extra: int, fold_sizes: list[int], n_test: int, passes: int, head_epochs: int) -> str:
@@ -202,21 +131,13 @@ def svg_extra(n_extra: int, fold_sizes: list[int], n_test: int, passes: int, hea
 
 
 def draw(curation: dict, tuned_history: dict, fusion_history: dict, out: Path) -> dict:
-    fusion = fusion_history.get("fusion") or fusion_history["head"]
-    if "folds" not in tuned_history:  # encoder fine-tuned on the extra rows only
-        n_extra = tuned_history.get("extra_rows") or (curation.get("extra") or {}).get("rows", 0)
-        picture = svg_extra(
-            n_extra, curation["folds"], curation["split"]["test"], len(tuned_history["epochs"]), fusion["epochs"]
-        )
-        (out / "crossfit.svg").write_text(picture)
-        return {"scheme": "extra"}
-    (out / "crossfit.svg").write_text(
-        svg(
-            curation["folds"],
-            curation["split"]["test"],
-            tuned_history["chosen_epochs"],
-            len(tuned_history["folds"][0]),
-            fusion["epochs"],
-        )
+    n_extra = tuned_history.get("extra_rows") or (curation.get("extra") or {}).get("rows", 0)
+    picture = svg_extra(
+        n_extra,
+        curation["folds"],
+        curation["split"]["test"],
+        len(tuned_history["epochs"]),
+        fusion_history["fusion"]["epochs"],
     )
-    return {"scheme": "crossfit"}
+    (out / "crossfit.svg").write_text(picture)
+    return {}

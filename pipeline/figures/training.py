@@ -1,5 +1,5 @@
-"""How the epoch counts were chosen (training_curves.png, 2 × 2 panels): the cross-validated text
-fine-tuning (held-out average precision, losses) and the fusion and poster-only heads' folds."""
+"""Training curves (training_curves.png, 2 × 2 panels): the text encoder fine-tuned on the extra rows (loss,
+and the dev rows' scores it reports), and each cross-fitted head's folds (the shipped head runs their median)."""
 
 from pathlib import Path
 
@@ -17,49 +17,6 @@ def column(history: list[dict], key: str) -> np.ndarray:
 
 def epochs_label(prefix: str, n: int) -> str:
     return f"{prefix}: {n} epoch{'s' * (n != 1)}"
-
-
-def finetune_ap(ax, history: dict):
-    """Each fold model's micro average precision on its held-out fold, their mean, the chosen epoch."""
-    for k, h in enumerate(history["folds"]):
-        ax.plot(
-            column(h, "epoch"),
-            column(h, "held_micro_ap"),
-            "o-",
-            color=FOLD_COLOURS[k % 10],
-            lw=1,
-            ms=3,
-            label=f"fold {k + 1} held out",
-        )
-    e = column(history["folds"][0], "epoch")
-    ax.plot(
-        e, np.mean([column(h, "held_micro_ap") for h in history["folds"]], 0), "o-", color=INK, lw=2.2, label="mean"
-    )
-    ax.axvline(
-        history["chosen_epochs"], color=MUTED, ls=":", lw=1.5, label=epochs_label("chosen", history["chosen_epochs"])
-    )
-    ax.set_xticks(e)
-    ax.set_ylabel("micro average precision")
-    ax.set_title("Text fine-tuning: held-out fold")
-    ax.legend(frameon=False, fontsize=8)
-
-
-def finetune_loss(ax, history: dict):
-    for k, h in enumerate(history["folds"]):
-        c = FOLD_COLOURS[k % 10]
-        ax.plot(column(h, "epoch"), column(h, "held_loss"), "o-", color=c, lw=1, ms=3)
-        ax.plot(column(h, "epoch"), column(h, "train_loss"), "--", color=c, lw=1)
-    final = history["final"]
-    ax.plot(
-        column(final, "epoch"), column(final, "train_loss"), "s-", color=GREY, lw=2, label="shipped, train (all dev)"
-    )
-    ax.plot([], [], "k-", lw=1, label="fold model, held-out fold")
-    ax.plot([], [], "k--", lw=1, label="fold model, train")
-    ax.axvline(history["chosen_epochs"], color=MUTED, ls=":", lw=1.5)
-    ax.set_xticks(column(history["folds"][0], "epoch"))
-    ax.set_ylabel("loss (BCE)")
-    ax.set_title("Text fine-tuning: loss")
-    ax.legend(frameon=False, fontsize=8)
 
 
 def best_epochs(folds: list[list[dict]]) -> list[int]:
@@ -103,7 +60,7 @@ def finetune_extra(ax, history: dict):
     if rows and "held_micro_ap" in rows[0]:
         twin = ax.twinx()
         twin.plot(e, column(rows, "held_micro_ap"), "o-", color=INK, lw=1.5, label="dev rows: micro AP (reported only)")
-        twin.set_ylabel("micro average precision")
+        twin.set_ylabel("micro AP")
         twin.spines["right"].set_visible(True)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = twin.get_legend_handles_labels()
@@ -123,21 +80,16 @@ HEAD_TITLES = {
 
 def heads(fusion_history: dict) -> list[str]:
     """The cross-fitted heads the train stage recorded, in a fixed order."""
-    order = ["plot_head", "fusion", "head", "poster_head"]
+    order = ["plot_head", "fusion", "poster_head"]
     return [h for h in order if h in fusion_history] + [h for h in fusion_history if h not in order]
 
 
 def training_curves(tuned_history: dict, fusion_history: dict, path: Path):
-    wspace = 0.3 if "folds" in tuned_history else 0.5  # room for the encoder panel's second axis
-    fig, axes = plt.subplots(2, 2, figsize=(9, 7), gridspec_kw={"wspace": wspace, "hspace": 0.5})
+    # wspace: room for the encoder panel's second axis
+    fig, axes = plt.subplots(2, 2, figsize=(9, 7), gridspec_kw={"wspace": 0.55, "hspace": 0.5})
     names = heads(fusion_history)
-    if "folds" in tuned_history:  # the encoder cross-fitted over the dev folds
-        finetune_ap(axes[0, 0], tuned_history)
-        finetune_loss(axes[0, 1], tuned_history)
-        panels = [axes[1, 0], axes[1, 1]]
-    else:  # the encoder fine-tuned once, on the extra rows
-        finetune_extra(axes[0, 0], tuned_history)
-        panels = [axes[0, 1], axes[1, 0], axes[1, 1]]
+    finetune_extra(axes[0, 0], tuned_history)  # the encoder, fine-tuned once on the extra rows
+    panels = [axes[0, 1], axes[1, 0], axes[1, 1]]
     for ax, name in zip(panels, names):
         head_loss(ax, fusion_history[name], HEAD_TITLES.get(name, name))
     for ax in panels[len(names) :]:
@@ -158,24 +110,15 @@ def training_curves(tuned_history: dict, fusion_history: dict, path: Path):
 
 def draw(tuned_history: dict, fusion_history: dict, out: Path) -> dict:
     training_curves(tuned_history, fusion_history, out / "training_curves.png")
-    fusion = fusion_history.get("fusion") or fusion_history["head"]
+    fusion = fusion_history["fusion"]
+    rows = tuned_history["epochs"]
     facts = {
         "fusion_epochs_chosen": fusion["epochs"],
         "fusion_fold_best_epochs": best_epochs(fusion["folds"]),
         "head_epochs": {name: fusion_history[name]["epochs"] for name in heads(fusion_history)},
+        "finetune_epochs_run": len(rows),
+        "finetune_extra_rows": tuned_history.get("extra_rows"),
     }
-    if "folds" in tuned_history:
-        chosen = tuned_history["chosen_epochs"]
-        at_chosen = [h[chosen - 1]["held_micro_ap"] for h in tuned_history["folds"]]
-        facts |= {
-            "finetune_epochs_max": len(tuned_history["folds"][0]),
-            "finetune_epochs_chosen": chosen,
-            "finetune_held_micro_ap": {"mean": float(np.mean(at_chosen)), "sd": float(np.std(at_chosen, ddof=1))},
-            "finetune_epochs_run": chosen,
-        }
-    else:
-        rows = tuned_history["epochs"]
-        facts |= {"finetune_epochs_run": len(rows), "finetune_extra_rows": tuned_history.get("extra_rows")}
-        if rows and "held_micro_ap" in rows[-1]:
-            facts["finetune_dev_micro_ap"] = rows[-1]["held_micro_ap"]
+    if rows and "held_micro_ap" in rows[-1]:
+        facts["finetune_dev_micro_ap"] = rows[-1]["held_micro_ap"]
     return facts | {"fusion_epochs_run": facts["fusion_epochs_chosen"]}
