@@ -36,16 +36,26 @@ LONG_PLOT = " ".join(
 AXE = ROOT / "node_modules/axe-core/axe.min.js"
 
 # How far the browser's probabilities may be from `predict`'s (native onnxruntime), and why:
-INT8_BOUND = 0.02  # issue 15 item 1: the shipped int8 files give the same outputs on every kernel path
-#                    (AVX2, AVX-512, VNNI, ARM, wasm) within 0.02 per probability (helper C's format, see
-#                    tests/test_quantize.py); a float model has no such term
-FLOAT_DIFF = 1e-3  # wasm vs native float kernels (summation order, exp): measured under 1e-5 on the float head
-#                    and the float student here; 1e-3 leaves two orders of magnitude
-MARGIN = 0.004  # for what neither term covers (a poster decoded by the browser, pixel rounding <= 3/255)
+FLOAT_BOUND = 1e-3  # helper C (coord log 23:46; issue 15 items 1 and 3): the shipped formats compute in float32
+#   (int8-stored weights become float constants at load: no integer product, no activation rounding), so
+#   native on any CPU and wasm differ by float rounding only: measured |dp| <= 2.4e-7, bound 1e-3
+ROUNDING_BOUND = 0.02  # a file that rounds activations to int8 (an older export: "int8 dynamic"/"int8 static"):
+#   issue 15's target for kernel-path differences (such files measured up to 0.064 on AVX2-only CPUs)
+PIXEL_TERM = 0.01  # a poster: the browser's canvas may decode it up to 3 levels of 255 off Python's (EXIF,
+#   CMYK, alpha; test_browser_pixels_equal_python_pixels), an input change no format bound covers
+MARGIN = 1e-3
 
 
-def tolerance(server) -> float:
-    return INT8_BOUND + FLOAT_DIFF + MARGIN if server.int8 else FLOAT_DIFF
+def rounds_activations(spec, part):
+    quantization = spec.get(part, {}).get("quantization", "")
+    return "dynamic" in quantization or "static" in quantization
+
+
+def tolerance(server, mode="plot", text="text_encoder") -> float:
+    """The largest probability difference browser vs native allowed for this input: its terms above."""
+    parts = [text, "poster_encoder"] if mode == "plot+poster" else [text]
+    bound = ROUNDING_BOUND if any(rounds_activations(server.spec, p) for p in parts) else FLOAT_BOUND
+    return bound + (PIXEL_TERM if mode == "plot+poster" else 0) + MARGIN
 
 
 def file_entry(path):
@@ -87,7 +97,6 @@ def server(tmp_path_factory):
     srv = site.Server(base / "_site", base / "www")
     srv.models = models
     srv.spec = add_rules(models)
-    srv.int8 = "int8" in srv.spec["text_encoder"]["quantization"]
     yield srv
     srv.stop()
 
@@ -162,7 +171,7 @@ def assert_agree(server, got, expected, mode):
     """Probabilities within the tolerance; the same decision for every genre not within it of its threshold."""
     from pipeline import rules
 
-    tol = tolerance(server)
+    tol = tolerance(server, mode)
     b, n = got["probabilities"], expected["probabilities"]
     assert set(b) == set(n)
     worst = max(abs(b[g] - n[g]) for g in n)
@@ -286,8 +295,8 @@ def test_browser_pixels_equal_python_pixels(page, server, posters):
         # the canvas rounds alpha compositing and the block mean in its own order: a few levels of 255
         assert worst <= 3, name
         # the same native session on both pixel arrays: 3/255 of input change moves the embedding by
-        # under 1% of its range (measured 0.3%); 2% is the int8 bound's share of a value, as above
-        assert np.abs(a - b).max() <= INT8_BOUND * np.abs(b).max(), name
+        # under 1% of its range (measured 0.3%); 2% leaves twice that
+        assert np.abs(a - b).max() <= 0.02 * np.abs(b).max(), name
 
 
 def test_decompression_bomb_gets_a_clear_message(page, tmp_path):
@@ -414,9 +423,9 @@ def test_poster_heatmap_is_computed_in_the_browser(page, server, posters):
         for genre, m in cam["maps"].items():
             expected = maps[spec["labels"].index(genre)]
             assert cam["dims"] == list(expected.shape)
-            # maps scaled to 0..1 by their own min and max: an int8 difference of INT8_BOUND in the feature
-            # maps can move a scaled value by twice that (both ends move), plus the margin
-            assert np.abs(scaled(m) - scaled(expected)).max() <= 2 * INT8_BOUND + FLOAT_DIFF + MARGIN, genre
+            # same pixels (plain.jpg decodes identically), so only float rounding: maps scaled to 0..1 by their
+            # own min and max can move by twice a relative difference (both ends move), plus the margin
+            assert np.abs(scaled(m) - scaled(expected)).max() <= 2 * tolerance(server, "plot+poster"), genre
         assert page.locator("#cam-genres button").count() == len(cam["maps"])
         assert page.evaluate("document.getElementById('cam-canvas').width") == pixels.shape[1]
         assert page.errors == []
@@ -558,8 +567,7 @@ def test_text_query_selects_an_encoder_the_manifest_lists(browser, server, tmp_p
         )[0][0]
         worst = max(abs(got["probabilities"][g] - float(p)) for g, p in zip(spec["labels"], probs))
         print(f"{key}: browser vs onnxruntime largest difference {worst:.5f}")
-        int8 = "int8" in spec[key].get("quantization", "")
-        assert worst <= (INT8_BOUND + FLOAT_DIFF + MARGIN if int8 else FLOAT_DIFF)
+        assert worst <= tolerance(server, "plot", key)
     context.close()
 
 
