@@ -45,7 +45,9 @@ export async function session(name, model) {
   const create = ort.InferenceSession.create(model, {
     executionProviders: ["wasm"],
     logSeverityLevel: 3, // errors only
-    graphOptimizationLevel: "all",
+    // bench/browser.py, return visit, plot only: basic 1.56 s (sessions 0.76 s, warm 68 ms) against all
+    // 2.40 s (1.17 s, 72 ms) and disabled 2.74 s (0.98 s, 84 ms)
+    graphOptimizationLevel: "basic",
     ...options,
   });
   const at = now(), compiling = !phases["runtime compile"];
