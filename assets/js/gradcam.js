@@ -27,7 +27,7 @@ function overlay(poster, raw, h, w) {
   small.getContext("2d").putImageData(heat, 0, 0);
   const [, , H, W] = poster.dims;
   const canvas = new OffscreenCanvas(W, H);
-  const ctx = canvas.getContext("2d");
+  const ctx = canvas.getContext("2d", { willReadFrequently: true }); // read back once per genre
   ctx.putImageData(new ImageData(poster.rgba.slice(), W, H), 0, 0);
   ctx.globalAlpha = 0.45;
   ctx.imageSmoothingEnabled = true;
