@@ -398,6 +398,7 @@ def test_poster_heatmap_is_computed_in_the_browser(page, server, posters):
     if "gradcam" not in spec:
         pytest.skip("the committed manifest predates the gradcam entry (export writes it)")
     folder, _ = posters
+    page.errors.clear()  # the shared page: earlier tests read canvases back themselves (Chromium warns)
     page.set_input_files("#poster", str(folder / "plain.jpg"))
     page.wait_for_selector("#poster-preview:not([hidden])")
     try:
@@ -763,7 +764,7 @@ class Deploy:
 
 
 def second_version(v1, v2, shift=2.0):
-    """v2: v1 with one bias of fusion_head.onnx changed (genre 0's logit + shift), the manifest updated to
+    """v2: v1 with a bias of fusion_head.onnx changed (genre 0's text logit + shift), the manifest updated to
     match, a new shell version; unchanged files are hard links (same bytes, same Last-Modified)."""
     import onnx
     from onnx import numpy_helper
@@ -772,7 +773,7 @@ def second_version(v1, v2, shift=2.0):
     models = v2 / "assets/models"
     head = onnx.load(str(models / "fusion_head.onnx"))
     for init in head.graph.initializer:
-        if init.name == "text_head.bias":
+        if init.name.endswith("text_head.bias"):  # the plot head's (and any mode's) text logits
             bias = numpy_helper.to_array(init).copy()
             bias[0] += shift
             init.CopyFrom(numpy_helper.from_array(bias, init.name))
