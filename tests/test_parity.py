@@ -9,12 +9,14 @@ checked ones: margin 0.005 below the export's 0.99. The shipped files cannot sat
 rounding only (relative ~1e-6); fp16-stored float files: weight rounding 2^-11, cosine >= 0.999.
 """
 
+import json
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline import cache, fusion, image, int8_reference, text
+from pipeline import cache, export, finetune, fusion, image, int8_reference, student_model, text
 from pipeline.predict import GenrePredictor
 
 INT8_COSINE = 0.99 - 0.005  # the export's MIN_COSINE on dev inputs, margin for other inputs (docstring)
@@ -38,9 +40,16 @@ def predictor(tiny):
     return GenrePredictor(tiny.models)
 
 
+def stage_output(tiny, name: str) -> cache.Output:
+    folder = tiny.stage(name)
+    return cache.Output(folder, folder.name)
+
+
 @pytest.fixture(scope="module")
 def torch_text(tiny):
-    """The fine-tuned encoder the tiny run exported, in torch."""
+    """The text encoder the tiny run exported (the one evaluate chose to ship), in torch."""
+    if tiny.json("metrics.json")["shipped"]["encoder"] == "student":
+        return student_model.load_student(stage_output(tiny, "distil"))
     folder = tiny.stage("finetune")
     return text.TextEncoder("minilm", folder / "encoder.safetensors").eval(), text.load_tokenizer("minilm")
 
@@ -48,7 +57,7 @@ def torch_text(tiny):
 @pytest.mark.parametrize("plot", PLOTS)
 def test_int8_text_encoder_matches_torch(predictor, torch_text, plot):
     model, tok = torch_text
-    ids = torch.tensor([text.encode(tok, plot, predictor.max_len)])
+    ids = torch.tensor([text.encode(tok, plot, predictor.spec["text_encoder"]["max_len"])])
     with torch.no_grad():
         expected = model(ids, torch.ones_like(ids)).numpy()
     got = predictor.embed_plot(plot)
@@ -102,8 +111,13 @@ def test_shipped_int8_files_cannot_saturate(tiny):
 
 
 def test_fusion_head_matches_torch(tiny):
-    folder = tiny.stage("train")
-    head = fusion.load(cache.Output(folder, folder.name))
+    """The exported head is the ShippedHead of each mode's chosen head, as export builds it."""
+    spec = json.loads((tiny.models / "manifest.json").read_text())
+    student = tiny.json("metrics.json")["shipped"]["encoder"] == "student"
+    trained = stage_output(tiny, "train_student" if student else "train")
+    text_head = finetune.load_head(stage_output(tiny, "finetune"))
+    heads = {m: export.head_for(i, trained, text_head, 1280) for m, i in spec["fusion_head"]["heads"].items()}
+    head = fusion.ShippedHead(heads["plot"], heads["plot+poster"]).eval()
     session = ort.InferenceSession(str(tiny.models / "fusion_head.onnx"))
     rng = np.random.default_rng(0)
     for has in (0.0, 1.0):
@@ -113,8 +127,8 @@ def test_fusion_head_matches_torch(tiny):
             "has_poster": np.full((3, 1), has, np.float32),
         }
         with torch.no_grad():
-            expected = head(*(torch.from_numpy(v) for v in feed.values())).numpy()
-        got = session.run(None, feed)[0]
+            expected = head(*(torch.from_numpy(v) for v in feed.values()))[0].numpy()
+        got = session.run(["probabilities"], feed)[0]
         # float32 either side, same arithmetic in another order: ~1e-7 relative on O(1) values, margin 100x
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
