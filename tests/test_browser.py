@@ -693,7 +693,10 @@ def test_a_cold_start_always_says_what_it_is_doing(browser, server):
     gaps, texts = page.evaluate("[window.__gaps, [...window.__texts]]")
     print(f"status lines seen: {texts}")
     assert max(gaps, default=0) <= 1000
-    assert any("Loading" in t for t in texts) and any("Preparing" in t for t in texts)
+    # the loading text is always seen; "Preparing…" lasts only as long as session creation, which a fast
+    # machine can finish between two observer callbacks (fresh clone, 2026-12-02: not seen): the stages
+    # themselves are asserted through data-phases below, the 1 s rule through the gaps above
+    assert any("Loading" in t for t in texts)
     assert page.get_attribute("#demo-app", "aria-busy") is None
     phases = json.loads(page.get_attribute("#demo-app", "data-phases"))
     assert {"worker start", "runtime compile", "session text", "session head", "tokenizer", "first run"} <= set(phases)
