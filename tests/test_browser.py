@@ -188,6 +188,7 @@ def assert_agree(server, got, expected, mode):
     # no genre over its threshold on either side: both fall back to the most likely, unless the top two are close
     if len(clear) == len(labels) and not any(n[g] >= t[g] for g in labels):
         top = sorted(labels, key=n.get, reverse=True)
+        # each side is within tol of the other, so the order of the top two can swap only when they are within 2 tol
         if n[top[0]] - n[top[1]] > 2 * tol:
             assert got["genres"] == expected["genres"] == [top[0]]
     print(f"browser vs native ({mode}): largest probability difference {worst:.5f}; {len(clear)} genres compared")
@@ -367,6 +368,7 @@ def test_sentence_highlights_match_python(page, server):
     assert why["genres"] == result(page)["genres"][: len(why["genres"])]
     for i, e in enumerate(expected):
         for k, genre in enumerate(why["genres"]):  # a drop is a difference of two probabilities: twice the bound
+            # a drop is a difference of two probabilities, each within tolerance(server) of predict's: 2x
             assert abs(why["drops"][i][k] - e["drop"][genre]) <= 2 * tolerance(server)
     buttons = page.locator("#why-genres button")
     assert buttons.count() == len(why["genres"])
@@ -426,6 +428,7 @@ def test_poster_heatmap_is_computed_in_the_browser(page, server, posters):
             assert cam["dims"] == list(expected.shape)
             # same pixels (plain.jpg decodes identically), so only float rounding: maps scaled to 0..1 by their
             # own min and max can move by twice a relative difference (both ends move), plus the margin
+            # a map scaled to 0..1 subtracts its minimum and divides by its range: both ends can move by the bound
             assert np.abs(scaled(m) - scaled(expected)).max() <= 2 * tolerance(server, "plot+poster"), genre
         assert page.locator("#cam-genres button").count() == len(cam["maps"])
         assert page.evaluate("document.getElementById('cam-canvas').width") == pixels.shape[1]
