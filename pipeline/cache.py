@@ -62,6 +62,11 @@ class Output:
         return self.path / name
 
 
+def stage_parts(code: str, config: dict, **upstream: Output) -> dict:
+    """What names a stage's folder: the keys of the stages it reads, its config values and its code."""
+    return {**{name: out.key for name, out in upstream.items()}, "config": config, "code": code}
+
+
 def cached(cfg, name: str, parts: dict, build: Callable[[Path], None]) -> Output:
     key = digest(parts)
     path = cfg.path("work") / name / key

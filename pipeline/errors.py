@@ -286,13 +286,7 @@ def analyse(movies, labels, y, probs, metrics, tokenizer: Path | None, window: i
 
 def run(cfg) -> cache.Output:
     curated, evaluated, exported = data.run(cfg), evaluate.run(cfg), export.run(cfg)
-    parts = {
-        "data": curated.key,
-        "evaluate": evaluated.key,
-        "export": exported.key,
-        "config": cfg.subset(*KEYS),
-        "code": CODE,
-    }
+    parts = cache.stage_parts(CODE, cfg.subset(*KEYS), data=curated, evaluate=evaluated, export=exported)
 
     def build(out: Path):
         movies, labels, y = data.load(curated)

@@ -37,12 +37,7 @@ def topic_name(words: list[str]) -> str:
 
 def run(cfg) -> cache.Output:
     curated, embedded = data.run(cfg), embed.run(cfg)
-    parts = {
-        "data": curated.key,
-        "plots": embedded.plots.key,
-        "config": cfg.subset("seed", "topic_min_size"),
-        "code": CODE,
-    }
+    parts = cache.stage_parts(CODE, cfg.subset("seed", "topic_min_size"), data=curated, plots=embedded.plots)
 
     def build(out: Path):
         from umap import UMAP

@@ -28,16 +28,8 @@ KEYS = ("seed", "sample_rows", "default_threshold", "topics_shown")
 def run(cfg) -> cache.Output:
     curated, tuned, trained, evaluated = data.run(cfg), finetune.run(cfg), fusion.run(cfg), evaluate.run(cfg)
     exported, topic_out = export.run(cfg), topics.run(cfg)
-    parts = {
-        "data": curated.key,
-        "finetune": tuned.key,
-        "train": trained.key,
-        "evaluate": evaluated.key,
-        "export": exported.key,
-        "topics": topic_out.key,
-        "config": cfg.subset(*KEYS),
-        "code": CODE,
-    }
+    upstream = dict(data=curated, finetune=tuned, train=trained, evaluate=evaluated, export=exported, topics=topic_out)
+    parts = cache.stage_parts(CODE, cfg.subset(*KEYS), **upstream)
 
     def build(out: Path):
         movies, labels, y = data.load(curated)

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve
 
 from .. import evaluate
-from .style import BLUE, GOLD, GREEN, GREY, INK, LIGHT_BLUE, MUTED, ORANGE, save
+from .style import BLUE, GOLD, GREEN, GREY, INK, LIGHT_BLUE, MUTED, ORANGE, label_and_save, save
 
 MODE_NAMES = {"plot": "plot only", "plot+poster": "plot + poster"}
 
@@ -174,11 +174,9 @@ def threshold_curve(probs, y, dev, te, default: float, ours: dict, path: Path) -
         fontsize=8,
         color=MUTED,
     )
-    ax.set_xlabel("one global threshold")
-    ax.set_ylabel("micro F1")
-    ax.set_title("Shipped model: micro F1 against one global threshold")
-    ax.legend(frameon=False, fontsize=8)
-    save(fig, path)
+    label_and_save(
+        fig, ax, path, "one global threshold", "micro F1", "Shipped model: micro F1 against one global threshold"
+    )
     return facts
 
 
@@ -199,11 +197,7 @@ def reliability(probs, y, te, ours: dict, path: Path) -> dict:
     for mode, ls in (("plot+poster", "o-"), ("plot", "s--")):
         mean_p, freq, ece[mode] = calibration(probs[ours[mode]][te].ravel(), y[te].ravel())
         ax.plot(mean_p, freq, ls, color=BLUE, ms=4, label=f"{MODE_NAMES[mode]} (ECE {ece[mode]:.3f})")
-    ax.set_xlabel("predicted probability")
-    ax.set_ylabel("observed frequency")
-    ax.set_title("Reliability, test split (all genres)")
-    ax.legend(frameon=False, fontsize=8)
-    save(fig, path)
+    label_and_save(fig, ax, path, "predicted probability", "observed frequency", "Reliability, test split (all genres)")
     return ece
 
 

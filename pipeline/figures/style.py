@@ -31,6 +31,15 @@ def save(fig, path: Path):
     plt.close(fig)
 
 
+def label_and_save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str):
+    """Axis labels, title and a frameless legend, then save: the finish most line charts share."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    save(fig, path)
+
+
 def placeholder(path: Path, message: str):
     """A figure that says why there is nothing to draw (tiny data), rather than a missing file."""
     fig, ax = plt.subplots(figsize=(5, 1.2))
