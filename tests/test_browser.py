@@ -541,6 +541,31 @@ def test_loads_only_what_is_needed_once_and_works_offline(browser, server):
     context.close()
 
 
+def test_a_poster_adds_only_the_poster_model(browser, server, posters):
+    """The poster's worker runs the runtime the demo's worker compiled: a first visit with a poster fetches
+    each file once, and the poster adds only the poster encoder."""
+    folder, _ = posters
+    spec = server.spec
+    runtime = json.loads((ROOT / "assets/vendor/runtime.json").read_text())
+    context = browser.new_context()
+    page = context.new_page()
+    fetched = []
+    # every request of the page and of its workers (nested ones included) passes through the context
+    context.on("request", lambda r: fetched.append(r.url.split("?")[0].rsplit("/", 1)[1]))
+    page.goto(server.url + "#demo")
+    page.wait_for_selector("#demo-app[data-ready='1']")
+    page.set_input_files("#poster", str(folder / "plain.jpg"))
+    page.wait_for_selector("#poster-preview:not([hidden])")
+    run_demo(page, PLOTS[0], "plot+poster")
+    # the files sw.js never handles (so each request is the worker's own): the wasm and the models
+    files = [f for f in [*runtime, *spec["files"]] if f.endswith((".wasm", ".onnx"))]
+    counts = {f: fetched.count(f) for f in files}
+    assert counts[spec["poster_encoder"]["file"]] == 1, counts  # the poster worker's own download is seen
+    used = {spec["text_encoder"]["file"], spec["fusion_head"]["file"], spec["poster_encoder"]["file"]}
+    assert all(n == 1 for f, n in counts.items() if f in used or f.endswith(".wasm")), counts
+    context.close()
+
+
 @pytest.mark.parametrize("name", ["teacher", "student", "nonsense"])
 def test_text_query_selects_an_encoder_the_manifest_lists(browser, server, tmp_path, name):
     key = f"{name}_text_encoder"
@@ -769,9 +794,10 @@ class Deploy:
         self.httpd.server_close()
 
 
-def second_version(v1, v2, shift=2.0):
+def second_version(v1, v2, shift=2.0, runtime=False):
     """v2: v1 with a bias of fusion_head.onnx changed (genre 0's text logit + shift), the manifest updated to
-    match, a new shell version; unchanged files are hard links (same bytes, same Last-Modified)."""
+    match, a new shell version; with `runtime` also a new onnxruntime glue (a comment added, runtime.json
+    updated); unchanged files are hard links (same bytes, same Last-Modified)."""
     import onnx
     from onnx import numpy_helper
 
@@ -795,7 +821,19 @@ def second_version(v1, v2, shift=2.0):
     text = shell.read_text().replace('"version":"', '"version":"v2-')
     shell.unlink()
     shell.write_text(text)
-    for f in (models / "fusion_head.onnx", models / "manifest.json", shell):
+    changed = [models / "fusion_head.onnx", models / "manifest.json", shell]
+    if runtime:
+        vendor = v2 / "assets/vendor"
+        glue = vendor / "ort-wasm-simd-threaded.mjs"
+        code = glue.read_text() + "\n// v2\n"
+        glue.unlink()
+        glue.write_text(code)
+        files = json.loads((vendor / "runtime.json").read_text())
+        files[glue.name] = file_entry(glue)
+        (vendor / "runtime.json").unlink()
+        (vendor / "runtime.json").write_text(json.dumps(files, indent=1))
+        changed += [glue, vendor / "runtime.json"]
+    for f in changed:
         os.utime(f, (later, later))
     return spec
 
@@ -813,11 +851,11 @@ def stored_keys(page):
     )
 
 
-def redeploy(browser, server, tmp_path, host="127.0.0.1"):
+def redeploy(browser, server, tmp_path, host="127.0.0.1", runtime=False):
     """Version 1, a prediction, version 2 at the same URL: the next visit predicts with version 2."""
     v1, v2 = tmp_path / "v1", tmp_path / "v2"
     shutil.copytree(server.models.parent.parent, v1, copy_function=os.link)
-    spec2 = second_version(v1, v2)
+    spec2 = second_version(v1, v2, runtime=runtime)
     deploy = Deploy(tmp_path / "www", host)
     deploy.publish(v1)
     context = browser.new_context()
@@ -855,6 +893,7 @@ def redeploy(browser, server, tmp_path, host="127.0.0.1"):
 def test_a_redeploy_reaches_returning_visitors_and_offline_still_works(browser, server, tmp_path):
     page, context, deploy, spec2, _, second = redeploy(browser, server, tmp_path)
     try:
+        assert page.get_attribute("#demo-app", "data-restarts") is None  # same runtime: the early start stood
         keys = stored_keys(page)
         heads = [k for k in keys if "/fusion_head.onnx?" in k]
         assert heads == [
@@ -873,6 +912,21 @@ def test_a_redeploy_reaches_returning_visitors_and_offline_still_works(browser, 
         offline = run_demo(page, PLOTS[0])["probabilities"]
         assert offline == second
         assert page.errors == []
+    finally:
+        context.close()
+        deploy.stop()
+
+
+def test_a_redeploy_with_a_new_runtime_is_not_run_on_the_old_one(browser, server, tmp_path):
+    """A return visit starts from the copies kept last visit (models.js init); when the fresh runtime list
+    names another runtime, the page starts a new worker on it: version 2's answer, its glue stored, the old evicted."""
+    page, context, deploy, _, _, _ = redeploy(browser, server, tmp_path, runtime=True)
+    try:
+        assert page.get_attribute("#demo-app", "data-restarts") == "1"  # the early worker gave way once
+        files = json.loads((tmp_path / "v2/assets/vendor/runtime.json").read_text())
+        name = "ort-wasm-simd-threaded.mjs"
+        glue = [k for k in stored_keys(page) if f"/{name}?" in k]
+        assert glue == [f"{deploy.url}assets/vendor/{name}?sha256={files[name]['sha256']}"]
     finally:
         context.close()
         deploy.stop()

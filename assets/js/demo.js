@@ -7,13 +7,28 @@ const abs = (path) => new URL(path, location.href).href;
 const mb = (n) => `${(n / 1048576).toFixed(1)} MB`;
 const size = (n) => (n >= 104858 ? mb(n) : `${Math.max(1, Math.round(n / 1024))} KB`);
 
-const worker = new Worker(abs(app.dataset.worker), { type: "module" });
 const textChoice = (new URLSearchParams(location.search).get("text") ?? "").replace(/[^a-z]/g, ""); // e.g. ?text=teacher
-// window.__mmGenreOrt: session options bench/browser.py compares (graphOptimizationLevel, ...); never set otherwise
-worker.postMessage({
-  type: "init", models: abs(app.dataset.models), vendor: abs(app.dataset.vendor), text: textChoice,
-  pageStart: performance.timeOrigin + performance.now(), ort: window.__mmGenreOrt ?? {},
-});
+let worker = null;
+let sent = []; // messages sent before the manifest was confirmed: sent again to a restarted worker
+// A worker that started early from the runtime kept last visit asks for a restart when the fresh
+// manifest names another runtime (models.js init): the new one reads the fresh copies only.
+function startWorker(early) {
+  worker = new Worker(abs(app.dataset.worker), { type: "module" });
+  worker.onmessage = onMessage;
+  worker.onerror = (e) => status(`The demo's worker failed: ${e.message}`, true);
+  // window.__mmGenreOrt / __mmGenreEarly: session options and the early start, which bench/browser.py
+  // compares (graphOptimizationLevel, ...); never set otherwise
+  worker.postMessage({
+    type: "init", models: abs(app.dataset.models), vendor: abs(app.dataset.vendor), text: textChoice,
+    early: early && window.__mmGenreEarly !== false,
+    pageStart: performance.timeOrigin + performance.now(), ort: window.__mmGenreOrt ?? {},
+  });
+}
+function post(m) {
+  if (sent) sent.push(m);
+  worker.postMessage(m);
+}
+startWorker(true); // first thing: the worker's modules and the stored models load while this page finishes
 
 let spec = null, parts = null;
 let started = false; // downloads begun
@@ -67,7 +82,7 @@ function warm(extra = []) {
     // a deploy's new shell version (assets/vendor/shell.js) is seen on the next visit
     navigator.serviceWorker?.register(abs(app.dataset.sw), { updateViaCache: "none" }).catch(() => {});
   }
-  worker.postMessage({ type: "warm", parts: want });
+  post({ type: "warm", parts: want });
 }
 
 const rows = new Map(); // file -> {li, bar, text}
@@ -92,6 +107,24 @@ function progress({ file, got, total, cached }) {
 
 const TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"];
 
+// The poster's own worker (poster-worker.js): this page hands it the poster and draws its preview; it
+// gets the manifest and the compiled runtime from worker.js through a MessageChannel, and sends worker.js
+// the poster's embedding. Started once the manifest is in (the decoding rules come with it).
+let posterWorker = null;
+const queued = []; // poster messages from before the manifest
+function toPoster(m) {
+  if (!spec) { queued.push(m); return; }
+  if (!posterWorker) {
+    posterWorker = new Worker(new URL("poster-worker.js", abs(app.dataset.worker)), { type: "module" });
+    posterWorker.onmessage = onMessage;
+    posterWorker.onerror = (e) => status(`The poster's worker failed: ${e.message}`, true);
+    const channel = new MessageChannel();
+    posterWorker.postMessage({ type: "connect", port: channel.port2 }, [channel.port2]);
+    worker.postMessage({ type: "poster-port", port: channel.port1 }, [channel.port1]);
+  }
+  posterWorker.postMessage(m.type === "poster" ? { ...m, rules: spec.rules.poster } : m);
+}
+
 function setPoster(file) {
   clearPoster();
   if (!file) return;
@@ -103,7 +136,7 @@ function setPoster(file) {
   state.pending = new Promise((resolve) => waiters.set(id, resolve));
   posterState = state;
   status("Reading the poster…");
-  worker.postMessage({ type: "poster", id, blob: file });
+  toPoster({ type: "poster", id, blob: file });
   warm(["poster"]);
 }
 
@@ -115,7 +148,8 @@ function rejectPoster(message) {
 function clearPoster() {
   if (posterState) waiters.get(posterState.id)?.(false);
   posterState = null;
-  worker.postMessage({ type: "clear-poster" });
+  queued.length = 0;
+  posterWorker?.postMessage({ type: "clear" });
   $("poster-preview").hidden = true;
   $("clear-poster").hidden = true;
   $("cam").hidden = true;
@@ -312,7 +346,7 @@ async function predict() {
     status(stored ? "Predicting…" : "Loading the models (progress below)…");
     $("why").hidden = true;
     $("cam").hidden = true;
-    worker.postMessage({ type: "predict", id: run.id, plot, withPoster });
+    post({ type: "predict", id: run.id, plot, posterId: withPoster ? posterState.id : null });
   } catch (e) {
     status(`Something went wrong: ${e.message}`, true);
     done();
@@ -333,6 +367,7 @@ function genres(m) {
   status("");
   app.dataset.genresMs = ms.toFixed(1);
   app.dataset.modelMs = m.runMs.toFixed(1);
+  app.dataset.modelParts = JSON.stringify(m.parts); // each model's own run time, ms (bench/browser.py)
   // where the time went, each phase's start in ms since this page's navigation (bench/browser.py reads it)
   const since = (at) => +(at - performance.timeOrigin).toFixed(1);
   app.dataset.phases = JSON.stringify(Object.fromEntries(Object.entries(m.phases).map(([k, v]) => [k, { start: since(v.at), ms: +v.ms.toFixed(1) }])));
@@ -342,10 +377,18 @@ function genres(m) {
   done();
 }
 
-worker.onmessage = ({ data: m }) => {
+function onMessage({ data: m }) {
   switch (m.type) {
+    case "restart":
+      app.dataset.restarts = String(Number(app.dataset.restarts ?? 0) + 1); // tests/test_browser.py
+      worker.terminate();
+      startWorker(false);
+      for (const x of sent) worker.postMessage(x);
+      break;
     case "spec":
       spec = m.spec;
+      sent = null;
+      for (const x of queued.splice(0)) toPoster(x);
       parts = m.parts;
       app.dataset.text = m.textPart;
       describeDownload();
@@ -369,8 +412,7 @@ worker.onmessage = ({ data: m }) => {
       if (m.during === "init") $("download").textContent = `The demo could not start: ${m.message}.`;
       break;
   }
-};
-worker.onerror = (e) => status(`The demo's worker failed: ${e.message}`, true);
+}
 
 $("predict").addEventListener("click", predict);
 $("plot").addEventListener("keydown", (e) => {

@@ -10,7 +10,8 @@
 import { sha256 } from "./sha256.js";
 
 const CACHE = "mm-genre-models";
-const store = async () => (self.caches ? caches.open(CACHE).catch(() => null) : null); // null: nothing kept
+let opened = null; // one open per visit, not one per file
+const store = () => (opened ??= self.caches ? caches.open(CACHE).catch(() => null) : Promise.resolve(null)); // null: nothing kept
 const keyOf = (url, info) => `${url}?sha256=${info.sha256}`;
 
 async function digest(bytes) {
@@ -85,6 +86,15 @@ export async function evictAllBut(current) {
   for (const req of await cache.keys()) if (req.url.includes("?sha256=") && !keep.has(req.url)) await cache.delete(req);
 }
 
+// The copy of a JSON file (json() below) this browser kept from its last visit, or null.
+export async function stored(url) {
+  try {
+    return (await (await (await store())?.match(url))?.json()) ?? null;
+  } catch {
+    return null;
+  }
+}
+
 // JSON that changes with a deploy (the manifest, runtime.json): the network first (revalidated),
 // the last copy when offline.
 export async function json(url) {
@@ -92,7 +102,7 @@ export async function json(url) {
   try {
     const res = await fetch(url, { cache: "no-cache" });
     if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
-    await cache?.put(url, res.clone());
+    cache?.put(url, res.clone()).catch(() => {}); // the offline copy: nothing waits for it to be written
     return await res.json();
   } catch (e) {
     const hit = await cache?.match(url);

@@ -3,6 +3,8 @@
 //   runtime  onnxruntime's wasm and its JS glue (assets/vendor/runtime.json)
 //   text     the text encoder and its tokenizer (?text=NAME picks "NAME_text_encoder")
 //   head     the fusion head (probabilities; also the Jacobian Grad-CAM needs);  poster  the poster encoder
+// worker.js reads the manifest (init); the poster's worker (poster-worker.js) is handed the same copy
+// (adopt), so both threads load what one manifest names.
 import * as downloads from "./downloads.js";
 import * as runtime from "./runtime.js";
 import { tokenizer } from "./text.js";
@@ -10,32 +12,80 @@ import { tokenizer } from "./text.js";
 export let spec = null; // the manifest
 export let rules = null; // spec.rules: the decision rule, sentence pattern, truncation, poster preprocessing
 export let textPart = "text_encoder";
-let base = null, vendorFiles = null, sessionOptions = {};
+export let vendorFiles = null; // assets/vendor/runtime.json
+let base = null, sessionOptions = {}, choice = "";
 const loads = {}; // part -> Promise
 let onProgress = () => {}, onStage = () => {};
 const LABELS = { text: "the text model", head: "the fusion head", poster: "the poster model" };
 
-// progress({file, got, total, cached?}) per file; stage(text) when a part's session is being prepared
-export async function init({ models, vendor, text, ort = {} }, progress, stage) {
+// progress({file, got, total, cached?}) per file; stage(text) when a part's session is being prepared.
+// Returns {spec, textPart, parts: {part: [{name, bytes, cached}]}}, or {restart: true} (below); the
+// versions a redeploy replaced are deleted meanwhile (never a file this manifest names: nothing waits).
+//
+// A return visit starts early: the manifest and runtime list kept from the last visit name the plot's
+// files, and when each is stored, the runtime, the plot's sessions and the tokenizer start from them at
+// once, while the network copies are fetched (revalidated). Stored keys name their content
+// (URL?sha256=), so what started early is kept only where the fresh manifest names the same files; a
+// part it names differently is dropped and loaded again from the fresh manifest. A different runtime
+// cannot be swapped inside a started worker: init then answers {restart: true} and the page starts a
+// new worker with early: false.
+export async function init(m, progress, stage) {
+  const urls = [new URL("manifest.json", m.models).href, new URL("runtime.json", m.vendor).href];
+  const fresh = Promise.all(urls.map(downloads.json));
+  fresh.catch(() => {}); // awaited below
+  const early = m.early !== false && (await startEarly(m, urls, progress, stage));
+  const [manifest, runtimeFiles] = await fresh;
+  if (!manifest.rules) throw new Error("the manifest has no rules block: re-run `python -m pipeline export`");
+  const before = early ? Object.fromEntries(PLOT.map((part) => [part, filesOf(part)])) : null;
+  adopt({ ...m, spec: manifest, vendorFiles: runtimeFiles }, progress, stage);
+  if (early) {
+    if (!same(before.runtime, filesOf("runtime"))) return { restart: true };
+    for (const part of ["text", "head"]) if (!same(before[part], filesOf(part))) drop(part);
+  }
+  const all = [...Object.entries(vendorFiles).map(([n, i]) => [new URL(n, m.vendor).href, i]),
+    ...Object.entries(spec.files).map(([n, i]) => [new URL(n, m.models).href, i])];
+  downloads.evictAllBut(all).catch(() => {}); // versions a redeploy replaced, files it dropped
+  const parts = {};
+  await Promise.all(["runtime", "text", "head", "poster"].map(async (part) => {
+    parts[part] = await Promise.all(needs(part).map(async ({ url, name, info }) => ({ name, bytes: info.bytes, cached: await downloads.isStored(url, info) })));
+  }));
+  return { spec, textPart, parts };
+}
+
+const PLOT = ["runtime", "text", "head"];
+const filesOf = (part) => needs(part).map(({ url, info }) => [url, info.bytes, info.sha256]);
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+// True when the plot's parts started from the copies kept last visit (all their files stored).
+async function startEarly(m, urls, progress, stage) {
+  const [manifest, runtimeFiles] = await Promise.all(urls.map(downloads.stored));
+  if (!manifest?.rules || !runtimeFiles) return false;
+  adopt({ ...m, spec: manifest, vendorFiles: runtimeFiles }, progress, stage);
+  const files = PLOT.flatMap(needs);
+  const stored = await Promise.all(files.map(({ url, info }) => downloads.isStored(url, info)));
+  if (!stored.every(Boolean)) return false;
+  for (const part of ["text", "head"]) load(part).catch(() => {}); // a failure is met again by whoever needs the part
+  return true;
+}
+
+// A part started from files the fresh manifest no longer names: forgotten, its session released.
+function drop(part) {
+  const job = loads[part];
+  delete loads[part];
+  job?.then((s) => (s?.session ?? s)?.release?.(), () => {});
+}
+
+// A manifest (and runtime list) already read, by worker.js: the poster's worker uses the same copy.
+export function adopt({ models, vendor, text, ort = {}, spec: manifest, vendorFiles: runtimeFiles }, progress, stage) {
   onProgress = progress;
   onStage = stage;
   base = { models, vendor };
   sessionOptions = ort;
-  [spec, vendorFiles] = await Promise.all([
-    downloads.json(new URL("manifest.json", models).href),
-    downloads.json(new URL("runtime.json", vendor).href),
-  ]);
-  if (!spec.rules) throw new Error("the manifest has no rules block: re-run `python -m pipeline export`");
+  choice = text;
+  spec = manifest;
+  vendorFiles = runtimeFiles;
   rules = spec.rules;
   textPart = text && spec[`${text}_text_encoder`] ? `${text}_text_encoder` : "text_encoder";
-  const all = [...Object.entries(vendorFiles).map(([n, i]) => [new URL(n, vendor).href, i]),
-    ...Object.entries(spec.files).map(([n, i]) => [new URL(n, models).href, i])];
-  await downloads.evictAllBut(all); // versions a redeploy replaced, files it dropped
-  const parts = {};
-  for (const part of ["runtime", "text", "head", "poster"]) {
-    parts[part] = await Promise.all(needs(part).map(async ({ url, name, info }) => ({ name, bytes: info.bytes, cached: await downloads.isStored(url, info) })));
-  }
-  return { spec, textPart, parts };
 }
 
 // The files of a part: [{url, name, info: {bytes, sha256}}]
@@ -50,9 +100,24 @@ function needs(part) {
   return [];
 }
 
+// What the poster's worker is handed: the same manifest, runtime list, choices and session options.
+export const handover = () => ({ models: base.models, vendor: base.vendor, text: choice, ort: sessionOptions, spec, vendorFiles });
+
 let runtimeStarted = null;
+let given = null; // the poster's worker: a promise of the runtime worker.js compiled (runtime.shared)
+// The poster's worker never fetches or compiles the runtime: it instantiates the module it is given.
+// Its model's bytes are read meanwhile (load).
+export function runtimeFrom(promise) {
+  given = promise;
+}
+
+function instantiate({ glue, module, url }) {
+  const nothing = () => Promise.resolve(new Response(new Uint8Array(0), { headers: { "content-type": "application/wasm" } }));
+  return runtime.start({ glue: new Response(glue), wasm: { url, response: nothing }, module, sessionOptions });
+}
+
 function startRuntime() {
-  runtimeStarted ??= startingRuntime().catch((e) => { runtimeStarted = null; throw e; });
+  runtimeStarted ??= (given ? given.then(instantiate) : startingRuntime()).catch((e) => { runtimeStarted = null; throw e; });
   return runtimeStarted;
 }
 
@@ -74,12 +139,16 @@ export function load(part) {
   loads[part] ??= (async () => {
     const files = needs(part);
     if (!files.length) return null;
-    const got = Promise.all(files.map(({ url, name, info }) => downloads.bytes(url, name, info, onProgress)));
+    const got = files.map(({ url, name, info }) => downloads.bytes(url, name, info, onProgress));
+    // the tokenizer is built as soon as its file is read: the thread is otherwise idle while the wasm
+    // compiles (off-thread) and the model's bytes are read
+    const tok = part === "text" ? got[1].then(tokenizer) : null;
+    for (const p of [...got, tok]) p?.catch(() => {}); // each is awaited below; no rejection is left unhandled meanwhile
     await startRuntime();
-    const [model, tokenizerFile] = await got;
+    const model = await got[0];
     onStage(`Preparing ${LABELS[part]}…`);
     const session = await runtime.session(part, model);
-    return part === "text" ? { session, tokenizer: tokenizer(tokenizerFile) } : session;
+    return part === "text" ? { session, tokenizer: await tok } : session;
   })().catch((e) => { delete loads[part]; throw e; });
   return loads[part];
 }

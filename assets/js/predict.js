@@ -1,48 +1,65 @@
 // One prediction, as `python -m pipeline predict` makes it: the plot embedding, the poster embedding
 // when a poster was given, the fusion head, the manifest's decision rule for that input mode; then the
 // poster heatmap and the sentence explanation, which a newer prediction interrupts.
+// The poster is decoded and encoded in its own worker (poster-worker.js) from the moment it is given,
+// so its encoder runs beside this worker's text encoder; a prediction names the poster by its id.
 import * as models from "./models.js";
-import { now, ort, phases, run, timed } from "./runtime.js";
+import { now, ort, phases, run, shared, timed } from "./runtime.js";
 import { caution, embed } from "./text.js";
-import { decode } from "./poster.js";
 import { gradcam } from "./gradcam.js";
 import { explain } from "./explain.js";
 import * as rules from "./rules.js";
 
-let poster = null; // {id, pixels, rgba, dims, embedding?, features?}
-let posterJob = null; // the poster being decoded
 let current = 0; // the prediction that may keep running; an older one stops at its next yield
+let waiting = 0; // predictions waiting for their models (a return visit's warm-up run then is not needed)
+let port = null; // to the poster's worker (poster-worker.js), which the page starts and connects
+let loadAsked = false;
+let toPage = () => {};
 
-export async function setPoster({ id, blob }, send) {
-  poster = null;
-  const job = (async () => {
-    try {
-      const p = await decode(blob, models.rules.poster);
-      if (posterJob !== job) return;
-      poster = { id, pixels: p.pixels, rgba: p.rgba, dims: p.dims };
-      const preview = new ImageData(p.rgba.slice(), p.dims[3], p.dims[2]);
-      send({ type: "poster", id, width: p.width, height: p.height, w: p.dims[3], h: p.dims[2], reduced: p.reduced, preview }, [preview.data.buffer]);
-    } catch (e) {
-      if (posterJob === job) send({ type: "poster-error", id, message: e.message });
-    }
-  })();
-  posterJob = job;
-  models.load("poster").catch(() => {}); // the poster model only once a poster is given
-  await job;
+function deferred() {
+  let resolve, reject;
+  const promise = new Promise((a, b) => { resolve = a; reject = b; });
+  promise.catch(() => {}); // awaited by whoever needs it; never an unhandled rejection
+  return { promise, resolve, reject };
 }
-
-export function clearPoster() {
-  poster = null;
-  posterJob = null;
-}
-
-async function posterOutputs() {
-  if (!poster.embedding) {
-    const out = await run(await models.load("poster"), { image: new ort.Tensor("float32", poster.pixels, poster.dims) });
-    poster.embedding = Float32Array.from(out[models.spec.poster_encoder.output].data);
-    poster.features = models.spec.gradcam ? out[models.spec.gradcam.features.output] : null;
+// poster id -> {decoded: deferred of {rgba, dims} or null (not an image), encoded: deferred of {embedding, features, ms}}
+const posters = new Map();
+function job(id) {
+  if (!posters.has(id)) {
+    for (const old of [...posters.keys()].filter((k) => k < id - 1)) posters.delete(old); // the page shows one poster
+    posters.set(id, { decoded: deferred(), encoded: deferred() });
   }
-  return poster;
+  return posters.get(id);
+}
+
+// The page's MessageChannel to the poster's worker: that worker gets this worker's manifest and runtime.
+export function connectPoster({ port: p }, send) {
+  toPage = send;
+  port = p;
+  port.onmessage = ({ data: m }) => {
+    switch (m.type) {
+      case "phases":
+        for (const [k, v] of Object.entries(m.phases)) phases[k === "runtime compile" ? "poster runtime" : k] ??= v;
+        break;
+      case "decoded": job(m.id).decoded.resolve({ rgba: m.rgba, dims: m.dims }); break;
+      case "encoded": job(m.id).encoded.resolve({ embedding: m.embedding, features: m.features, ms: m.ms }); break;
+      case "failed":
+        if (m.during === "decode") job(m.id).decoded.resolve(null);
+        job(m.id).encoded.reject(new Error(m.message));
+        break;
+    }
+  };
+  port.postMessage({ type: "init", ...models.handover() });
+  // the runtime this worker compiles (it always starts one: the plot's models need it)
+  shared.then((r) => port.postMessage({ type: "runtime", ...r }));
+  if (loadAsked) port.postMessage({ type: "load" });
+}
+
+// The poster model, loaded in the poster's worker (a warm request from the page).
+export function warmPoster(send) {
+  toPage = send;
+  loadAsked = true;
+  port?.postMessage({ type: "load" });
 }
 
 // The fusion head: probabilities, and with `jacobian` also its d logits / d poster embedding (Grad-CAM).
@@ -66,39 +83,54 @@ function genresOf(probs, mode) {
 }
 
 // A return visit: the plot's sessions are created and run once on a few words while the visitor types,
-// so the first real prediction finds the runtime's code compiled and its memory grown.
+// so the first real prediction finds the runtime's code compiled and its memory grown. A prediction
+// already waiting for the sessions makes that run itself: the warm-up is then skipped.
 export async function prepare() {
   const [text, fusion] = await Promise.all([models.load("text"), models.load("head")]);
+  if (waiting || current) return;
   const { spec, textPart } = models;
   const warmUp = async () => combine(fusion, (await embed(["A movie."], text, spec[textPart], models.rules))[0], null);
   await timed("warm-up run", warmUp());
 }
 
-export async function predict({ id, plot, withPoster }, send) {
+const since = (t) => performance.now() - t;
+
+export async function predict({ id, plot, posterId }, send) {
   current = id;
+  toPage = send;
   const t0 = performance.now();
-  if (withPoster && posterJob) await posterJob; // a poster still decoding is waited for
-  const usePoster = withPoster && !!poster;
-  const mode = usePoster ? "plot+poster" : "plot";
+  const given = posterId ? job(posterId) : null;
+  const decoded = given ? await given.decoded.promise : null; // a poster still decoding is waited for
+  const p = decoded ? { ...decoded, encoded: given.encoded.promise } : null;
+  const mode = p ? "plot+poster" : "plot";
   const { spec, textPart } = models;
   const enc = spec[textPart];
-  const [text, fusion] = await Promise.all([models.load("text"), models.load("head"), usePoster ? models.load("poster") : null]);
+  waiting++;
+  let text, fusion;
+  try {
+    [text, fusion] = await Promise.all([models.load("text"), models.load("head")]);
+  } finally {
+    waiting--;
+  }
   const tReady = performance.now(), at = now();
   send({ type: "stage", id, text: "Predicting…" });
-  const [textEmb] = await embed([plot], text, enc, models.rules);
-  const p = usePoster ? await posterOutputs() : null;
-  const withCam = usePoster && !!p.features;
-  const scored = await head(fusion, textEmb, p?.embedding ?? null, withCam);
+  // the text encoder here, the poster encoder (already running since the poster was read) in its worker
+  const [textEmb, image] = await Promise.all([embed([plot], text, enc, models.rules).then(([e]) => [e, since(tReady)]), p?.encoded]);
+  const tHead = performance.now();
+  const withCam = !!image?.features;
+  const scored = await head(fusion, textEmb[0], image?.embedding ?? null, withCam);
   const probs = Array.from(scored.probs);
   const genres = genresOf(probs, mode);
-  const runMs = performance.now() - tReady;
+  const runMs = since(tReady);
+  // each model's own run time (the poster's measured in its worker), for bench/browser.py
+  const parts = { text: textEmb[1], head: since(tHead), ...(image ? { poster: image.ms } : {}) };
   phases["first run"] ??= { at, ms: runMs };
-  send({ type: "genres", id, mode, probs, genres, caution: caution(plot, text.tokenizer, spec.min_words), loadMs: tReady - t0, runMs, textPart, phases });
+  send({ type: "genres", id, mode, probs, genres, caution: caution(plot, text.tokenizer, spec.min_words), loadMs: tReady - t0, runMs, parts, textPart, phases });
   if (current !== id) return;
   if (withCam) {
-    const maps = gradcam(scored.jacobian, p.features, p, genres);
+    const maps = gradcam(scored.jacobian, image.features, p, genres);
     send({ type: "cam", id, ...maps }, maps.overlays.map((o) => o.data.buffer));
   }
-  const score = (emb) => combine(fusion, emb, p?.embedding ?? null);
+  const score = (emb) => combine(fusion, emb, image?.embedding ?? null);
   await explain({ id, plot, text, enc, rulebook: models.rules, probs, score, send, current: () => current === id });
 }

@@ -1,8 +1,10 @@
 // onnxruntime-web: the wasm runtime started once per visit, one session per model, one run at a time.
-// The wasm is not handed over as bytes: onnxruntime fetches it from its URL and compiles it while it
-// streams (WebAssembly.instantiateStreaming), so Chromium keeps the compiled code beside the stored
-// response and a return visit skips the compile. That fetch is answered from downloads.js (the checked
-// copy in Cache Storage, application/wasm), so the runtime works offline too.
+// The wasm is not handed over as bytes: it is compiled while it streams from its Response
+// (WebAssembly.compileStreaming), so Chromium keeps the compiled code beside the stored response and a
+// return visit skips most of the compile. That Response is downloads.js's checked copy in Cache Storage
+// (application/wasm), so the runtime works offline too.
+// The compiled module and the glue are then shared with the poster's worker (poster-worker.js), which
+// instantiates the same module: nothing downloaded or compiled twice.
 import * as ort from "../vendor/ort.wasm.min.mjs";
 
 export { ort };
@@ -13,6 +15,9 @@ export const now = () => performance.timeOrigin + performance.now();
 
 let options = {}; // session options a benchmark may override (graphOptimizationLevel, freeDimensionOverrides, ...)
 let started = null;
+let shareWith = null;
+// {glue: ArrayBuffer, module: WebAssembly.Module, url}: what another worker needs to start the same runtime
+export const shared = new Promise((resolve) => { shareWith = resolve; });
 
 export async function timed(name, job) {
   const at = now();
@@ -23,15 +28,27 @@ export async function timed(name, job) {
   }
 }
 
-// Starts the runtime: `glue` the Response of ort-wasm-simd-threaded.mjs, `wasm` {url, response()} of its .wasm.
-export function start({ glue, wasm, sessionOptions = {} }) {
+// Starts the runtime: `glue` the Response of ort-wasm-simd-threaded.mjs, `wasm` {url, response()} of its
+// .wasm; or, given `module` (a compiled WebAssembly.Module from another worker), instantiates that.
+// The compile starts here, streamed from the stored response (Chromium's code cache is keyed on it),
+// not when onnxruntime first asks for the wasm (after a model's bytes are read): onnxruntime's own
+// fetch + instantiateStreaming is answered with this module, so the wasm is read once.
+let compiled = null;
+export function start({ glue, wasm, module = null, sessionOptions = {} }) {
   started ??= (async () => {
     options = sessionOptions;
-    const glueUrl = URL.createObjectURL(new Blob([await (await glue).arrayBuffer()], { type: "text/javascript" }));
+    compiled = module ? Promise.resolve(module) : timed("runtime compile", WebAssembly.compileStreaming(wasm.response()));
+    compiled.catch(() => {}); // awaited by session()
+    const glueBytes = await (await glue).arrayBuffer();
+    compiled.then((m) => shareWith({ glue: glueBytes, module: m, url: wasm.url }), () => {});
+    const glueUrl = URL.createObjectURL(new Blob([glueBytes], { type: "text/javascript" }));
     const plainFetch = self.fetch.bind(self);
-    self.fetch = (input, init) => (String(input?.url ?? input) === wasm.url ? wasm.response() : plainFetch(input, init));
-    const streaming = WebAssembly.instantiateStreaming; // timed, to report the compile on its own
-    WebAssembly.instantiateStreaming = (source, imports) => timed("runtime compile", streaming(source, imports));
+    const unread = () => Promise.resolve(new Response(new Uint8Array(0), { headers: { "content-type": "application/wasm" } }));
+    self.fetch = (input, init) => (String(input?.url ?? input) === wasm.url ? unread() : plainFetch(input, init));
+    WebAssembly.instantiateStreaming = async (source, imports) => {
+      const [m] = await Promise.all([compiled, source]);
+      return { module: m, instance: await WebAssembly.instantiate(m, imports) };
+    };
     ort.env.logLevel = "error"; // onnxruntime warns about every initializer it folds (dozens per model)
     ort.env.wasm.wasmPaths = { mjs: glueUrl, wasm: wasm.url };
     // threads only where the page is cross-origin isolated (GitHub Pages is not)
@@ -40,9 +57,21 @@ export function start({ glue, wasm, sessionOptions = {} }) {
   return started;
 }
 
-export async function session(name, model) {
+// A session; its phase starts once the runtime is compiled (the first one also instantiates the runtime
+// and starts onnxruntime inside it). One at a time: onnxruntime creates them one after the other anyway,
+// so each phase is that session's own time.
+let creating = Promise.resolve();
+export function session(name, model) {
+  const next = creating.then(() => create(name, model));
+  creating = next.catch(() => {});
+  return next;
+}
+
+async function create(name, model) {
   await started;
-  const create = ort.InferenceSession.create(model, {
+  await compiled;
+  const at = now();
+  const s = await ort.InferenceSession.create(model, {
     executionProviders: ["wasm"],
     logSeverityLevel: 3, // errors only
     // bench/browser.py, return visit, plot only: basic 1.56 s (sessions 0.76 s, warm 68 ms) against all
@@ -50,11 +79,7 @@ export async function session(name, model) {
     graphOptimizationLevel: "basic",
     ...options,
   });
-  const at = now(), compiling = !phases["runtime compile"];
-  const s = await create;
-  // the first session also waits for the runtime compile: that is reported on its own
-  const compile = compiling ? phases["runtime compile"]?.ms ?? 0 : 0;
-  phases[`session ${name}`] ??= { at: at + compile, ms: now() - at - compile };
+  phases[`session ${name}`] ??= { at, ms: now() - at };
   return s;
 }
 
