@@ -1,8 +1,10 @@
 """Stage `distil`: a web-sized student text encoder taught by the fine-tuned teacher, from plots alone.
 
 No label is read. The student (pipeline/student_model.py, vocabulary pipeline/student_vocab.py) learns
-from `student_plots` plots: every dev plot, then plots of the chosen extra rows at random; never a test
-plot, not even for its vocabulary. Loss: MSE to the teacher's genre logits (the teacher's head applied to
+from up to `student_plots` plots of the chosen extra rows, at random; never a plot of the main data, dev
+or test, not even for its vocabulary. Its check against the teacher is CV on the dev folds: a student
+taught on dev plots would be scored there on plots it learned to copy, and so look closer to the teacher
+than on plots it never saw (as test's and every visitor's are). Loss: MSE to the teacher's genre logits (the teacher's head applied to
 both embeddings: the heads see text through those logits) plus a cosine loss to the teacher's embedding.
 The teacher's outputs on the plots are computed once; augmented views (`student_views`) need it again.
 
@@ -105,12 +107,10 @@ def distil(cfg, teacher, head: nn.Linear, teacher_tok, plots: list[str], base_js
     return student.eval(), tok_json, history
 
 
-def training_plots(cfg, movies, extra, rows) -> tuple[list[str], dict]:
-    """Every dev plot, then extra plots (of the chosen rows) at random up to student_plots; no test plot."""
-    dev = movies.overview[movies.fold.to_numpy() >= 0].tolist()
-    room = max(0, int(cfg.student_plots) - len(dev))
-    picked = np.random.default_rng(cfg.seed).permutation(rows)[:room]
-    return dev + extra.overview.iloc[picked].tolist(), {"dev": len(dev), "extra": int(len(picked))}
+def training_plots(cfg, extra, rows) -> tuple[list[str], dict]:
+    """Plots of the chosen extra rows, at random, up to student_plots; never a main-data plot."""
+    picked = np.random.default_rng(cfg.seed).permutation(rows)[: int(cfg.student_plots)]
+    return extra.overview.iloc[picked].tolist(), {"extra": int(len(picked))}
 
 
 def run(cfg) -> cache.Output:
@@ -127,7 +127,7 @@ def run(cfg) -> cache.Output:
         torch.set_num_threads(cfg.threads)
         movies, _, _ = data.load(curated)
         extra, _ = data.load_extra(curated)
-        plots, counts = training_plots(cfg, movies, extra, select_extra.load(selected))
+        plots, counts = training_plots(cfg, extra, select_extra.load(selected))
         base_json = json.loads(text.load_tokenizer(cfg.text_backbone).to_str())
         teacher_tok = text.load_tokenizer(cfg.text_backbone)
         teacher = text.TextEncoder(cfg.text_backbone, tuned / "encoder.safetensors").eval()

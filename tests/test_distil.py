@@ -159,24 +159,23 @@ def distilled(tiny):
     return cfg, distil.run(cfg)
 
 
-def test_distil_stage_never_reads_test_plots_and_learns(distilled):
+def test_distil_stage_never_reads_a_main_plot_and_learns(distilled):
     import pandas as pd
 
     cfg, out = distilled
     movies = pd.read_csv(next((cfg.path("work") / "data").glob("*/movies.csv")), keep_default_na=False)
-    tok = text.load_tokenizer(cfg.text_backbone)
-    vocab = json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]
-    dev = movies.split != "test"
-    dev_tokens = {t for p in movies.overview[dev] for t in tok.encode(p).tokens}
-    assert dev_tokens <= set(vocab)
-    # the plots it learns from (and builds its vocabulary from): every dev plot, extra plots, no test plot
     extra = pd.read_csv(next((cfg.path("work") / "data").glob("*/extra.csv")), keep_default_na=False)
-    plots, counts = distil.training_plots(cfg, movies, extra, np.arange(len(extra)))
-    assert set(movies.overview[dev]) <= set(plots) and not set(movies.overview[~dev]) & set(plots)
-    assert counts["extra"] == len(plots) - int(dev.sum()) > 0
+    # the plots it learns from (and builds its vocabulary from): extra plots only, never a dev or test plot,
+    # so the CV check on the dev folds scores plots the student never saw (the tiny data has no word piece
+    # of its own in the main plots, so the vocabulary is checked through the plots it is built from)
+    plots, counts = distil.training_plots(cfg, extra, np.arange(len(extra)))
+    assert plots and set(plots) <= set(extra.overview) and not set(movies.overview) & set(plots)
+    assert counts == {"extra": len(plots)} and len(plots) <= cfg.student_plots
+    tok = text.load_tokenizer(cfg.text_backbone)
+    vocab = set(json.loads((out / "tokenizer.json").read_text())["model"]["vocab"])
+    assert {t for p in plots for t in tok.encode(p).tokens} <= vocab
     history = json.loads((out / "history.json").read_text())
-    assert history["plots"]["dev"] == int(dev.sum()) and history["plots"]["extra"] > 0
-    assert sum(history["plots"].values()) <= cfg.student_plots
+    assert history["plots"] == counts
     assert len(history["history"]) == 2 and history["history"][-1]["logit_mse"] < history["history"][0]["logit_mse"]
     assert np.load(out / "embeddings.npy").shape == (len(movies), 384)
 
