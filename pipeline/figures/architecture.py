@@ -12,9 +12,12 @@ def svg(spec: dict, hidden: int) -> str:
     te, pe = spec["text_encoder"], spec["poster_encoder"]
     g = len(spec["labels"])
     size = pe["preprocessing"]["resize_in_model"]
+    # the shipped encoder, as the manifest names it: the fine-tuned MiniLM or a student distilled from it
+    student = str(te.get("backbone", "")).startswith("student")
+    encoder = ["student of the fine-tuned", "MiniLM-L6"] if student else ["fine-tuned MiniLM-L6"]
     left = [
         Box("Plot text", [f"WordPiece, ≤ {te['max_len']} tokens"]),
-        Box("Text encoder", ["fine-tuned MiniLM-L6", f"mean pool → {te['dim']}-d"]),
+        Box("Text encoder", [*encoder, f"mean pool → {te['dim']}-d"]),
     ]
     right = [
         Box("Poster (optional)", ["RGB pixels, any size"], fill="#eef1f6", stroke=GREY),
@@ -62,7 +65,7 @@ def svg(spec: dict, hidden: int) -> str:
         width,
         bottom + MARGIN,
         "Model architecture: text encoder, poster encoder, fusion head",
-        f"Plot text (up to {te['max_len']} tokens) goes through the fine-tuned MiniLM text encoder to a {te['dim']}-d "
+        f"Plot text (up to {te['max_len']} tokens) goes through the {' '.join(encoder)} text encoder to a {te['dim']}-d "
         f"embedding; an optional poster goes through EfficientNet-Lite0 to a {pe['dim']}-d embedding. The fusion head "
         f"turns the text embedding into {g} genre logits and corrects them with an MLP that also sees the poster "
         "embedding and a has-poster flag; per-genre thresholds of the input mode decide the genres.",
