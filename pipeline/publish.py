@@ -72,6 +72,31 @@ def page_facts(cfg, spec: dict, metrics: dict) -> dict:
     return facts
 
 
+def target_checks(cfg, metrics: dict, shipped: dict) -> list[dict]:
+    """Each target of config.toml checked on the test split, decided here once for the whole site (the
+    targets table and the missed-targets note read these rows): F1 of the shipped int8 files where they
+    were scored (`fp32` beside it), else fp32; the micro margin over the best peer (fp32) in points, met
+    when at or over the goal, with its paired bootstrap interval."""
+    by_id = {m["id"]: m for m in metrics["models"]}
+    rows = []
+    for mode, c in metrics["comparison"].items():
+        ours, int8 = by_id[c["shipped"]], shipped.get(mode)
+        for avg in ("micro", "macro"):
+            goal = cfg.get(f"target_{'plot' if mode == 'plot' else 'poster'}_{avg}")
+            if goal is not None:
+                got = (int8 or ours)[f"{avg}_f1"]
+                fp32 = ours[f"{avg}_f1"] if int8 else None
+                rows.append({"mode": mode, "target": f"{avg} F1", "goal": goal, "measured": got, "fp32": fp32})
+        goal = cfg.get("target_margin_points")
+        if goal is not None:
+            ci = c.get("paired_points_ci", {}).get("micro_f1_ci")
+            target = "micro F1 over the best peer (fp32)"
+            rows.append({"mode": mode, "target": target, "goal": goal, "measured": c["micro_points"], "ci": ci})
+    for row in rows:
+        row["met"] = bool(row["measured"] >= row["goal"])
+    return rows
+
+
 def write_json(folder: Path, name: str, obj) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(json.dumps(obj, indent=1) + "\n")
@@ -123,6 +148,7 @@ def run(cfg) -> None:
     metrics = evaluate.load(evaluated)
     summary["page"] = page_facts(cfg, spec, metrics)
     write_json(site, "models.json", summary)
+    write_json(site, "targets.json", target_checks(cfg, metrics, summary["shipped"].get("shipped", {})))
     write_json(site, "metrics.json", metrics)
     write_json(site, "errors.json", errors.load(analysed))
     curation = json.loads((curated / "curation.json").read_text())
