@@ -75,7 +75,8 @@ async function create(name, model) {
     executionProviders: ["wasm"],
     logSeverityLevel: 3, // errors only
     // bench/browser.py, return visit, plot only: basic 1.56 s (sessions 0.76 s, warm 68 ms) against all
-    // 2.40 s (1.17 s, 72 ms) and disabled 2.74 s (0.98 s, 84 ms)
+    // 2.40 s (1.17 s, 72 ms) and disabled 2.74 s (0.98 s, 84 ms) (teacher, 2026-12-02); student, load 3-4
+    // (2026-12-04, median of 3 return visits): basic 2.08 s (warm 49 ms), all 2.09 s (71), disabled 2.24 s (77)
     graphOptimizationLevel: "basic",
     ...options,
   });
