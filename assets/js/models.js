@@ -112,8 +112,8 @@ export function runtimeFrom(promise) {
 }
 
 function instantiate({ glue, module, url }) {
-  const nothing = () => Promise.resolve(new Response(new Uint8Array(0), { headers: { "content-type": "application/wasm" } }));
-  return runtime.start({ glue: new Response(glue), wasm: { url, response: nothing }, module, sessionOptions });
+  // given the compiled module, runtime.start never reads the wasm: the URL alone names it to onnxruntime
+  return runtime.start({ glue: new Response(glue), wasm: { url }, module, sessionOptions });
 }
 
 function startRuntime() {

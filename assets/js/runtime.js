@@ -29,7 +29,7 @@ export async function timed(name, job) {
 }
 
 // Starts the runtime: `glue` the Response of ort-wasm-simd-threaded.mjs, `wasm` {url, response()} of its
-// .wasm; or, given `module` (a compiled WebAssembly.Module from another worker), instantiates that.
+// .wasm ({url} alone with `module`); or, given `module` (a compiled WebAssembly.Module from another worker), instantiates that.
 // The compile starts here, streamed from the stored response (Chromium's code cache is keyed on it),
 // not when onnxruntime first asks for the wasm (after a model's bytes are read): onnxruntime's own
 // fetch + instantiateStreaming is answered with this module, so the wasm is read once.
