@@ -57,14 +57,18 @@ def main():
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mm-genre-bench-"))
     common = ["--data", args.data, "--extra", args.extra, "--work", args.work or str(tmp / "cache")]
-    common += [] if args.site else [
-        "--site_data",
-        str(tmp / "_data"),
-        "--models",
-        str(tmp / "models"),
-        "--figures",
-        str(tmp / "figures"),
-    ]
+    common += (
+        []
+        if args.site
+        else [
+            "--site_data",
+            str(tmp / "_data"),
+            "--models",
+            str(tmp / "models"),
+            "--figures",
+            str(tmp / "figures"),
+        ]
+    )
     print(f"{'stage':10s} {'seconds':>9s} {'peak MB':>9s} {'load mean':>10s} {'load max':>9s}   (outputs in {tmp})")
     total = 0.0
     for stage in args.stages.split(","):

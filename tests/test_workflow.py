@@ -164,3 +164,15 @@ def test_every_pin_names_its_tag():
     assert lines
     for line in lines:
         assert re.search(r"@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line), line
+
+
+def test_the_lint_jobs_ruff_commands_pass_here():
+    """The lint job's own ruff lines, run with this venv's ruff (requirements.txt pins the same version):
+    a file left unformatted fails here, in `make test`, not only in the non-gating lint job."""
+    lines = [ln.strip() for ln in commands(load()["jobs"]["lint"]).splitlines() if "/bin/ruff " in ln]
+    assert len(lines) == 2, lines  # check and format --check
+    ruff = str(Path(sys.executable).parent / "ruff")
+    for line in lines:
+        args = line.split("/bin/ruff ", 1)[1].split()
+        proc = subprocess.run([ruff, *args], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{line}\n{proc.stdout}{proc.stderr}"

@@ -88,7 +88,9 @@ def make_extra(folder: Path, n: int = 48, seed: int = 1) -> Path:
     for i in range(n):
         genres = rng.sample(names, rng.choice((1, 1, 2)))
         language = "en" if i % 6 else "fr"
-        rows.append([5000 + i, f"Extra {i}", "2010-01-01", language, "|".join(genres), plot(rng, genres), EXTRA_SOURCES[i % 2]])
+        rows.append(
+            [5000 + i, f"Extra {i}", "2010-01-01", language, "|".join(genres), plot(rng, genres), EXTRA_SOURCES[i % 2]]
+        )
     # one row for each curation rule
     rows.append([6000, "Short", "2001-01-01", "en", "Comedy", "Too short.", EXTRA_SOURCES[0]])
     rows.append([6001, "Copy", "2001-01-01", "en", rows[0][4], rows[0][5].upper(), EXTRA_SOURCES[1]])
