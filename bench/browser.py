@@ -15,6 +15,10 @@ also any "NAME_text_encoder", selected in the demo by ?text=NAME) and each input
                model's own run time (text with tokenizing, poster, head) against native onnxruntime in
                Python, one thread, same inputs, same outputs asked for, measured in the same run
   status gap   the longest time the demo was busy (aria-busy) with an empty status line
+  float arithmetic alone  the text encoder's feed-forward matrix products as a two-MatMul graph, one thread,
+               in the browser's wasm and in native onnxruntime: the engines' gap on the arithmetic itself,
+               which no session option changes (the floor under the text encoder's browser/native ratio;
+               2026-12-04, this AVX-512 CPU: 6.5x, wasm's 128-bit SIMD against native AVX-512 FMA)
 Phases (each a start time after navigation and a duration, as the worker records them): worker start
 (the page's request → the worker's modules ran), manifest (manifest + runtime list + stored files),
 runtime compile (the streamed wasm compile), session NAME (onnxruntime session creation, without the
@@ -425,6 +429,77 @@ def model_line(hot, nat):
     )
 
 
+def ffn_model(path: Path) -> float:
+    """A float graph of the text encoder's two feed-forward MatMuls (tokens x 384 x 1536, then back to 384):
+    the bulk of its arithmetic. Returns its multiply-adds x 2 per token."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(0)
+    w1, w2 = (rng.standard_normal(s).astype(np.float32) * 0.05 for s in ((384, 1536), (1536, 384)))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"])],
+        "ffn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n", 384])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "n", 384])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, str(path))
+    return 2 * 2 * 384 * 1536
+
+
+FFN_IN_PAGE = """async ([module, vendor, model, sizes, runs]) => {
+  const ort = await import(module);
+  ort.env.wasm.wasmPaths = vendor;
+  ort.env.wasm.numThreads = 1;
+  const s = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
+  const out = {};
+  for (const n of sizes) {
+    const x = new ort.Tensor("float32", Float32Array.from({ length: n * 384 }, (_, i) => Math.sin(i)), [1, n, 384]);
+    for (let i = 0; i < 5; i++) await s.run({ x });
+    const t = [];
+    for (let i = 0; i < runs; i++) { const a = performance.now(); await s.run({ x }); t.push(performance.now() - a); }
+    out[n] = t.sort((a, b) => a - b)[Math.floor(runs / 2)];
+  }
+  return out;
+}"""
+
+
+def float_ceiling(playwright, srv, tmp, runs=30):
+    """The same float matrix products in the browser's wasm (one thread) and in native onnxruntime (one
+    thread): how far apart the two engines are on the arithmetic itself, whatever the session options.
+    The text encoder's browser/native ratio stays near this unless its other operators are relatively
+    faster in the browser."""
+    path = tmp / "_site/bench_ffn.onnx"  # the temporary build, never the repository
+    flops = ffn_model(path)
+    sizes = [70, 256]  # tokens: the bench's plot, and a plot that fills max_len
+    context = profile(playwright, tmp / "profile")
+    page = context.new_page()
+    page.goto(srv.url)
+    vendor = srv.url + "assets/vendor/"
+    browser = page.evaluate(FFN_IN_PAGE, [vendor + "ort.wasm.min.mjs", vendor, srv.url + "bench_ffn.onnx", sizes, runs])
+    context.close()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    print(f"\nfloat arithmetic alone (the feed-forward MatMuls, tokens x 384 x 1536 x 2), one thread [{load()}]:")
+    for n in sizes:
+        x = np.sin(np.arange(n * 384, dtype=np.float32)).reshape(1, n, 384)
+        for _ in range(5):
+            sess.run(None, {"x": x})
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            sess.run(None, {"x": x})
+            times.append(1000 * (time.perf_counter() - t))
+        nat, web = statistics.median(times), browser[str(n)]
+        print(
+            f"  {n:>3} tokens  browser {web:6.2f} ms ({flops * n / web / 1e6:5.1f} GFLOP/s)  native {nat:6.2f} ms "
+            f"({flops * n / nat / 1e6:5.1f} GFLOP/s): browser/native {web / nat:.1f}×"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
@@ -452,6 +527,8 @@ def main():
     with sync_playwright() as p:
         for isolated in (False, True) if args.isolated else (False,):
             srv = Server(tmp / "_site", tmp / ("www-iso" if isolated else "www"), isolated=isolated)
+            if not isolated and not args.only_throttle:
+                float_ceiling(p, srv, tmp)
             for part, query in [] if args.only_throttle else encoders[:1] if args.shipped_only else encoders:
                 for mode in ("plot", "plot+poster"):
                     nat = native_ms(models, part, posters[0], max(args.runs, 20))[mode]  # beside the browser run
