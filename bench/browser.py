@@ -309,13 +309,16 @@ def visit(context, url, with_poster, posters, rate=None):
     # above it lazy-load kept it moving for ~2 s after load (measured 2026-12-04), time no visitor waits
     clicked = page.evaluate("performance.now()") / 1000
     page.dispatch_event("#predict", "click")
-    page.wait_for_selector("#demo-app[data-result]", timeout=600_000)
-    total = page.evaluate("performance.now()") / 1000
+    page.wait_for_selector("#demo-app[data-shown-ms]", timeout=600_000)
+    observed = page.evaluate("performance.now()") / 1000
+    # the page's own clock at the frame that painted the genres; Playwright's polling sees them later
+    total = float(attr(page, "data-shown-ms")) / 1000
     page.wait_for_selector("#demo-app[data-why-ms]", timeout=600_000)
     if slow:
         page.slow = slow  # stays throttled for the warm runs on this page; closed with it (close below)
     return page, {
         "total": total,
+        "observed": observed,
         "ready": float(attr(page, "data-ready-ms")) / 1000,
         "clicked": clicked,
         "phases": json.loads(attr(page, "data-phases")),
@@ -404,7 +407,7 @@ def timeline(label, v):
         p = v["phases"].get(name)
         if p:
             parts.append(f"{name} {p['start'] / 1000:.2f}+{p['ms'] / 1000:.2f}")
-    ready = f"page ready {v['ready']:.2f}, click {v['clicked']:.2f}"
+    ready = f"page ready {v['ready']:.2f}, click {v['clicked']:.2f}, seen by the test driver {v['observed']:.2f}"
     each = f" (median of {', '.join(f'{t:.2f}' for t in v['all'])})" if len(v.get("all", [])) > 1 else ""
     print(
         f"  {label:<22}{v['total']:5.2f} s{each}   ({ready}; " + ", ".join(parts) + f"; status gap {v['gap']:.0f} ms)"
@@ -523,7 +526,10 @@ def main():
     encoders = [("text_encoder", "")] + [(k, "?text=" + k.removesuffix("_text_encoder")) for k in others]
     print(f"plot: {len(PLOT.split())} words, 4 sentences; posters 500×750 JPEG; {args.runs} warm runs; medians")
     print(f"{os.cpu_count()} CPUs; {load()} at the start")
-    print("times: page load → genres, seconds after navigation; in brackets the worker's phases, START+DURATION (s)")
+    print(
+        "times: page load → genres, seconds after navigation on the page's clock, at the frame that paints them"
+        " (the test driver's poll sees them later: printed beside); in brackets the worker's phases, START+DURATION (s)"
+    )
     with sync_playwright() as p:
         for isolated in (False, True) if args.isolated else (False,):
             srv = Server(tmp / "_site", tmp / ("www-iso" if isolated else "www"), isolated=isolated)
