@@ -17,8 +17,9 @@ also any "NAME_text_encoder", selected in the demo by ?text=NAME) and each input
   status gap   the longest time the demo was busy (aria-busy) with an empty status line
   float arithmetic alone  the text encoder's feed-forward matrix products as a two-MatMul graph, one thread,
                in the browser's wasm and in native onnxruntime: the engines' gap on the arithmetic itself,
-               which no session option changes (the floor under the text encoder's browser/native ratio;
-               2026-12-04, this AVX-512 CPU: 6.5x, wasm's 128-bit SIMD against native AVX-512 FMA)
+               which no session option changes (2026-12-04, this AVX-512 CPU: 6.5-7.0x, wasm's 128-bit SIMD
+               against native AVX-512 FMA; the products are ~70 % of the native encoder's time, so its
+               browser/native ratio cannot fall much under ~4.6x: it measured 4.9x)
 Phases (each a start time after navigation and a duration, as the worker records them): worker start
 (the page's request → the worker's modules ran), manifest (manifest + runtime list + stored files),
 runtime compile (the streamed wasm compile), session NAME (onnxruntime session creation, without the
