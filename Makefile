@@ -76,13 +76,19 @@ bench: install
 	$(PY) -m bench.predict --data $(DATA)
 	$(PY) -m bench.serve
 
-lint: python-deps
-	$(VENV)/bin/ruff check pipeline tests notebooks bench
-	$(VENV)/bin/ruff format --check pipeline tests notebooks bench
+# the folders ruff checks, here only: CI's lint job runs `make lint RUFF=...` with its own ruff (the same pin)
+LINTED := pipeline tests notebooks bench
+RUFF ?= $(VENV)/bin/ruff
 
-format: python-deps
-	$(VENV)/bin/ruff format pipeline tests notebooks bench
-	$(VENV)/bin/ruff check --fix pipeline tests notebooks bench
+$(VENV)/bin/ruff: $(VENV)/.installed
+
+lint: $(RUFF)
+	$(RUFF) check $(LINTED)
+	$(RUFF) format --check $(LINTED)
+
+format: $(RUFF)
+	$(RUFF) format $(LINTED)
+	$(RUFF) check --fix $(LINTED)
 
 clean:
 	rm -rf _site .jekyll-cache assets/vendor

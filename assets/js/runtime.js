@@ -77,6 +77,8 @@ async function create(name, model) {
     // bench/browser.py, return visit, plot only: basic 1.56 s (sessions 0.76 s, warm 68 ms) against all
     // 2.40 s (1.17 s, 72 ms) and disabled 2.74 s (0.98 s, 84 ms) (teacher, 2026-12-02); student, load 3-4
     // (2026-12-04, median of 3 return visits): basic 2.08 s (warm 49 ms), all 2.09 s (71), disabled 2.24 s (77)
+    // (those timed by Playwright's poll); teacher, load 2-3, on the page's clock (2026-12-04): basic 1.78 s
+    // (warm 76 ms), all 1.75 s (65), disabled 1.68 s (68; its first run 382 ms against 176): within noise, basic kept
     graphOptimizationLevel: "basic",
     ...options,
   });
