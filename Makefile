@@ -76,17 +76,18 @@ bench: install
 	$(PY) -m bench.predict --data $(DATA)
 	$(PY) -m bench.serve
 
-# the folders ruff checks, here only: CI's lint job runs `make lint RUFF=...` with its own ruff (the same pin)
+# the folders ruff checks, here only: CI's lint job runs `make lint RUFF=...` with its own ruff (the same pin);
+# a RUFF that is a path is a prerequisite (the venv's is installed), a bare command name is taken from PATH
 LINTED := pipeline tests notebooks bench
 RUFF ?= $(VENV)/bin/ruff
 
 $(VENV)/bin/ruff: $(VENV)/.installed
 
-lint: $(RUFF)
+lint: $(if $(findstring /,$(RUFF)),$(RUFF))
 	$(RUFF) check $(LINTED)
 	$(RUFF) format --check $(LINTED)
 
-format: $(RUFF)
+format: $(if $(findstring /,$(RUFF)),$(RUFF))
 	$(RUFF) format $(LINTED)
 	$(RUFF) check --fix $(LINTED)
 

@@ -18,10 +18,10 @@ also any "NAME_text_encoder", selected in the demo by ?text=NAME) and each input
   float arithmetic alone  the text encoder's feed-forward matrix products as a two-MatMul graph, one thread,
                in the browser's wasm and in native onnxruntime: the engines' gap on the arithmetic itself,
                (2026-12-04, this AVX-512 CPU: 6.5-7.0x, wasm's 128-bit SIMD against native AVX-512 FMA).
-               An estimate from it: at 70 tokens the encoder's products are 1.53 GFLOP (6 layers: feed-forward
-               165 MFLOP, four 384x384 projections 83, attention 8), at the browser's 35-37.5 GFLOP/s 41-43 ms,
-               so 4.3-4.6x the native encoder's 9.4 ms (tokenizing included) even if nothing else cost the browser
-               anything; it measured 4.9x
+               An estimate from it: at the bench plot's 61 tokens the encoder's products are 1.33 GFLOP (6
+               layers: feed-forward 144 MFLOP, four 384x384 projections 72, attention 6), at the browser's
+               35-37.5 GFLOP/s 35-38 ms, so 3.8-4.0x the native encoder's 9.4 ms (tokenizing included) even
+               if nothing else cost the browser anything; it measured 4.9x
 Phases (each a start time after navigation and a duration, as the worker records them): worker start
 (the page's request → the worker's modules ran), manifest (manifest + runtime list + stored files),
 runtime compile (the streamed wasm compile), session NAME (onnxruntime session creation, without the
@@ -472,14 +472,17 @@ FFN_IN_PAGE = """async ([module, vendor, model, sizes, runs]) => {
 }"""
 
 
-def float_ceiling(playwright, srv, tmp, runs=31):  # odd: the same median on both sides
+def float_ceiling(playwright, srv, tmp, runs=31):
     """The same float matrix products in the browser's wasm (one thread) and in native onnxruntime (one
     thread): how far apart the two engines are on the arithmetic itself, whatever the session options.
     The text encoder's browser/native ratio stays near this unless its other operators are relatively
     faster in the browser."""
+    assert runs % 2, "an odd number of runs: the same median on both sides"
     path = tmp / "_site/bench_ffn.onnx"  # the temporary build, never the repository
     flops = ffn_model(path)
-    sizes = [70, 256]  # tokens: the bench's plot, and a plot that fills max_len
+    tok = Tokenizer.from_file(str(tmp / "_site/assets/models/tokenizer.json"))
+    tok.no_truncation()
+    sizes = [len(tok.encode(PLOT).ids), 256]  # tokens: the bench's plot, and a plot that fills max_len
     (tmp / "_site/bench_blank.html").write_text("<!doctype html><title>bench</title>")  # no demo beside it
     context = profile(playwright, tmp / "profile")
     page = context.new_page()
