@@ -17,7 +17,7 @@ also any "NAME_text_encoder", selected in the demo by ?text=NAME) and each input
   status gap   the longest time the demo was busy (aria-busy) with an empty status line
   float arithmetic alone  the text encoder's feed-forward matrix products as a two-MatMul graph, one thread,
                in the browser's wasm and in native onnxruntime: the engines' gap on the arithmetic itself,
-               (2026-12-04, this AVX-512 CPU: 6.5-7.0x, wasm's 128-bit SIMD against native AVX-512 FMA).
+               (2026-12-04, this AVX-512 CPU: 6.2-7.0x, wasm's 128-bit SIMD against native AVX-512 FMA).
                An estimate from it: at the bench plot's 61 tokens the encoder's products are 1.33 GFLOP (6
                layers: feed-forward 144 MFLOP, four 384x384 projections 72, attention 6), at the browser's
                35-37.5 GFLOP/s 35-38 ms, so 3.8-4.0x the native encoder's 9.4 ms (tokenizing included) even
@@ -57,7 +57,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from pipeline import image, rules
+from pipeline import image, quantize, rules
 from tests import site
 from tests.tiny_data import poster
 
@@ -474,7 +474,7 @@ FFN_IN_PAGE = """async ([module, vendor, model, sizes, runs]) => {
 
 def float_ceiling(playwright, srv, tmp, runs=31):
     """The same float matrix products in the browser's wasm (one thread) and in native onnxruntime (one
-    thread): how far apart the two engines are on the arithmetic itself, whatever the session options.
+    thread): how far apart the two engines are on the arithmetic itself, whatever the graph optimization level.
     The text encoder's browser/native ratio stays near this unless its other operators are relatively
     faster in the browser."""
     assert runs % 2, "an odd number of runs: the same median on both sides"
@@ -490,9 +490,7 @@ def float_ceiling(playwright, srv, tmp, runs=31):
     vendor = srv.url + "assets/vendor/"
     browser = page.evaluate(FFN_IN_PAGE, [vendor + "ort.wasm.min.mjs", vendor, srv.url + "bench_ffn.onnx", sizes, runs])
     context.close()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = quantize.session(path, threads=1)
     print(f"\nfloat arithmetic alone (the feed-forward MatMuls, tokens x 384 x 1536 x 2), one thread [{load()}]:")
     for n in sizes:
         x = np.sin(np.arange(n * 384, dtype=np.float32)).reshape(1, n, 384)

@@ -749,6 +749,8 @@ QUEUED_THEN_CHANNEL = """async (module) => {
     onmessage = async ({ data }) => {
       if (data !== "block") { order.push(data); return; }
       postMessage("blocking");
+      // blocked 500 ms: the page posts "click" on "blocking", a round trip of a few ms, so it is queued
+      // long before the loop ends; the outcome does not depend on the length beyond that
       const t = performance.now();
       while (performance.now() - t < 500) {}
       await afterQueuedMessages();

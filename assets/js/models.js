@@ -52,7 +52,7 @@ export async function init(m, progress, stage) {
   return { spec, textPart, parts };
 }
 
-const PLOT = ["runtime", "text", "head"];
+export const PLOT = ["runtime", "text", "head"]; // the parts a plot-only prediction needs
 const filesOf = (part) => needs(part).map(({ url, info }) => [url, info.bytes, info.sha256]);
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 

@@ -57,15 +57,21 @@ export function start({ glue, wasm, module = null, sessionOptions = {} }) {
   return started;
 }
 
+// A queue that starts each job once the one before it settled (resolved or failed).
+function oneAtATime() {
+  let tail = Promise.resolve();
+  return (job) => {
+    const next = tail.then(job);
+    tail = next.catch(() => {});
+    return next;
+  };
+}
+
 // A session; its phase starts once the runtime is compiled (the first one also instantiates the runtime
 // and starts onnxruntime inside it). One at a time: onnxruntime creates them one after the other anyway,
 // so each phase is that session's own time.
-let creating = Promise.resolve();
-export function session(name, model) {
-  const next = creating.then(() => create(name, model));
-  creating = next.catch(() => {});
-  return next;
-}
+const creating = oneAtATime();
+export const session = (name, model) => creating(() => create(name, model));
 
 async function create(name, model) {
   await started;
@@ -86,10 +92,6 @@ async function create(name, model) {
   return s;
 }
 
-let queue = Promise.resolve();
 // One session run at a time (a new prediction may start while an explanation is between runs).
-export function run(sess, feeds, outputs) {
-  const next = queue.then(() => (outputs ? sess.run(feeds, outputs) : sess.run(feeds)));
-  queue = next.catch(() => {});
-  return next;
-}
+const running = oneAtATime();
+export const run = (sess, feeds, outputs) => running(() => (outputs ? sess.run(feeds, outputs) : sess.run(feeds)));

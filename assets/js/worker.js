@@ -35,7 +35,7 @@ const handlers = {
     send({ type: "spec", ...got });
     initialized();
     // a return visit: what a plot needs is stored, so its sessions are prepared now, while the visitor types
-    if (["runtime", "text", "head"].every((p) => got.parts[p].every((f) => f.cached))) prepare().catch(() => {});
+    if (models.PLOT.every((p) => got.parts[p].every((f) => f.cached))) prepare().catch(() => {});
   },
   warm: async ({ parts }) => { await Promise.all(parts.map((p) => (p === "poster" ? warmPoster(send) : models.load(p)))); },
   "poster-port": (m) => connectPoster(m, send),
