@@ -73,8 +73,9 @@ def export_encoder(cfg, name, parts, dev_plots, out: Path, shipped: bool) -> tup
     n = min(CALIBRATION_PLOTS, len(ids) // 2)  # small data: half calibrates, half checks
     check = text_export.export_text_encoder(model, out / file, ids[:n], ids[n:], cfg.max_len)
     (out / tok_file).write_text(tok_json)
-    check["bytes"] = {f: (out / f).stat().st_size for f in (file, tok_file)}
-    return text_export.manifest_entry(file, tok_file, about, model.dim, cfg.max_len, check), check
+    entry = text_export.manifest_entry(out / file, tok_file, about, model.dim, cfg.max_len, check)
+    check["bytes"] = {f: (out / f).stat().st_size for f in text_export.files(entry)}
+    return entry, check
 
 
 def head_for(model_id: str, trained, text_head, image_dim: int) -> fusion.FusionHead:
@@ -95,7 +96,7 @@ def export_head(head: fusion.ShippedHead, out: Path, text_dim: int, image_dim: i
 
 def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, out: Path) -> dict:
     text_dim, image_dim = encoder["dim"], poster["dim"]
-    names = [encoder["file"], encoder["tokenizer"], poster["file"], "fusion_head.onnx"]
+    names = [*text_export.files(encoder), poster["file"], "fusion_head.onnx"]
     files = {f: {"bytes": (out / f).stat().st_size, "sha256": cache.file_digest(out / f)} for f in names}
     return {
         "labels": labels,

@@ -129,7 +129,7 @@ def cannot_saturate(model_path) -> dict:
     """Per integer node of a quantized model: the largest |pair sum| its s8 weights allow with any u8 input,
     and ok = bound <= 32767. u8 weights (U8U8: MLAS widens both to int16) cannot saturate: bound None, ok.
     Returns {"ok": all ok, "max_pair_sum": the worst bound, "limit": 32767, "nodes": [...]}."""
-    model = onnx.load(str(model_path))
+    model = onnx.load(str(model_path), load_external_data=False)  # float weights packed aside are no integer node's
     inits = {i.name: i for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
     consumers = {}

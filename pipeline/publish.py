@@ -9,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-from . import data, errors, evaluate, explain, export, figures, topics
+from . import data, errors, evaluate, explain, export, figures, text_export, topics
 
 PATH_KEYS = {"data", "work", "site_data", "models", "figures"}  # where things live: not shown on the site
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,11 +126,15 @@ def run(cfg) -> None:
     def mb(parts: list[str]) -> float:
         return round(sum(spec["files"][f]["bytes"] for f in parts) / 2**20, 1)
 
-    plot_only = [spec["text_encoder"]["file"], spec["text_encoder"]["tokenizer"], spec["fusion_head"]["file"]]
+    plot_only = [*text_export.files(spec["text_encoder"]), spec["fusion_head"]["file"]]
     poster = [spec["poster_encoder"]["file"]]  # a poster adds the poster encoder (Grad-CAM: the head's Jacobian)
     summary = {
         **spec,
         "plot_only_mb": mb(plot_only),  # what a plot-only visitor downloads (runtime aside)
+        # the text encoder itself: its graph and its int8 weights file (pipeline/int8_weights.py)
+        "text_encoder_mb": mb(
+            [f for f in text_export.files(spec["text_encoder"]) if f != spec["text_encoder"]["tokenizer"]]
+        ),
         "download_mb": mb(plot_only + poster),
         "shipped": json.loads((exported / "shipped.json").read_text()),
     }

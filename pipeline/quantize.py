@@ -64,6 +64,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from . import int8_weights
+
 OPSET = 17
 QTYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
 # the formats chosen by the measurements above: int8-stored weights, float compute (no integer product
@@ -138,7 +140,7 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(int8_weights.model_source(path), opts, providers=["CPUExecutionProvider"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,11 +262,14 @@ def quantize_text(
     mode "static": int8 QDQ, per-channel weights, activation scales fixed by `calibration` (feed dicts
       of training plots): batchable.
     mode "weights": int8-stored weights (8-bit per channel, embedding tables per tensor) dequantized to
-      float, float compute: no activation rounding, batchable.
+      float, float compute: no activation rounding, batchable. The MatMul weights then move into
+      NAME.int8 beside the graph (int8_weights.pack): the float weights are rebuilt before onnxruntime
+      is handed the graph (session() here, predictor.session, the browser's weights.js).
     mode "fp16": float compute, weights stored fp16: batchable.
     `keep_float`: node names left float (fp16-stored) in the int8 modes.
     Returns {"quantization": text, "batchable": bool, "bytes": int, "max_pair_sum", "cannot_saturate"}."""
     keep = list(keep_float)
+    int8_weights.blob_path(out).unlink(missing_ok=True)  # a weights file only where this mode packs one
     bits = ("7-bit (reduce_range) s8" if reduce_range else "8-bit s8") if weights == "s8" else "u8 (U8U8)"
     if mode == "dynamic":
         quantize_dynamic(
@@ -301,6 +306,8 @@ def quantize_text(
         quantize_dynamic(str(fp32_onnx), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"])
         weights_only_int8(out, keep)
         store_weights_fp16(out)
+        saturation = proof(out)  # reads the graph before the weights move into NAME.int8
+        int8_weights.pack(out)
         what, batchable = "int8 weights only (8-bit per-channel, dequantized to float), float compute", True
     elif mode == "fp16":
         Path(out).write_bytes(Path(fp32_onnx).read_bytes())
@@ -310,11 +317,15 @@ def quantize_text(
         raise ValueError(f"unknown text quantization mode {mode!r}")
     if keep and mode != "fp16":
         what += f" ({len(keep)} MatMuls kept float)"
+    if mode == "dynamic" or mode == "static":
+        saturation = proof(out)
+    elif mode == "fp16":
+        saturation = {"max_pair_sum": 0, "cannot_saturate": True}
     return {
         "quantization": what,
         "batchable": batchable,
-        "bytes": Path(out).stat().st_size,
-        **(proof(out) if mode != "fp16" else {"max_pair_sum": 0, "cannot_saturate": True}),
+        "bytes": sum(f.stat().st_size for f in int8_weights.files(out)),
+        **saturation,
     }
 
 
@@ -428,12 +439,12 @@ def op_types(path: Path, optimized: bool = False) -> set[str]:
     when not ai.onnx; with optimized=True, of the graph native onnxruntime runs after its own
     optimizations (which may add x86-only layouts such as com.microsoft.nchwc)."""
     if not optimized:
-        graph = onnx.load(str(path)).graph
+        graph = int8_weights.graph(path).graph
     else:
         with tempfile.TemporaryDirectory() as tmp:
             opts = ort.SessionOptions()
             opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-            ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            ort.InferenceSession(int8_weights.model_source(path), opts, providers=["CPUExecutionProvider"])
             graph = onnx.load(opts.optimized_model_filepath).graph
     return {(n.domain + "." if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in graph.node}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import quantize, rules
+from . import int8_weights, quantize, rules
 
 FLOAT_CANDIDATES = {  # the FFN output projections (inputs after GELU: the widest activations) lose most
     "none": None,
@@ -75,9 +75,13 @@ def export_text_encoder(
     return check
 
 
-def manifest_entry(file: str, tokenizer: str, backbone: str, dim: int, max_len: int, info: dict) -> dict:
+def manifest_entry(path: Path, tokenizer: str, backbone: str, dim: int, max_len: int, info: dict) -> dict:
+    """The manifest's entry for the encoder at `path`; "weights" names its int8 weights file (int8_weights),
+    which the graph cannot run without, or is null."""
+    weights = int8_weights.blob_path(path)
     return {
-        "file": file,
+        "file": path.name,
+        "weights": weights.name if weights.exists() else None,
         "tokenizer": tokenizer,
         "backbone": backbone,
         "inputs": {"input_ids": ["batch", "tokens"], "attention_mask": ["batch", "tokens"]},
@@ -89,3 +93,8 @@ def manifest_entry(file: str, tokenizer: str, backbone: str, dim: int, max_len: 
         "quantization": info["quantization"],
         "batchable": info["batchable"],
     }
+
+
+def files(entry: dict) -> list[str]:
+    """A text encoder's files, as the manifest names them: graph, weights (if any), tokenizer."""
+    return [f for f in (entry["file"], entry.get("weights"), entry["tokenizer"]) if f]

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
+from pipeline import int8_weights, text_export
 from tests import site
 from tests.conftest import ROOT, cli
 from tests.tiny_data import poster
@@ -515,7 +516,7 @@ def test_loads_only_what_is_needed_once_and_works_offline(browser, server):
     run_demo(page, PLOTS[0])
     fetched = {u.rsplit("/", 1)[1] for u in seen if "/assets/models/" in u or "/assets/vendor/ort-wasm" in u}
     assert spec["poster_encoder"]["file"] not in fetched
-    needed = [spec["text_encoder"]["file"], spec["text_encoder"]["tokenizer"], spec["fusion_head"]["file"]]
+    needed = [*text_export.files(spec["text_encoder"]), spec["fusion_head"]["file"]]
     assert set(needed) <= fetched
     real = sum(spec["files"][f]["bytes"] for f in needed) + sum(v["bytes"] for v in runtime.values())
     assert stated == real  # the page states the real download, runtime included
@@ -527,9 +528,9 @@ def test_loads_only_what_is_needed_once_and_works_offline(browser, server):
     page.goto(server.url + "#demo")
     page.wait_for_selector("#demo-app[data-ready='1']")
     run_demo(page, PLOTS[1])
-    assert not any(u.endswith((".onnx", ".wasm")) or u.endswith("tokenizer.json") for u in seen if "blob:" not in u), (
-        seen
-    )
+    assert not any(
+        u.endswith((".onnx", ".wasm", ".int8")) or u.endswith("tokenizer.json") for u in seen if "blob:" not in u
+    ), seen
     page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30_000)
 
     # offline: the page, the scripts, the runtime and the models all come from this browser
@@ -586,7 +587,7 @@ def test_text_query_selects_an_encoder_the_manifest_lists(browser, server, tmp_p
         tok.no_padding()
         tok.no_truncation()
         ids = np.array([encode(tok, PLOTS[0], spec[key]["max_len"])], dtype=np.int64)
-        emb = ort.InferenceSession(str(models / spec[key]["file"])).run(
+        emb = ort.InferenceSession(int8_weights.model_source(models / spec[key]["file"])).run(
             None, {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         )[0]
         head = ort.InferenceSession(str(models / spec["fusion_head"]["file"]))
@@ -776,6 +777,31 @@ def test_messages_queued_while_the_worker_is_blocked_come_before_after_queued_me
     busy is handled before afterQueuedMessages() resolves (Chromium; the spec leaves the order open)."""
     got = page.evaluate(QUEUED_THEN_CHANNEL, server.url + "assets/js/predict.js")
     assert got == ["click", "after queued messages"], got
+
+
+FLOAT_WEIGHTS_IN_PAGE = """async ([module, url, shift]) => {
+  const { floatWeights } = await import(module);
+  const blob = new Uint8Array(await (await fetch(url)).arrayBuffer());
+  // shift 1: the same bytes one byte into a buffer (a Uint8Array at an odd offset, as a slice can be)
+  const bytes = shift ? new Uint8Array(blob.length + 1).fill(7).subarray(1) : blob;
+  if (shift) bytes.set(blob);
+  const { path, data } = floatWeights(bytes);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+  return [path, data.length, Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("")];
+}"""
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_browser_rebuilds_the_same_float_weights(page, server, shift):
+    """weights.js and pipeline/int8_weights.py rebuild the shipped text encoder's float weights byte for byte."""
+    import hashlib
+
+    name = server.spec["text_encoder"]["weights"]
+    assert name, "the shipped text encoder has an int8 weights file"
+    location, data = int8_weights.float_weights((server.models / name).read_bytes())
+    url = server.url + "assets/models/" + name
+    got = page.evaluate(FLOAT_WEIGHTS_IN_PAGE, [server.url + "assets/js/weights.js", url, shift])
+    assert got == [location, len(data), hashlib.sha256(data).hexdigest()]
 
 
 def return_visit(context, server, plot, typing_s=0.0):

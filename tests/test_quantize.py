@@ -19,7 +19,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import image, int8_reference, quantize, text
+from pipeline import image, int8_reference, int8_weights, quantize, text
 from tests import tiny_data
 
 # operators a statically quantized poster graph may contain: the float front (area resize,
@@ -313,6 +313,9 @@ def test_shipped_text_format_has_no_integer_kernels_and_keeps_item_1s_bound(mini
     info = quantize.quantize_text(minilm_fp32, out, quantize.TEXT_MODE)
     assert quantize.TEXT_MODE == "weights" and info["batchable"] and info["cannot_saturate"]
     assert int8_reference.cannot_saturate(out)["integer_nodes"] == 0
+    # the 36 MatMul weights (6 layers x 6) ship in text_int8.int8, rebuilt to float before onnxruntime
+    assert len(int8_weights.read_blob(int8_weights.blob_path(out).read_bytes())[1]) == 36
+    assert not [n for n in int8_weights.graph(out).graph.node if n.op_type == "Cast" and n.input[0].endswith("_int8")]
     # only the embedding tables' DequantizeLinear after their Gather remains: float arithmetic
     assert quantize.quantized_ops(out, optimized=True) <= {"DequantizeLinear"}, quantize.quantized_ops(out, True)
     assert info["bytes"] < 24e6

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline import text_export
 from tests import site
 
 ROOT = site.ROOT
@@ -51,7 +52,20 @@ def parse(built):
 
 
 PUBLISHED_AT_TOP = {"index.html", "sw.js"}  # the page and the demo's service worker
-ASSET_TYPES = {".css", ".js", ".mjs", ".wasm", ".onnx", ".json", ".png", ".jpg", ".svg", ".webp", ".html"}
+ASSET_TYPES = {
+    ".css",
+    ".js",
+    ".mjs",
+    ".wasm",
+    ".onnx",
+    ".int8",
+    ".json",
+    ".png",
+    ".jpg",
+    ".svg",
+    ".webp",
+    ".html",
+}  # .int8: a graph's int8 weights (pipeline/int8_weights.py)
 
 
 def test_only_the_site_is_published(built):
@@ -117,9 +131,11 @@ def test_models_json_agrees_with_the_manifest():
         assert summary.get(key) == value, f"_data/models.json '{key}' differs from assets/models/manifest.json"
     size = {name: info["bytes"] for name, info in MANIFEST["files"].items()}
     text = MANIFEST["text_encoder"]
-    plot_only = size[text["file"]] + size[text["tokenizer"]] + size[MANIFEST["fusion_head"]["file"]]
+    plot_only = sum(size[f] for f in text_export.files(text)) + size[MANIFEST["fusion_head"]["file"]]
     poster = size[MANIFEST["poster_encoder"]["file"]]  # Grad-CAM comes from the head's Jacobian: no second file
     assert summary["plot_only_mb"] == round(plot_only / 2**20, 1)  # a plot-only visitor's download
+    encoder = sum(size[f] for f in text_export.files(text) if f != text["tokenizer"])  # graph + int8 weights
+    assert summary["text_encoder_mb"] == round(encoder / 2**20, 1)
     assert summary["download_mb"] == round((plot_only + poster) / 2**20, 1)  # with a poster (and its heatmaps)
     if "first_visit_plot_mb" in summary:  # runtime included: the one size the page and the demo state
         runtime = summary["runtime_bytes"]

@@ -1,13 +1,14 @@
 // What the manifest ships, part by part, and each part loaded once per visit: the files it needs
 // (downloads.js), then its onnxruntime session (runtime.js) or tokenizer (text.js).
 //   runtime  onnxruntime's wasm and its JS glue (assets/vendor/runtime.json)
-//   text     the text encoder and its tokenizer (?text=NAME picks "NAME_text_encoder")
+//   text     the text encoder, its tokenizer and its int8 weights file (?text=NAME picks "NAME_text_encoder")
 //   head     the fusion head (probabilities; also the Jacobian Grad-CAM needs);  poster  the poster encoder
 // worker.js reads the manifest (init); the poster's worker (poster-worker.js) is handed the same copy
 // (adopt), so both threads load what one manifest names.
 import * as downloads from "./downloads.js";
 import * as runtime from "./runtime.js";
 import { tokenizer } from "./text.js";
+import { floatWeights } from "./weights.js";
 
 export let spec = null; // the manifest
 export let rules = null; // spec.rules: the decision rule, sentence pattern, truncation, poster preprocessing
@@ -93,7 +94,7 @@ function needs(part) {
   const model = (name) => ({ url: new URL(name, base.models).href, name, info: spec.files[name] });
   switch (part) {
     case "runtime": return Object.entries(vendorFiles).map(([name, info]) => ({ url: new URL(name, base.vendor).href, name, info }));
-    case "text": return [model(spec[textPart].file), model(spec[textPart].tokenizer)];
+    case "text": return [model(spec[textPart].file), model(spec[textPart].tokenizer), ...(spec[textPart].weights ? [model(spec[textPart].weights)] : [])];
     case "head": return [model(spec.fusion_head.file)];
     case "poster": return [model(spec.poster_encoder.file)];
   }
@@ -143,11 +144,15 @@ export function load(part) {
     // the tokenizer is built as soon as its file is read: the thread is otherwise idle while the wasm
     // compiles (off-thread) and the model's bytes are read
     const tok = part === "text" ? got[1].then(tokenizer) : null;
-    for (const p of [...got, tok]) p?.catch(() => {}); // each is awaited below; no rejection is left unhandled meanwhile
+    // the float weights are rebuilt as soon as their file is read, like the tokenizer
+    // (a microtask, so that the phase's clock starts before the rebuild runs)
+    const rebuild = (blob) => runtime.timed("weights", Promise.resolve().then(() => [floatWeights(blob)]));
+    const external = part === "text" && got[2] ? got[2].then(rebuild) : null;
+    for (const p of [...got, tok, external]) p?.catch(() => {}); // each is awaited below; no rejection is left unhandled meanwhile
     await startRuntime();
     const model = await got[0];
     onStage(`Preparing ${LABELS[part]}…`);
-    const session = await runtime.session(part, model);
+    const session = await runtime.session(part, model, (await external) ?? undefined);
     return part === "text" ? { session, tokenizer: await tok } : session;
   })().catch((e) => { delete loads[part]; throw e; });
   return loads[part];

@@ -71,9 +71,10 @@ function oneAtATime() {
 // and starts onnxruntime inside it). One at a time: onnxruntime creates them one after the other anyway,
 // so each phase is that session's own time.
 const creating = oneAtATime();
-export const session = (name, model) => creating(() => create(name, model));
+// externalData: [{path, data}], the float weights a graph names outside itself (weights.js)
+export const session = (name, model, externalData) => creating(() => create(name, model, externalData));
 
-async function create(name, model) {
+async function create(name, model, externalData) {
   await started;
   await compiled;
   const at = now();
@@ -86,6 +87,7 @@ async function create(name, model) {
     // (those timed by Playwright's poll); teacher, load 2-3, on the page's clock (2026-12-04): basic 1.78 s
     // (warm 76 ms), all 1.75 s (65), disabled 1.68 s (68; its first run 382 ms against 176): within noise, basic kept
     graphOptimizationLevel: "basic",
+    ...(externalData ? { externalData } : {}),
     ...options,
   });
   phases[`session ${name}`] ??= { at, ms: now() - at };
