@@ -30,7 +30,7 @@ function post(m) {
 }
 startWorker(true); // first thing: the worker's modules and the stored models load while this page finishes
 
-let spec = null, parts = null;
+let spec = null, parts = null, plotParts = null; // the manifest; each part's files; the parts a plot needs (models.js's PLOT)
 let started = false; // downloads begun
 let busy = false; // a prediction is waiting for its genres
 let posterState = null; // null | {id, pending: Promise, ok, preview, w, h}
@@ -52,7 +52,7 @@ function describeDownload() {
   const missing = (ps) => files(ps).filter((f) => !f.cached);
   const sum = (fs) => fs.reduce((n, f) => n + f.bytes, 0);
   const list = (fs) => fs.map((f) => `${f.name} ${size(f.bytes)}`).join(", ");
-  const plot = ["runtime", "text", "head"], withPoster = ["poster"];
+  const plot = plotParts, withPoster = ["poster"];
   const base = missing(plot), extra = missing(withPoster);
   app.dataset.downloadBytes = String(sum(base));
   app.dataset.posterBytes = String(sum(extra));
@@ -75,7 +75,7 @@ function describeDownload() {
 let wanted = null; // parts asked for before the manifest arrived
 function warm(extra = []) {
   if (!spec) { wanted = [...(wanted ?? []), ...extra]; return; }
-  const want = ["text", "head", ...extra];
+  const want = [...plotParts, ...extra];
   if (!started) {
     started = true;
     // offline copy of the page; its update check bypasses the HTTP cache (GitHub Pages: max-age=600), so
@@ -396,6 +396,7 @@ function onMessage({ data: m }) {
       sent = null;
       for (const x of queued.splice(0)) toPoster(x);
       parts = m.parts;
+      plotParts = m.plot;
       app.dataset.text = m.textPart;
       describeDownload();
       app.dataset.ready = "1";

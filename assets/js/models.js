@@ -20,7 +20,7 @@ let onProgress = () => {}, onStage = () => {};
 const LABELS = { text: "the text model", head: "the fusion head", poster: "the poster model" };
 
 // progress({file, got, total, cached?}) per file; stage(text) when a part's session is being prepared.
-// Returns {spec, textPart, parts: {part: [{name, bytes, cached}]}}, or {restart: true} (below); the
+// Returns {spec, textPart, parts: {part: [{name, bytes, cached}]}, plot: PLOT}, or {restart: true} (below); the
 // versions a redeploy replaced are deleted meanwhile (never a file this manifest names: nothing waits).
 //
 // A return visit starts early: the manifest and runtime list kept from the last visit name the plot's
@@ -50,7 +50,7 @@ export async function init(m, progress, stage) {
   await Promise.all(["runtime", "text", "head", "poster"].map(async (part) => {
     parts[part] = await Promise.all(needs(part).map(async ({ url, name, info }) => ({ name, bytes: info.bytes, cached: await downloads.isStored(url, info) })));
   }));
-  return { spec, textPart, parts };
+  return { spec, textPart, parts, plot: PLOT };
 }
 
 export const PLOT = ["runtime", "text", "head"]; // the parts a plot-only prediction needs
@@ -135,8 +135,10 @@ function startingRuntime() {
   });
 }
 
-// A part, loaded once: a session ({session, tokenizer} for text), or null when the manifest has no such part.
+// A part, loaded once: a session ({session, tokenizer} for text), or null when the manifest has no such
+// part; "runtime" starts the runtime.
 export function load(part) {
+  if (part === "runtime") return startRuntime();
   loads[part] ??= (async () => {
     const files = needs(part);
     if (!files.length) return null;
