@@ -27,6 +27,8 @@ from . import (
     finetune,
     fusion,
     image,
+    int8_reference,
+    int8_weights,
     poster_cam,
     predictor,
     quantize,
@@ -39,7 +41,9 @@ from . import manifest as models_manifest
 
 # digested at import, so a stage's key names the code that actually runs
 CODE = cache.source_digest(
-    *(m.__file__ for m in (poster_cam, image, quantize, text_export, rules, predictor, models_manifest)), __file__
+    *(m.__file__ for m in (poster_cam, image, quantize, int8_weights, int8_reference, text_export, rules, predictor)),
+    models_manifest.__file__,
+    __file__,
 )
 MIN_COSINE = text_export.MIN_COSINE
 CALIBRATION_PLOTS, CHECK_PLOTS = 128, 200  # dev plots: static scales / the float-layer choice and checks

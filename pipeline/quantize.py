@@ -306,7 +306,6 @@ def quantize_text(
         quantize_dynamic(str(fp32_onnx), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"])
         weights_only_int8(out, keep)
         store_weights_fp16(out)
-        saturation = proof(out)  # reads the graph before the weights move into NAME.int8
         int8_weights.pack(out)
         what, batchable = "int8 weights only (8-bit per-channel, dequantized to float), float compute", True
     elif mode == "fp16":
@@ -317,15 +316,11 @@ def quantize_text(
         raise ValueError(f"unknown text quantization mode {mode!r}")
     if keep and mode != "fp16":
         what += f" ({len(keep)} MatMuls kept float)"
-    if mode == "dynamic" or mode == "static":
-        saturation = proof(out)
-    elif mode == "fp16":
-        saturation = {"max_pair_sum": 0, "cannot_saturate": True}
     return {
         "quantization": what,
         "batchable": batchable,
-        "bytes": sum(f.stat().st_size for f in int8_weights.files(out)),
-        **saturation,
+        "bytes": sum(f.stat().st_size for f in int8_weights.shipped_files(out)),
+        **(proof(out) if mode != "fp16" else {"max_pair_sum": 0, "cannot_saturate": True}),
     }
 
 
@@ -439,7 +434,7 @@ def op_types(path: Path, optimized: bool = False) -> set[str]:
     when not ai.onnx; with optimized=True, of the graph native onnxruntime runs after its own
     optimizations (which may add x86-only layouts such as com.microsoft.nchwc)."""
     if not optimized:
-        graph = int8_weights.graph(path).graph
+        graph = int8_weights.load_graph(path).graph
     else:
         with tempfile.TemporaryDirectory() as tmp:
             opts = ort.SessionOptions()

@@ -76,12 +76,12 @@ def export_text_encoder(
 
 
 def manifest_entry(path: Path, tokenizer: str, backbone: str, dim: int, max_len: int, info: dict) -> dict:
-    """The manifest's entry for the encoder at `path`; "weights" names its int8 weights file (int8_weights),
+    """The manifest's entry for the encoder at `path`; "weights_file" names its int8 weights file (int8_weights),
     which the graph cannot run without, or is null."""
     weights = int8_weights.blob_path(path)
     return {
         "file": path.name,
-        "weights": weights.name if weights.exists() else None,
+        "weights_file": weights.name if weights.exists() else None,
         "tokenizer": tokenizer,
         "backbone": backbone,
         "inputs": {"input_ids": ["batch", "tokens"], "attention_mask": ["batch", "tokens"]},
@@ -96,5 +96,6 @@ def manifest_entry(path: Path, tokenizer: str, backbone: str, dim: int, max_len:
 
 
 def files(entry: dict) -> list[str]:
-    """A text encoder's files, as the manifest names them: graph, weights (if any), tokenizer."""
-    return [f for f in (entry["file"], entry.get("weights"), entry["tokenizer"]) if f]
+    """A text encoder's files, as the manifest names them (and models.js loads them): graph, tokenizer,
+    int8 weights (if any)."""
+    return [f for f in (entry["file"], entry["tokenizer"], entry.get("weights_file")) if f]

@@ -559,10 +559,11 @@ def test_a_poster_adds_only_the_poster_model(browser, server, posters):
     page.wait_for_selector("#poster-preview:not([hidden])")
     run_demo(page, PLOTS[0], "plot+poster")
     # the files sw.js never handles (so each request is the worker's own): the wasm and the models
-    files = [f for f in [*runtime, *spec["files"]] if f.endswith((".wasm", ".onnx"))]
+    files = [f for f in [*runtime, *spec["files"]] if f.endswith((".wasm", ".onnx", ".int8"))]
     counts = {f: fetched.count(f) for f in files}
     assert counts[spec["poster_encoder"]["file"]] == 1, counts  # the poster worker's own download is seen
-    used = {spec["text_encoder"]["file"], spec["fusion_head"]["file"], spec["poster_encoder"]["file"]}
+    used = {*text_export.files(spec["text_encoder"]), spec["fusion_head"]["file"], spec["poster_encoder"]["file"]}
+    assert spec["text_encoder"]["weights_file"] in counts  # the text encoder's int8 weights file is counted too
     assert all(n == 1 for f, n in counts.items() if f in used or f.endswith(".wasm")), counts
     context.close()
 
@@ -796,9 +797,10 @@ def test_browser_rebuilds_the_same_float_weights(page, server, shift):
     """weights.js and pipeline/int8_weights.py rebuild the shipped text encoder's float weights byte for byte."""
     import hashlib
 
-    name = server.spec["text_encoder"]["weights"]
+    name = server.spec["text_encoder"]["weights_file"]
     assert name, "the shipped text encoder has an int8 weights file"
-    location, data = int8_weights.float_weights((server.models / name).read_bytes())
+    header, data = int8_weights.float_weights((server.models / name).read_bytes())
+    location = header["location"]
     url = server.url + "assets/models/" + name
     got = page.evaluate(FLOAT_WEIGHTS_IN_PAGE, [server.url + "assets/js/weights.js", url, shift])
     assert got == [location, len(data), hashlib.sha256(data).hexdigest()]
@@ -995,7 +997,9 @@ def redeploy(browser, server, tmp_path, host="127.0.0.1", runtime=False):
         downloaded = {name for name, code in deploy.httpd.served if code == 200}
         assert "fusion_head.onnx" in downloaded
         if host == "127.0.0.1":  # with Cache Storage, only the changed file comes again
-            assert downloaded.isdisjoint({server.spec["text_encoder"]["file"], "ort-wasm-simd-threaded.wasm"})
+            assert downloaded.isdisjoint(
+                {*text_export.files(server.spec["text_encoder"]), "ort-wasm-simd-threaded.wasm"}
+            )
         # (without it, the HTTP cache alone: a private context keeps no 25 MB entry, so those come again)
         assert page.errors == []
         return page, context, deploy, spec2, first, second

@@ -378,6 +378,7 @@ def toy_text_encoder(path, dim: int, fixed_int8: bool = False):
 def with_toy_encoder(folder, source, fixed_int8: bool):
     def change(spec):
         spec["text_encoder"]["file"] = "toy_text.onnx"
+        spec["text_encoder"]["weights_file"] = None  # the toy graph holds its own float weights
         spec["text_encoder"]["batchable"] = True
         spec["files"]["toy_text.onnx"] = {}
 

@@ -314,8 +314,10 @@ def test_shipped_text_format_has_no_integer_kernels_and_keeps_item_1s_bound(mini
     assert quantize.TEXT_MODE == "weights" and info["batchable"] and info["cannot_saturate"]
     assert int8_reference.cannot_saturate(out)["integer_nodes"] == 0
     # the 36 MatMul weights (6 layers x 6) ship in text_int8.int8, rebuilt to float before onnxruntime
-    assert len(int8_weights.read_blob(int8_weights.blob_path(out).read_bytes())[1]) == 36
-    assert not [n for n in int8_weights.graph(out).graph.node if n.op_type == "Cast" and n.input[0].endswith("_int8")]
+    assert len(int8_weights.read_blob(int8_weights.blob_path(out).read_bytes())["tensors"]) == 36
+    assert not [
+        n for n in int8_weights.load_graph(out).graph.node if n.op_type == "Cast" and n.input[0].endswith("_int8")
+    ]
     # only the embedding tables' DequantizeLinear after their Gather remains: float arithmetic
     assert quantize.quantized_ops(out, optimized=True) <= {"DequantizeLinear"}, quantize.quantized_ops(out, True)
     assert info["bytes"] < 24e6

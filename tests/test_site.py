@@ -134,7 +134,9 @@ def test_models_json_agrees_with_the_manifest():
     plot_only = sum(size[f] for f in text_export.files(text)) + size[MANIFEST["fusion_head"]["file"]]
     poster = size[MANIFEST["poster_encoder"]["file"]]  # Grad-CAM comes from the head's Jacobian: no second file
     assert summary["plot_only_mb"] == round(plot_only / 2**20, 1)  # a plot-only visitor's download
-    encoder = sum(size[f] for f in text_export.files(text) if f != text["tokenizer"])  # graph + int8 weights
+    encoder = size[text["file"]] + (
+        size[text["weights_file"]] if text.get("weights_file") else 0
+    )  # graph + int8 weights
     assert summary["text_encoder_mb"] == round(encoder / 2**20, 1)
     assert summary["download_mb"] == round((plot_only + poster) / 2**20, 1)  # with a poster (and its heatmaps)
     if "first_visit_plot_mb" in summary:  # runtime included: the one size the page and the demo state

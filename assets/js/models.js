@@ -89,12 +89,13 @@ export function adopt({ models, vendor, text, ort = {}, spec: manifest, vendorFi
   textPart = text && spec[`${text}_text_encoder`] ? `${text}_text_encoder` : "text_encoder";
 }
 
-// The files of a part: [{url, name, info: {bytes, sha256}}]
+// The files of a part: [{url, name, info: {bytes, sha256}, role}], role "graph", "tokenizer" or "weights"
 function needs(part) {
-  const model = (name) => ({ url: new URL(name, base.models).href, name, info: spec.files[name] });
+  const model = (name, role = "graph") => ({ url: new URL(name, base.models).href, name, info: spec.files[name], role });
+  const enc = spec[textPart];
   switch (part) {
     case "runtime": return Object.entries(vendorFiles).map(([name, info]) => ({ url: new URL(name, base.vendor).href, name, info }));
-    case "text": return [model(spec[textPart].file), model(spec[textPart].tokenizer), ...(spec[textPart].weights ? [model(spec[textPart].weights)] : [])];
+    case "text": return [model(enc.file), model(enc.tokenizer, "tokenizer"), ...(enc.weights_file ? [model(enc.weights_file, "weights")] : [])];
     case "head": return [model(spec.fusion_head.file)];
     case "poster": return [model(spec.poster_encoder.file)];
   }
@@ -142,20 +143,20 @@ export function load(part) {
   loads[part] ??= (async () => {
     const files = needs(part);
     if (!files.length) return null;
-    const got = files.map(({ url, name, info }) => downloads.bytes(url, name, info, onProgress));
+    const got = Object.fromEntries(files.map(({ url, name, info, role }) => [role, downloads.bytes(url, name, info, onProgress)]));
     // the tokenizer is built as soon as its file is read: the thread is otherwise idle while the wasm
     // compiles (off-thread) and the model's bytes are read
-    const tok = part === "text" ? got[1].then(tokenizer) : null;
+    const tok = got.tokenizer?.then(tokenizer) ?? null;
     // the float weights are rebuilt as soon as their file is read, like the tokenizer
     // (a microtask, so that the phase's clock starts before the rebuild runs)
     const rebuild = (blob) => runtime.timed("weights", Promise.resolve().then(() => [floatWeights(blob)]));
-    const external = part === "text" && got[2] ? got[2].then(rebuild) : null;
-    for (const p of [...got, tok, external]) p?.catch(() => {}); // each is awaited below; no rejection is left unhandled meanwhile
+    const external = got.weights?.then(rebuild) ?? null;
+    for (const p of [...Object.values(got), tok, external]) p?.catch(() => {}); // each is awaited below; no rejection is left unhandled meanwhile
     await startRuntime();
-    const model = await got[0];
+    const model = await got.graph;
     onStage(`Preparing ${LABELS[part]}…`);
     const session = await runtime.session(part, model, (await external) ?? undefined);
-    return part === "text" ? { session, tokenizer: await tok } : session;
+    return tok ? { session, tokenizer: await tok } : session;
   })().catch((e) => { delete loads[part]; throw e; });
   return loads[part];
 }
