@@ -101,8 +101,8 @@ PHASES = [
 ]
 OPTIONS = {  # session options compared (window.__mmGenreOrt → the worker's InferenceSession.create)
     "graphOptimizationLevel all": {"graphOptimizationLevel": "all"},
-    "default (graphOptimizationLevel basic)": {},
-    "graphOptimizationLevel disabled": {"graphOptimizationLevel": "disabled"},
+    "default (runtime.js: text and head disabled, poster basic)": {},
+    "graphOptimizationLevel basic": {"graphOptimizationLevel": "basic"},
     "enableMemPattern false": {"enableMemPattern": False},
     "enableCpuMemArena false": {"enableCpuMemArena": False},
     "no early start (manifest first)": {"early": False},  # window.__mmGenreEarly: the return visit's early start off

@@ -67,6 +67,15 @@ function oneAtATime() {
   };
 }
 
+// Graph optimization level per part. The text encoder's weights arrive as float (weights.js) and the head's
+// are float: nothing is left to fold, and "disabled" skips onnxruntime's optimizer passes, whose wasm is
+// not yet optimised by the browser on a visit. bench/browser.py, return visit, plot only, side by side
+// (2026-12-04, load 1.8, median of 3): disabled 1.02 s [1.02, 1.04, 0.93] (first run 178 ms), basic 1.27 s
+// [1.27, 1.33, 1.13] (261 ms), all 1.30 s; warm 53, 52, 52 ms. The poster encoder's graph still turns its
+// int8 weights to float with Cast + Mul, which "basic" folds once at creation ("disabled" would redo it
+// at every run), so it keeps "basic".
+const LEVEL = { text: "disabled", head: "disabled", poster: "basic" };
+
 // A session; its phase starts once the runtime is compiled (the first one also instantiates the runtime
 // and starts onnxruntime inside it). One at a time: onnxruntime creates them one after the other anyway,
 // so each phase is that session's own time.
@@ -81,12 +90,7 @@ async function create(name, model, externalData) {
   const s = await ort.InferenceSession.create(model, {
     executionProviders: ["wasm"],
     logSeverityLevel: 3, // errors only
-    // bench/browser.py, return visit, plot only: basic 1.56 s (sessions 0.76 s, warm 68 ms) against all
-    // 2.40 s (1.17 s, 72 ms) and disabled 2.74 s (0.98 s, 84 ms) (teacher, 2026-12-02); student, load 3-4
-    // (2026-12-04, median of 3 return visits): basic 2.08 s (warm 49 ms), all 2.09 s (71), disabled 2.24 s (77)
-    // (those timed by Playwright's poll); teacher, load 2-3, on the page's clock (2026-12-04): basic 1.78 s
-    // (warm 76 ms), all 1.75 s (65), disabled 1.68 s (68; its first run 382 ms against 176): within noise, basic kept
-    graphOptimizationLevel: "basic",
+    graphOptimizationLevel: LEVEL[name] ?? "basic",
     ...(externalData ? { externalData } : {}),
     ...options,
   });
