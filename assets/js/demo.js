@@ -1,6 +1,8 @@
 // The demo's page side: it never runs a model. All model work (downloads, tokenizer, onnxruntime-web,
 // poster decoding, Grad-CAM, explanation) happens in worker.js and the modules it imports; this file
 // sends it messages and draws the answers, so the page stays responsive. Everything comes from this site.
+import * as downloads from "./downloads.js";
+
 const app = document.getElementById("demo-app");
 const $ = (id) => document.getElementById(id);
 const abs = (path) => new URL(path, location.href).href;
@@ -13,16 +15,40 @@ let sent = []; // messages sent before the manifest was confirmed: sent again to
 // A worker that started early from the runtime kept last visit asks for a restart when the fresh
 // manifest names another runtime (models.js init): the new one reads the fresh copies only.
 function startWorker(early) {
+  const pageStart = performance.timeOrigin + performance.now();
   worker = new Worker(abs(app.dataset.worker), { type: "module" });
   worker.onmessage = onMessage;
   worker.onerror = (e) => status(`The demo's worker failed: ${e.message}`, true);
   // window.__mmGenreOrt / __mmGenreEarly: session options and the early start, which bench/browser.py
   // compares (graphOptimizationLevel, ...); never set otherwise
-  worker.postMessage({
+  early &&= window.__mmGenreEarly !== false;
+  const init = (runtime) => worker.postMessage({
     type: "init", models: abs(app.dataset.models), vendor: abs(app.dataset.vendor), text: textChoice,
-    early: early && window.__mmGenreEarly !== false,
-    pageStart: performance.timeOrigin + performance.now(), ort: window.__mmGenreOrt ?? {},
+    early, runtime, pageStart, ort: window.__mmGenreOrt ?? {},
   });
+  if (!early) init(null);
+  else compileStored().catch(() => null).then(init); // messages posted meanwhile wait in the worker for init
+}
+
+// A return visit: the runtime kept last visit starts compiling here, while the worker's modules load
+// (in the worker it could start only once they ran), and the worker is handed the module. The worker
+// uses it only with the rest of its early start (models.js init: a runtime.json naming another wasm
+// restarts it). Null when nothing is stored.
+async function compileStored() {
+  const vendor = abs(app.dataset.vendor);
+  const files = await downloads.stored(new URL("runtime.json", vendor).href);
+  const find = (end) => Object.entries(files ?? {}).find(([name]) => name.endsWith(end));
+  const [wasmName, wasm] = find(".wasm") ?? [], [glueName, glue] = find(".mjs") ?? [];
+  if (!wasm || !glue) return null;
+  const [wasmHit, glueHit] = await Promise.all([
+    downloads.storedResponse(new URL(wasmName, vendor).href, wasm),
+    downloads.storedResponse(new URL(glueName, vendor).href, glue),
+  ]);
+  if (!wasmHit || !glueHit) return null;
+  const at = performance.timeOrigin + performance.now();
+  const [module, glueBytes] = await Promise.all([WebAssembly.compileStreaming(wasmHit), glueHit.arrayBuffer()]);
+  const phase = { at, ms: performance.timeOrigin + performance.now() - at, by: "page" };
+  return { module, glue: glueBytes, url: `${new URL(wasmName, vendor).href}?sha256=${wasm.sha256}`, phase };
 }
 function post(m) {
   if (sent) sent.push(m);
@@ -376,7 +402,7 @@ function genres(m) {
   app.dataset.modelParts = JSON.stringify(m.parts); // each model's own run time, ms (bench/browser.py)
   // where the time went, each phase's start in ms since this page's navigation (bench/browser.py reads it)
   const since = (at) => +(at - performance.timeOrigin).toFixed(1);
-  app.dataset.phases = JSON.stringify(Object.fromEntries(Object.entries(m.phases).map(([k, v]) => [k, { start: since(v.at), ms: +v.ms.toFixed(1) }])));
+  app.dataset.phases = JSON.stringify(Object.fromEntries(Object.entries(m.phases).map(([k, v]) => [k, { start: since(v.at), ms: +v.ms.toFixed(1), ...(v.by ? { by: v.by } : {}) }])));
   const load = m.loadMs > 50 ? ` (${(m.loadMs / 1000).toFixed(1)} s of it loading the models)` : "";
   run.timing = `Genres in ${ms < 1000 ? ms.toFixed(0) + " ms" : (ms / 1000).toFixed(1) + " s"}${load}, ${m.mode === "plot" ? "plot only" : "plot + poster"}, in your browser`;
   $("timing").textContent = run.timing;

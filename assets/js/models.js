@@ -34,7 +34,10 @@ export async function init(m, progress, stage) {
   const urls = [new URL("manifest.json", m.models).href, new URL("runtime.json", m.vendor).href];
   const fresh = Promise.all(urls.map(downloads.json));
   fresh.catch(() => {}); // awaited below
+  // the runtime the page compiled from the stored copy (demo.js compileStored): part of the early start only
+  if (m.runtime) given = Promise.resolve(m.runtime);
   const early = m.early !== false && (await startEarly(m, urls, progress, stage));
+  if (!early) given = null; // nothing started: the runtime comes from the fresh runtime list
   const [manifest, runtimeFiles] = await fresh;
   if (!manifest.rules) throw new Error("the manifest has no rules block: re-run `python -m pipeline export`");
   const before = early ? Object.fromEntries(PLOT.map((part) => [part, filesOf(part)])) : null;
@@ -106,14 +109,17 @@ function needs(part) {
 export const handover = () => ({ models: base.models, vendor: base.vendor, text: choice, ort: sessionOptions, spec, vendorFiles });
 
 let runtimeStarted = null;
-let given = null; // the poster's worker: a promise of the runtime worker.js compiled (runtime.shared)
+// a promise of a compiled runtime: in the poster's worker, the one worker.js compiled (runtime.shared); in
+// worker.js on a return visit, the one the page compiled from the stored copy (init)
+let given = null;
 // The poster's worker never fetches or compiles the runtime: it instantiates the module it is given.
 // Its model's bytes are read meanwhile (load).
 export function runtimeFrom(promise) {
   given = promise;
 }
 
-function instantiate({ glue, module, url }) {
+function instantiate({ glue, module, url, phase }) {
+  if (phase) runtime.phases["runtime compile"] ??= phase; // compiled by the page
   // given the compiled module, runtime.start never reads the wasm: the URL alone names it to onnxruntime
   return runtime.start({ glue: new Response(glue), wasm: { url }, module, sessionOptions });
 }
