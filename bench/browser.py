@@ -22,7 +22,7 @@ also any "NAME_text_encoder", selected in the demo by ?text=NAME) and each input
                An estimate from it: at the bench plot's 61 tokens the encoder's products are 1.33 GFLOP (6
                layers: feed-forward 144 MFLOP, four 384x384 projections 72, attention 6), at the browser's
                35-37.5 GFLOP/s 35-38 ms, so 3.8-4.0x the native encoder's 9.4 ms (tokenizing included) even
-               if nothing else cost the browser anything; it measured 4.9x
+               if nothing else cost the browser anything; it measured 4.7-5.3x (2026-12-04)
 Phases (each a start time after navigation and a duration, as the worker records them): worker start
 (the page's request → the worker's modules ran), manifest (manifest + runtime list + stored files),
 runtime compile (the streamed wasm compile; on a return visit the page compiles the stored copy while the worker's
