@@ -102,7 +102,7 @@ PHASES = [
 ]
 OPTIONS = {  # session options compared (window.__mmGenreOrt → the worker's InferenceSession.create)
     "graphOptimizationLevel all": {"graphOptimizationLevel": "all"},
-    "default (runtime.js: text and head disabled, poster basic)": {},
+    "default (the manifest's level per model)": {},
     "graphOptimizationLevel basic": {"graphOptimizationLevel": "basic"},
     "enableMemPattern false": {"enableMemPattern": False},
     "enableCpuMemArena false": {"enableCpuMemArena": False},

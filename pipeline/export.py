@@ -36,12 +36,14 @@ from . import (
     student_model,
     text,
     text_export,
+    web_session,
 )
 from . import manifest as models_manifest
 
 # digested at import, so a stage's key names the code that actually runs
 CODE = cache.source_digest(
     *(m.__file__ for m in (poster_cam, image, quantize, int8_weights, int8_reference, text_export, rules, predictor)),
+    web_session.__file__,
     models_manifest.__file__,
     __file__,
 )
@@ -117,6 +119,7 @@ def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, 
             "output": "probabilities",
             "outputs": {"probabilities": ["batch", len(labels)], "image_jacobian": ["batch", len(labels), image_dim]},
             "no_poster": "image all zeros and has_poster 0",
+            "web_optimization": web_session.optimization_level(out / "fusion_head.onnx"),
             "heads": heads,
         },
         "files": files,
@@ -202,7 +205,7 @@ def export_poster(cfg, out: Path, movies) -> dict:
         entry = {**fp32, "weights": q["quantization"], "batchable": q["batchable"], "quantization": q["quantization"]}
     else:  # int8 does not hold: ship the float model
         entry = {**poster_cam.export_poster(cfg, out), "quantization": "none"}
-    return {**entry, "choice": choice}
+    return {**entry, "web_optimization": web_session.optimization_level(out / entry["file"]), "choice": choice}
 
 
 def run(cfg) -> cache.Output:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import int8_weights, quantize, rules
+from . import int8_weights, quantize, rules, web_session
 
 FLOAT_CANDIDATES = {  # the FFN output projections (inputs after GELU: the widest activations) lose most
     "none": None,
@@ -82,6 +82,7 @@ def manifest_entry(path: Path, tokenizer: str, backbone: str, dim: int, max_len:
     return {
         "file": path.name,
         "weights_file": weights.name if weights.exists() else None,
+        "web_optimization": web_session.optimization_level(path),
         "tokenizer": tokenizer,
         "backbone": backbone,
         "inputs": {"input_ids": ["batch", "tokens"], "attention_mask": ["batch", "tokens"]},

@@ -1,8 +1,6 @@
 // The demo's page side: it never runs a model. All model work (downloads, tokenizer, onnxruntime-web,
 // poster decoding, Grad-CAM, explanation) happens in worker.js and the modules it imports; this file
 // sends it messages and draws the answers, so the page stays responsive. Everything comes from this site.
-import * as downloads from "./downloads.js";
-
 const app = document.getElementById("demo-app");
 const $ = (id) => document.getElementById(id);
 const abs = (path) => new URL(path, location.href).href;
@@ -22,19 +20,26 @@ function startWorker(early) {
   // window.__mmGenreOrt / __mmGenreEarly: session options and the early start, which bench/browser.py
   // compares (graphOptimizationLevel, ...); never set otherwise
   early &&= window.__mmGenreEarly !== false;
-  const init = (runtime) => worker.postMessage({
+  const w = worker;
+  const init = (runtime) => w.postMessage({
     type: "init", models: abs(app.dataset.models), vendor: abs(app.dataset.vendor), text: textChoice,
     early, runtime, pageStart, ort: window.__mmGenreOrt ?? {},
   });
-  if (!early) init(null);
-  else compileStored().catch(() => null).then(init); // messages posted meanwhile wait in the worker for init
+  if (!early) return init(null);
+  // init waits for the compile (~0.1-0.2 s from Chromium's code cache, while the worker's modules load):
+  // handed over later, the runtime came after the worker had begun building the tokenizer and rebuilding
+  // weights, which then delayed the first session (bench.browser, return visit 1.09 s against 0.95 s).
+  // A runtime that cannot be handed over (none stored, or a module the browser cannot post): null, and
+  // the worker compiles its own. Messages posted meanwhile wait in the worker for init.
+  compileStored().then(init).catch(() => init(null));
 }
 
 // A return visit: the runtime kept last visit starts compiling here, while the worker's modules load
 // (in the worker it could start only once they ran), and the worker is handed the module. The worker
-// uses it only with the rest of its early start (models.js init: a runtime.json naming another wasm
-// restarts it). Null when nothing is stored.
+// uses it only with the rest of its early start and only if it is the wasm its own stored runtime list
+// names (models.js startEarly); a fresh list naming another wasm restarts it. Null when nothing is stored.
 async function compileStored() {
+  const downloads = await import("./downloads.js"); // not before the worker starts: a first visit never needs it here
   const vendor = abs(app.dataset.vendor);
   const files = await downloads.stored(new URL("runtime.json", vendor).href);
   const find = (end) => Object.entries(files ?? {}).find(([name]) => name.endsWith(end));

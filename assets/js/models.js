@@ -34,8 +34,6 @@ export async function init(m, progress, stage) {
   const urls = [new URL("manifest.json", m.models).href, new URL("runtime.json", m.vendor).href];
   const fresh = Promise.all(urls.map(downloads.json));
   fresh.catch(() => {}); // awaited below
-  // the runtime the page compiled from the stored copy (demo.js compileStored): part of the early start only
-  if (m.runtime) given = Promise.resolve(m.runtime);
   const early = m.early !== false && (await startEarly(m, urls, progress, stage));
   if (!early) given = null; // nothing started: the runtime comes from the fresh runtime list
   const [manifest, runtimeFiles] = await fresh;
@@ -44,7 +42,7 @@ export async function init(m, progress, stage) {
   adopt({ ...m, spec: manifest, vendorFiles: runtimeFiles }, progress, stage);
   if (early) {
     if (!same(before.runtime, filesOf("runtime"))) return { restart: true };
-    for (const part of ["text", "head"]) if (!same(before[part], filesOf(part))) drop(part);
+    for (const part of MODEL_PARTS) if (!same(before[part], filesOf(part))) drop(part);
   }
   const all = [...Object.entries(vendorFiles).map(([n, i]) => [new URL(n, m.vendor).href, i]),
     ...Object.entries(spec.files).map(([n, i]) => [new URL(n, m.models).href, i])];
@@ -57,6 +55,7 @@ export async function init(m, progress, stage) {
 }
 
 export const PLOT = ["runtime", "text", "head"]; // the parts a plot-only prediction needs
+const MODEL_PARTS = PLOT.filter((p) => p !== "runtime"); // of them, those with a session
 const filesOf = (part) => needs(part).map(({ url, info }) => [url, info.bytes, info.sha256]);
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
@@ -68,7 +67,10 @@ async function startEarly(m, urls, progress, stage) {
   const files = PLOT.flatMap(needs);
   const stored = await Promise.all(files.map(({ url, info }) => downloads.isStored(url, info)));
   if (!stored.every(Boolean)) return false;
-  for (const part of ["text", "head"]) load(part).catch(() => {}); // a failure is met again by whoever needs the part
+  // the runtime the page compiled from its stored copy (demo.js compileStored), if it is the wasm this
+  // stored list names (another tab may have replaced the list in between); else this worker compiles
+  if (m.runtime?.url === wasmKey()) given = Promise.resolve(m.runtime);
+  for (const part of MODEL_PARTS) load(part).catch(() => {}); // a failure is met again by whoever needs the part
   return true;
 }
 
@@ -92,6 +94,9 @@ export function adopt({ models, vendor, text, ort = {}, spec: manifest, vendorFi
   textPart = text && spec[`${text}_text_encoder`] ? `${text}_text_encoder` : "text_encoder";
 }
 
+// A model part's manifest entry.
+const entryOf = (part) => ({ text: spec[textPart], head: spec.fusion_head, poster: spec.poster_encoder })[part];
+
 // The files of a part: [{url, name, info: {bytes, sha256}, role}], role "graph", "tokenizer" or "weights"
 function needs(part) {
   const model = (name, role = "graph") => ({ url: new URL(name, base.models).href, name, info: spec.files[name], role });
@@ -110,8 +115,9 @@ export const handover = () => ({ models: base.models, vendor: base.vendor, text:
 
 let runtimeStarted = null;
 // a promise of a compiled runtime: in the poster's worker, the one worker.js compiled (runtime.shared); in
-// worker.js on a return visit, the one the page compiled from the stored copy (init)
+// worker.js on a return visit, the one the page compiled from the stored copy (startEarly)
 let given = null;
+const wasmKey = () => { const w = needs("runtime").find((f) => f.name.endsWith(".wasm")); return `${w.url}?sha256=${w.info.sha256}`; };
 // The poster's worker never fetches or compiles the runtime: it instantiates the module it is given.
 // Its model's bytes are read meanwhile (load).
 export function runtimeFrom(promise) {
@@ -132,7 +138,7 @@ function startRuntime() {
 function startingRuntime() {
   const files = needs("runtime");
   const glue = files.find((f) => f.name.endsWith(".mjs")), wasm = files.find((f) => f.name.endsWith(".wasm"));
-  const wasmUrl = `${wasm.url}?sha256=${wasm.info.sha256}`; // the URL onnxruntime fetches: it names the content
+  const wasmUrl = wasmKey(); // the URL onnxruntime fetches: it names the content
   const open = () => downloads.open(wasm.url, wasm.name, wasm.info, onProgress, "application/wasm");
   let first = open(); // downloading (or opening the stored copy) starts now, beside the models
   return runtime.start({
@@ -161,7 +167,9 @@ export function load(part) {
     await startRuntime();
     const model = await got.graph;
     onStage(`Preparing ${LABELS[part]}…`);
-    const session = await runtime.session(part, model, (await external) ?? undefined);
+    // the graph optimization level export chose for this graph (pipeline/web_session.py)
+    const level = entryOf(part).web_optimization ?? "basic";
+    const session = await runtime.session(part, model, { externalData: (await external) ?? undefined, level });
     return tok ? { session, tokenizer: await tok } : session;
   })().catch((e) => { delete loads[part]; throw e; });
   return loads[part];

@@ -67,30 +67,22 @@ function oneAtATime() {
   };
 }
 
-// Graph optimization level per part. The text encoder's weights arrive as float (weights.js) and the head's
-// are float: nothing is left to fold, and "disabled" skips onnxruntime's optimizer passes, whose wasm is
-// not yet optimised by the browser on a visit. bench/browser.py, return visit, plot only, side by side
-// (2026-12-04, load 1.8, median of 3): disabled 1.02 s [1.02, 1.04, 0.93] (first run 178 ms), basic 1.27 s
-// [1.27, 1.33, 1.13] (261 ms), all 1.30 s; warm 53, 52, 52 ms. The poster encoder's graph still turns its
-// int8 weights to float with Cast + Mul, which "basic" folds once at creation ("disabled" would redo it
-// at every run), so it keeps "basic".
-const LEVEL = { text: "disabled", head: "disabled", poster: "basic" };
-
 // A session; its phase starts once the runtime is compiled (the first one also instantiates the runtime
 // and starts onnxruntime inside it). One at a time: onnxruntime creates them one after the other anyway,
 // so each phase is that session's own time.
 const creating = oneAtATime();
-// externalData: [{path, data}], the float weights a graph names outside itself (weights.js)
-export const session = (name, model, externalData) => creating(() => create(name, model, externalData));
+// externalData: [{path, data}], the float weights a graph names outside itself (weights.js); level: the
+// graph optimization level the manifest gives the model (pipeline/web_session.py says why)
+export const session = (name, model, { externalData, level = "basic" } = {}) => creating(() => create(name, model, externalData, level));
 
-async function create(name, model, externalData) {
+async function create(name, model, externalData, level) {
   await started;
   await compiled;
   const at = now();
   const s = await ort.InferenceSession.create(model, {
     executionProviders: ["wasm"],
     logSeverityLevel: 3, // errors only
-    graphOptimizationLevel: LEVEL[name] ?? "basic",
+    graphOptimizationLevel: level,
     ...(externalData ? { externalData } : {}),
     ...options,
   });
