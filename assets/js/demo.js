@@ -26,9 +26,9 @@ function startWorker(early) {
     early, runtime, pageStart, ort: window.__mmGenreOrt ?? {},
   });
   if (!early) return init(null);
-  // init waits for the compile (~0.1-0.2 s from Chromium's code cache, while the worker's modules load):
-  // handed over later, the runtime came after the worker had begun building the tokenizer and rebuilding
-  // weights, which then delayed the first session (bench.browser, return visit 1.09 s against 0.95 s).
+  // init waits for the compile (0.07-0.12 s from Chromium's code cache, while the worker's modules load).
+  // Handing the module over in a later message instead measured no better (bench.browser, return visit:
+  // 1.09 s that way; 0.95 and 1.07 s this way, two runs): this way needs no second message type.
   // A runtime that cannot be handed over (none stored, or a module the browser cannot post): null, and
   // the worker compiles its own. Messages posted meanwhile wait in the worker for init.
   compileStored().then(init).catch(() => init(null));
