@@ -25,8 +25,7 @@ also any "NAME_text_encoder", selected in the demo by ?text=NAME) and each input
                if nothing else cost the browser anything; it measured 4.7-5.3x (2026-12-04)
 Phases (each a start time after navigation and a duration, as the worker records them): worker start
 (the page's request → the worker's modules ran), manifest (manifest + runtime list + stored files),
-runtime compile (the streamed wasm compile; on a return visit the page compiles the stored copy while the worker's
-modules load), session NAME (onnxruntime session creation, without the
+runtime compile (the streamed wasm compile), session NAME (onnxruntime session creation, without the
 compile), tokenizer, weights (the text encoder's float weights rebuilt from its int8 file), warm-up run (a return visit runs the plot's models once on a few words as soon as
 they are ready, before any click), first run (the first prediction). Then: session options compared on return visits (graph optimization
 level; freeDimensionOverrides batch=1 was dropped: with it the

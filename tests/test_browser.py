@@ -849,21 +849,6 @@ def test_a_return_visit_warms_up_while_the_visitor_types_but_never_ahead_of_a_cl
     assert checked, "every click came after the sessions were ready: the early click was never tried"
 
 
-def test_a_return_visit_compiles_the_stored_runtime_in_the_page(browser, server):
-    """The page compiles the runtime it stored last visit while the worker's modules load, and the worker
-    instantiates that module (demo.js compileStored); a first visit has nothing stored, so the worker
-    compiles what it downloads."""
-    context = browser.new_context()
-    page = open_page(context, server)
-    run_demo(page, PLOTS[0])
-    first = json.loads(page.get_attribute("#demo-app", "data-phases"))
-    assert "runtime compile" in first and "by" not in first["runtime compile"], first
-    page.close()
-    _, phases = return_visit(context, server, PLOTS[1])  # genres shown, no console error
-    assert phases["runtime compile"].get("by") == "page", phases
-    context.close()
-
-
 def test_the_page_states_one_size_everywhere(browser, server):
     """The demo's first-visit figures are models + runtime, file by file; the KPI and the intro say the same."""
     context = browser.new_context()

@@ -13,47 +13,16 @@ let sent = []; // messages sent before the manifest was confirmed: sent again to
 // A worker that started early from the runtime kept last visit asks for a restart when the fresh
 // manifest names another runtime (models.js init): the new one reads the fresh copies only.
 function startWorker(early) {
-  const pageStart = performance.timeOrigin + performance.now();
   worker = new Worker(abs(app.dataset.worker), { type: "module" });
   worker.onmessage = onMessage;
   worker.onerror = (e) => status(`The demo's worker failed: ${e.message}`, true);
   // window.__mmGenreOrt / __mmGenreEarly: session options and the early start, which bench/browser.py
   // compares (graphOptimizationLevel, ...); never set otherwise
-  early &&= window.__mmGenreEarly !== false;
-  const w = worker;
-  const init = (runtime) => w.postMessage({
+  worker.postMessage({
     type: "init", models: abs(app.dataset.models), vendor: abs(app.dataset.vendor), text: textChoice,
-    early, runtime, pageStart, ort: window.__mmGenreOrt ?? {},
+    early: early && window.__mmGenreEarly !== false,
+    pageStart: performance.timeOrigin + performance.now(), ort: window.__mmGenreOrt ?? {},
   });
-  if (!early) return init(null);
-  // init waits for the compile (0.07-0.12 s from Chromium's code cache, while the worker's modules load).
-  // Handing the module over in a later message instead measured no better (bench.browser, return visit:
-  // 1.09 s that way; 0.95 and 1.07 s this way, two runs): this way needs no second message type.
-  // A runtime that cannot be handed over (none stored, or a module the browser cannot post): null, and
-  // the worker compiles its own. Messages posted meanwhile wait in the worker for init.
-  compileStored().then(init).catch(() => init(null));
-}
-
-// A return visit: the runtime kept last visit starts compiling here, while the worker's modules load
-// (in the worker it could start only once they ran), and the worker is handed the module. The worker
-// uses it only with the rest of its early start and only if it is the wasm its own stored runtime list
-// names (models.js startEarly); a fresh list naming another wasm restarts it. Null when nothing is stored.
-async function compileStored() {
-  const downloads = await import("./downloads.js"); // not before the worker starts: a first visit never needs it here
-  const vendor = abs(app.dataset.vendor);
-  const files = await downloads.stored(new URL("runtime.json", vendor).href);
-  const find = (end) => Object.entries(files ?? {}).find(([name]) => name.endsWith(end));
-  const [wasmName, wasm] = find(".wasm") ?? [], [glueName, glue] = find(".mjs") ?? [];
-  if (!wasm || !glue) return null;
-  const [wasmHit, glueHit] = await Promise.all([
-    downloads.storedResponse(new URL(wasmName, vendor).href, wasm),
-    downloads.storedResponse(new URL(glueName, vendor).href, glue),
-  ]);
-  if (!wasmHit || !glueHit) return null;
-  const at = performance.timeOrigin + performance.now();
-  const [module, glueBytes] = await Promise.all([WebAssembly.compileStreaming(wasmHit), glueHit.arrayBuffer()]);
-  const phase = { at, ms: performance.timeOrigin + performance.now() - at, by: "page" };
-  return { module, glue: glueBytes, url: `${new URL(wasmName, vendor).href}?sha256=${wasm.sha256}`, phase };
 }
 function post(m) {
   if (sent) sent.push(m);
@@ -407,7 +376,7 @@ function genres(m) {
   app.dataset.modelParts = JSON.stringify(m.parts); // each model's own run time, ms (bench/browser.py)
   // where the time went, each phase's start in ms since this page's navigation (bench/browser.py reads it)
   const since = (at) => +(at - performance.timeOrigin).toFixed(1);
-  app.dataset.phases = JSON.stringify(Object.fromEntries(Object.entries(m.phases).map(([k, v]) => [k, { start: since(v.at), ms: +v.ms.toFixed(1), ...(v.by ? { by: v.by } : {}) }])));
+  app.dataset.phases = JSON.stringify(Object.fromEntries(Object.entries(m.phases).map(([k, v]) => [k, { start: since(v.at), ms: +v.ms.toFixed(1) }])));
   const load = m.loadMs > 50 ? ` (${(m.loadMs / 1000).toFixed(1)} s of it loading the models)` : "";
   run.timing = `Genres in ${ms < 1000 ? ms.toFixed(0) + " ms" : (ms / 1000).toFixed(1) + " s"}${load}, ${m.mode === "plot" ? "plot only" : "plot + poster"}, in your browser`;
   $("timing").textContent = run.timing;

@@ -73,11 +73,6 @@ export async function bytes(url, name, info, onProgress) {
   return new Uint8Array(await (await open(url, name, info, onProgress)).arrayBuffer());
 }
 
-// The stored Response of a file, or null (nothing is downloaded).
-export async function storedResponse(url, info) {
-  return (await (await store())?.match(keyOf(url, info))) ?? null;
-}
-
 export async function isStored(url, info) {
   return !!(await (await store())?.match(keyOf(url, info)));
 }

@@ -35,7 +35,6 @@ export async function init(m, progress, stage) {
   const fresh = Promise.all(urls.map(downloads.json));
   fresh.catch(() => {}); // awaited below
   const early = m.early !== false && (await startEarly(m, urls, progress, stage));
-  if (!early) given = null; // nothing started: the runtime comes from the fresh runtime list
   const [manifest, runtimeFiles] = await fresh;
   if (!manifest.rules) throw new Error("the manifest has no rules block: re-run `python -m pipeline export`");
   const before = early ? Object.fromEntries(PLOT.map((part) => [part, filesOf(part)])) : null;
@@ -67,9 +66,6 @@ async function startEarly(m, urls, progress, stage) {
   const files = PLOT.flatMap(needs);
   const stored = await Promise.all(files.map(({ url, info }) => downloads.isStored(url, info)));
   if (!stored.every(Boolean)) return false;
-  // the runtime the page compiled from its stored copy (demo.js compileStored), if it is the wasm this
-  // stored list names (another tab may have replaced the list in between); else this worker compiles
-  if (m.runtime?.url === wasmKey()) given = Promise.resolve(m.runtime);
   for (const part of MODEL_PARTS) load(part).catch(() => {}); // a failure is met again by whoever needs the part
   return true;
 }
@@ -114,18 +110,14 @@ function needs(part) {
 export const handover = () => ({ models: base.models, vendor: base.vendor, text: choice, ort: sessionOptions, spec, vendorFiles });
 
 let runtimeStarted = null;
-// a promise of a compiled runtime: in the poster's worker, the one worker.js compiled (runtime.shared); in
-// worker.js on a return visit, the one the page compiled from the stored copy (startEarly)
-let given = null;
-const wasmKey = () => { const w = needs("runtime").find((f) => f.name.endsWith(".wasm")); return `${w.url}?sha256=${w.info.sha256}`; };
+let given = null; // the poster's worker: a promise of the runtime worker.js compiled (runtime.shared)
 // The poster's worker never fetches or compiles the runtime: it instantiates the module it is given.
 // Its model's bytes are read meanwhile (load).
 export function runtimeFrom(promise) {
   given = promise;
 }
 
-function instantiate({ glue, module, url, phase }) {
-  if (phase) runtime.phases["runtime compile"] ??= phase; // compiled by the page
+function instantiate({ glue, module, url }) {
   // given the compiled module, runtime.start never reads the wasm: the URL alone names it to onnxruntime
   return runtime.start({ glue: new Response(glue), wasm: { url }, module, sessionOptions });
 }
@@ -138,7 +130,7 @@ function startRuntime() {
 function startingRuntime() {
   const files = needs("runtime");
   const glue = files.find((f) => f.name.endsWith(".mjs")), wasm = files.find((f) => f.name.endsWith(".wasm"));
-  const wasmUrl = wasmKey(); // the URL onnxruntime fetches: it names the content
+  const wasmUrl = `${wasm.url}?sha256=${wasm.info.sha256}`; // the URL onnxruntime fetches: it names the content
   const open = () => downloads.open(wasm.url, wasm.name, wasm.info, onProgress, "application/wasm");
   let first = open(); // downloading (or opening the stored copy) starts now, beside the models
   return runtime.start({

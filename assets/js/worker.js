@@ -8,8 +8,7 @@
 //   predict.js    one prediction                    gradcam.js poster heatmaps      explain.js  sentence drops
 //   poster-worker.js  the poster's own thread (decode + poster encoder), started by the page, connected
 //                     to this worker by a MessageChannel (poster-port)
-// Messages in: init (on a return visit with the runtime the page compiled, demo.js), warm, poster-port,
-// predict {id, plot, posterId}. Out: spec, restart, progress, stage,
+// Messages in: init, warm, poster-port, predict {id, plot, posterId}. Out: spec, restart, progress, stage,
 // genres, cam, why-start, why, why-done, error.
 import * as models from "./models.js";
 import { connectPoster, predict, prepare, warmPoster } from "./predict.js";
