@@ -125,11 +125,22 @@ def watch(page):
     return page
 
 
+def wait_ready(page, timeout=60_000):
+    """The demo's data-ready; a timeout fails with what the page said (its status line and errors)."""
+    try:
+        page.wait_for_selector("#demo-app[data-ready='1']", timeout=timeout)
+    except Exception as e:
+        status = page.evaluate("document.getElementById('status')?.textContent")
+        raise AssertionError(
+            f"the demo never became ready: status {status!r}, errors {getattr(page, 'errors', [])}"
+        ) from e
+
+
 def open_page(context, server, width=1366):
     page = watch(context.new_page())
     page.set_viewport_size({"width": width, "height": 900})
     page.goto(server.url + "#demo")
-    page.wait_for_selector("#demo-app[data-ready='1']", timeout=60_000)
+    wait_ready(page)
     return page
 
 
@@ -811,7 +822,7 @@ def return_visit(context, server, plot, typing_s=0.0):
     click, the worker's phases)."""
     page = watch(context.new_page())
     page.goto(server.url + "#demo")
-    page.wait_for_selector("#demo-app[data-ready='1']", timeout=60_000)
+    wait_ready(page)
     page.wait_for_timeout(1000 * typing_s)
     clicked = page.evaluate("(plot) => { (" + CLICK_RIGHT_AFTER_TYPING + ")(plot); return performance.now(); }", plot)
     page.wait_for_selector("#demo-app[data-shown-ms]", timeout=180_000)
@@ -979,7 +990,7 @@ def redeploy(browser, server, tmp_path, host="127.0.0.1", runtime=False):
     try:
         page = watch(context.new_page())
         page.goto(deploy.url + "#demo")
-        page.wait_for_selector("#demo-app[data-ready='1']", timeout=60_000)
+        wait_ready(page)
         first = run_demo(page, PLOTS[0])["probabilities"]
         page.close()
 
@@ -987,7 +998,7 @@ def redeploy(browser, server, tmp_path, host="127.0.0.1", runtime=False):
         page = watch(context.new_page())
         deploy.httpd.served.clear()
         page.goto(deploy.url + "#demo")
-        page.wait_for_selector("#demo-app[data-ready='1']", timeout=60_000)
+        wait_ready(page)
         second = run_demo(page, PLOTS[0])["probabilities"]
         expected = native_probs(v2 / "assets/models", PLOTS[0])
         genre = server.spec["labels"][0]
@@ -1083,7 +1094,7 @@ def test_a_redeploy_on_an_insecure_origin_is_checked_without_crypto_subtle(insec
         deploy.publish(v3)
         page = context.new_page()
         page.goto(deploy.url + "#demo")
-        page.wait_for_selector("#demo-app[data-ready='1']", timeout=60_000)
+        wait_ready(page)
         page.fill("#plot", PLOTS[0])
         page.click("#predict")
         page.wait_for_function(
