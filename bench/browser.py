@@ -58,7 +58,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from pipeline import image, int8_weights, quantize, rules
+from pipeline import image, int8_weights, predictor, quantize, rules
 from tests import site
 from tests.tiny_data import poster
 
@@ -188,12 +188,9 @@ def preoptimized(tmp: Path, folder: Path) -> tuple[Path, dict]:
 def native_ms(models: Path, part: str, poster_path: Path, runs: int) -> dict:
     """Median ms of onnxruntime, one thread: plot only (tokenize + text + head), plot + poster (+ poster)."""
     spec = json.loads((models / "manifest.json").read_text())
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
 
-    def session(name):
-        return ort.InferenceSession(int8_weights.model_source(models / name), opts, providers=["CPUExecutionProvider"])
+    def session(name):  # as `predict` opens it (int8 weights file included), on one thread
+        return predictor.session(models / name, threads=1)
 
     enc = spec[part]
     text, head, post = (

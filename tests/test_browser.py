@@ -547,7 +547,7 @@ def test_loads_only_what_is_needed_once_and_works_offline(browser, server):
     # offline: the page, the scripts, the runtime and the models all come from this browser
     context.set_offline(True)
     page.reload()
-    page.wait_for_selector("#demo-app[data-ready='1']", timeout=30_000)
+    wait_ready(page, timeout=30_000)
     got = run_demo(page, PLOTS[2])
     assert got["genres"]
     context.close()
@@ -1038,7 +1038,7 @@ def test_a_redeploy_reaches_returning_visitors_and_offline_still_works(browser, 
         page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30_000)
         context.set_offline(True)
         page.reload()
-        page.wait_for_selector("#demo-app[data-ready='1']", timeout=30_000)
+        wait_ready(page, timeout=30_000)
         offline = run_demo(page, PLOTS[0])["probabilities"]
         assert offline == second
         assert page.errors == []

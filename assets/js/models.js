@@ -94,16 +94,13 @@ export function adopt({ models, vendor, text, ort = {}, spec: manifest, vendorFi
 const entryOf = (part) => ({ text: spec[textPart], head: spec.fusion_head, poster: spec.poster_encoder })[part];
 
 // The files of a part: [{url, name, info: {bytes, sha256}, role}], role "graph", "tokenizer" or "weights"
+// (a model entry's file, tokenizer and weights_file, those it has)
 function needs(part) {
-  const model = (name, role = "graph") => ({ url: new URL(name, base.models).href, name, info: spec.files[name], role });
-  const enc = spec[textPart];
-  switch (part) {
-    case "runtime": return Object.entries(vendorFiles).map(([name, info]) => ({ url: new URL(name, base.vendor).href, name, info }));
-    case "text": return [model(enc.file), model(enc.tokenizer, "tokenizer"), ...(enc.weights_file ? [model(enc.weights_file, "weights")] : [])];
-    case "head": return [model(spec.fusion_head.file)];
-    case "poster": return [model(spec.poster_encoder.file)];
-  }
-  return [];
+  if (part === "runtime") return Object.entries(vendorFiles).map(([name, info]) => ({ url: new URL(name, base.vendor).href, name, info }));
+  const entry = entryOf(part);
+  if (!entry) return [];
+  const roles = { graph: entry.file, tokenizer: entry.tokenizer, weights: entry.weights_file };
+  return Object.entries(roles).filter(([, name]) => name).map(([role, name]) => ({ url: new URL(name, base.models).href, name, info: spec.files[name], role }));
 }
 
 // What the poster's worker is handed: the same manifest, runtime list, choices and session options.
