@@ -128,7 +128,8 @@ function toPoster(m) {
 function setPoster(file) {
   clearPoster();
   if (!file) return;
-  const maxBytes = spec?.rules.poster.max_bytes ?? 20 * 1048576; // before the manifest arrives: the page's stated limit
+  // before the manifest arrives: the limit the page states, which the build took from the same manifest
+  const maxBytes = spec?.rules.poster.max_bytes ?? Number(app.dataset.posterMaxBytes);
   if (file.type && !TYPES.includes(file.type)) return rejectPoster(`"${file.name}" is not an image file (JPEG, PNG, WebP, GIF).`);
   if (file.size > maxBytes) return rejectPoster(`The image is ${mb(file.size)}; the limit is ${maxBytes / 1048576} MB.`);
   const id = ++posterSeq;

@@ -1,6 +1,6 @@
 // Why these genres: leave-one-sentence-out, as pipeline/predict.py `sentence_importance`. The plot is
 // split by the manifest's sentence rule; each sentence's drop is the probability lost without it.
-// A sentence that starts past the encoder's window (max_len tokens, max_chars characters) cannot change
+// A sentence that starts past the window (the manifest's truncation rule) cannot change
 // what the encoder sees, so its drop is exactly 0 without a run. The rest run one at a time with a
 // yield in between, at most MAX_RUNS, and each result is sent as it comes.
 import { embed } from "./text.js";
@@ -15,13 +15,16 @@ export async function explain({ id, plot, text, enc, rulebook, probs, score, sen
   const parts = rules.sentences(plot, rulebook.sentence_pattern);
   const t0 = performance.now();
   if (parts.length < 2) { send({ type: "why-done", id, parts, runs: 0, ms: 0 }); return; }
-  const window = rules.windowOf(rulebook.truncation, enc.max_len);
+  const window = rulebook.truncation;
+  // the text's tokens the window keeps from the start: head_tokens less the special tokens before the
+  // text (an empty text's ids are all special; the last tail_tokens of them come after it)
+  const headText = window.head_tokens - (text.tokenizer.encode("").ids.length - window.tail_tokens);
   const prefixTokens = (i) => text.tokenizer.encode(parts.slice(0, i).join(""), { add_special_tokens: false }).ids.length;
   let lo = 1, hi = parts.length; // the first i whose prefix already fills the window
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
     const prefix = parts.slice(0, mid).join("");
-    if (prefix.length >= window.max_chars || prefixTokens(mid) >= window.max_len - 2) hi = mid; else lo = mid + 1;
+    if (prefix.length >= window.max_chars || prefixTokens(mid) >= headText) hi = mid; else lo = mid + 1;
   }
   const inWindow = Math.min(lo, MAX_RUNS);
   send({ type: "why-start", id, parts, toRun: inWindow, window: lo }); // from `lo` on: exact zeros

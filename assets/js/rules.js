@@ -44,11 +44,6 @@ export function sentences(text, sentencePattern) {
   return text.match(pattern(sentencePattern)) ?? [];
 }
 
-// rules.truncation for an encoder whose window is maxLen tokens (pipeline/rules.py `truncation`).
-export function windowOf(truncation, maxLen) {
-  return { ...truncation, max_len: maxLen, head_tokens: maxLen - truncation.tail_tokens };
-}
-
 // The first max_chars characters (code points, as Python slices), what the tokenizer is given.
 export function clip(text, truncation) {
   const n = truncation.max_chars;

@@ -11,9 +11,10 @@ export function tokenizer(bytes) {
   return tok;
 }
 
-// Ids with special tokens, no padding: the first max_chars characters, then the encoder's window.
-export function encode(text, tok, enc, rulebook) {
-  const window = rules.windowOf(rulebook.truncation, enc.max_len);
+// Ids with special tokens, no padding: the first max_chars characters, then the window, both as the
+// manifest's truncation rule states them (as pipeline/predictor.py reads them).
+export function encode(text, tok, rulebook) {
+  const window = rulebook.truncation;
   return rules.truncate(tok.encode(rules.clip(text, window)).ids, window);
 }
 
@@ -21,7 +22,7 @@ export function encode(text, tok, enc, rulebook) {
 // computes one activation scale over the whole input, so padding or batching would change the outputs:
 // one unpadded text per run unless the manifest says the encoder is batchable (fixed activation scales).
 export async function embed(texts, { session, tokenizer: tok }, enc, rulebook) {
-  const ids = texts.map((t) => encode(t, tok, enc, rulebook));
+  const ids = texts.map((t) => encode(t, tok, rulebook));
   const batch = enc.batchable ? 8 : 1;
   const out = [];
   for (let at = 0; at < ids.length; at += batch) {
@@ -39,7 +40,7 @@ export async function embed(texts, { session, tokenizer: tok }, enc, rulebook) {
 
 // Not a plot? Fewer words than curation kept, or mostly words the vocabulary does not hold whole.
 export function caution(plot, tok, minWords) {
-  const words = plot.split(/\s+/).filter(Boolean);
+  const words = plot.split(rules.pattern("\\s+")).filter(Boolean); // as Python's str.split() counts them in curation
   if (words.length < minWords) return { kind: "short", words: words.length, min: minWords };
   const sample = words.slice(0, 400).map((w) => w.toLowerCase().replace(/^[^\p{L}\p{N}]+|[^\p{L}\p{N}]+$/gu, "")).filter(Boolean);
   if (!sample.length) return { kind: "oov", share: 1 };
