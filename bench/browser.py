@@ -58,7 +58,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from pipeline import image, int8_weights, predictor, quantize, rules
+from pipeline import image, packed_weights, predictor, quantize, rules
 from tests import site
 from tests.tiny_data import poster
 
@@ -95,7 +95,8 @@ PHASES = [
     "session poster",
     "poster runtime",
     "tokenizer",
-    "weights",
+    "weights text",
+    "weights head",
     "warm-up run",
     "first run",
 ]
@@ -135,20 +136,10 @@ class Server:
 
 
 def build(tmp: Path) -> Path:
-    """The site with the committed models; the manifest's rules block written when it predates it."""
+    """The site with the committed models."""
     subprocess.run(["npm", "run", "-s", "vendor"], cwd=ROOT, check=True, capture_output=True)
     site.build(tmp / "_site")
-    models = tmp / "_site/assets/models"
-    spec = json.loads((models / "manifest.json").read_text())
-    if "rules" not in spec:
-        spec["rules"] = {
-            **rules.RULES,
-            "truncation": rules.truncation(spec["text_encoder"]["max_len"]),
-            "poster": spec["poster_encoder"]["preprocessing"],
-        }
-        (models / "manifest.json").unlink()  # the build may have linked it
-        (models / "manifest.json").write_text(json.dumps(spec, indent=1))
-    return models
+    return tmp / "_site/assets/models"
 
 
 def preoptimized(tmp: Path, folder: Path) -> tuple[Path, dict]:
@@ -168,15 +159,15 @@ def preoptimized(tmp: Path, folder: Path) -> tuple[Path, dict]:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         opts.optimized_model_filepath = str(tmp / "optimized.onnx")
         opts.log_severity_level = 3
-        ort.InferenceSession(int8_weights.model_source(path), opts, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(packed_weights.model_source(path), opts, providers=["CPUExecutionProvider"])
         sizes[path.name] = (
-            sum(f.stat().st_size for f in int8_weights.shipped_files(path)),
+            sum(f.stat().st_size for f in packed_weights.shipped_files(path)),
             (tmp / "optimized.onnx").stat().st_size,
         )
         if spec[part].get("weights_file"):  # the optimized graph holds its float weights itself
             del spec["files"][spec[part]["weights_file"]]
             spec[part]["weights_file"] = None
-            int8_weights.blob_path(path).unlink()  # this copy's link only: nothing serves or reads it here
+            packed_weights.blob_path(path).unlink()  # this copy's link only: nothing serves or reads it here
         path.unlink()
         shutil.move(tmp / "optimized.onnx", path)
         spec["files"][path.name] = {"bytes": path.stat().st_size, "sha256": cache.file_digest(path)}
@@ -201,7 +192,7 @@ def native_ms(models: Path, part: str, poster_path: Path, runs: int) -> dict:
     tok = Tokenizer.from_file(str(models / enc["tokenizer"]))
     tok.no_padding()
     tok.no_truncation()
-    window = rules.truncation(enc["max_len"])
+    window = spec["rules"]["truncation"]  # as predict reads it
     x = np.ascontiguousarray(image.load_image(poster_path).transpose(2, 0, 1)[None], dtype=np.float32)
     dim = spec["poster_encoder"]["dim"]
 
@@ -499,7 +490,8 @@ def float_ceiling(playwright, srv, tmp, runs=31):
     flops = ffn_model(path)
     tok = Tokenizer.from_file(str(tmp / "_site/assets/models/tokenizer.json"))
     tok.no_truncation()
-    sizes = [len(tok.encode(PLOT).ids), 256]  # tokens: the bench's plot, and a plot that fills max_len
+    window = json.loads((tmp / "_site/assets/models/manifest.json").read_text())["rules"]["truncation"]["max_len"]
+    sizes = [len(tok.encode(PLOT).ids), window]  # tokens: the bench's plot, and a plot that fills the window
     (tmp / "_site/bench_blank.html").write_text("<!doctype html><title>bench</title>")  # no demo beside it
     context = profile(playwright, tmp / "profile")
     page = context.new_page()

@@ -25,15 +25,18 @@ from . import (
     embed,
     evaluate,
     finetune,
+    format_choice,
     fusion,
     image,
     int8_reference,
-    int8_weights,
+    packed_weights,
     poster_cam,
     predictor,
     quantize,
     rules,
+    select_extra,
     student_model,
+    student_vocab,
     text,
     text_export,
     web_session,
@@ -42,8 +45,9 @@ from . import manifest as models_manifest
 
 # digested at import, so a stage's key names the code that actually runs
 CODE = cache.source_digest(
-    *(m.__file__ for m in (poster_cam, image, quantize, int8_weights, int8_reference, text_export, rules, predictor)),
+    *(m.__file__ for m in (poster_cam, image, quantize, packed_weights, int8_reference, text_export, rules, predictor)),
     web_session.__file__,
+    format_choice.__file__,
     models_manifest.__file__,
     __file__,
 )
@@ -69,19 +73,54 @@ def encoders(cfg, tuned, distilled) -> dict:
     }
 
 
-def export_encoder(cfg, name, parts, dev_plots, out: Path, shipped: bool) -> tuple[dict, dict]:
-    """One text encoder to ONNX: (manifest entry, checks)."""
+def export_encoder(cfg, name, parts, dev_plots, out: Path, shipped: bool, mode=quantize.TEXT_MODE) -> tuple[dict, dict]:
+    """One text encoder to ONNX in quantize_text's `mode`: (manifest entry, checks)."""
     model, tok, tok_json, about = parts
     file, tok_file = (
         ("text_encoder.onnx", "tokenizer.json") if shipped else (f"{name}_text_encoder.onnx", f"{name}_tokenizer.json")
     )
     ids = [text.encode(tok, p, cfg.max_len) for p in dev_plots]
     n = min(CALIBRATION_PLOTS, len(ids) // 2)  # small data: half calibrates, half checks
-    check = text_export.export_text_encoder(model, out / file, ids[:n], ids[n:], cfg.max_len)
+    check = text_export.export_text_encoder(model, out / file, ids[:n], ids[n:], cfg.max_len, mode)
     (out / tok_file).write_text(tok_json)
     entry = text_export.manifest_entry(out / file, tok_file, about, model.dim, cfg.max_len, check)
     check["bytes"] = {f: (out / f).stat().st_size for f in text_export.files(entry)}
     return entry, check
+
+
+def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shipped: dict) -> tuple[dict, dict, str]:
+    """The shipped teacher in the first of cfg.text_formats that format_choice's CV check passes (the last
+    one ships without a check): (manifest entry, checks, format). "int4" also prunes the vocabulary to the
+    word pieces of the extra rows the encoder learned from and stores the head's matrices in 8 bits."""
+    formats = [f.strip() for f in cfg.text_formats.split(",")]
+    fold = movies.fold.to_numpy()
+    dev = np.flatnonzero(fold >= 0)
+    tried = {}
+    for fmt in formats:
+        model, tok, tok_json, about = parts
+        if fmt == "int4":
+            model, tok_json = text_export.prune_vocabulary(model, tok_json, inputs["extra_plots"], cfg.max_len)
+            tok = student_vocab.load_tokenizer_json(json.loads(tok_json))
+            about += f", vocabulary pruned to {model.backbone.embeddings.word_embeddings.num_embeddings} word pieces"
+        entry, check = export_encoder(cfg, "teacher", (model, tok, tok_json, about), dev_plots, out, True, fmt)
+        if fmt == formats[-1]:
+            tried[fmt] = {"cv": None, "ships": True}
+            break
+        e_file = inputs["e32"].copy()
+        plots = movies.overview.iloc[dev].tolist()
+        e_file[dev] = format_choice.embed_file(
+            out / entry["file"], out / entry["tokenizer"], plots, cfg.max_len, cfg.threads
+        )
+        args = (inputs["e32"], e_file, inputs["image"], inputs["has_poster"], y, fold, inputs["text_head"], shipped)
+        cv = format_choice.cv_of_format(cfg, *args, pack_head=fmt in PACKED_HEAD)
+        tried[fmt] = {"cv": cv, "ships": format_choice.passes(cv, cfg.format_bound)}
+        if tried[fmt]["ships"]:
+            break
+    check["format_choice"] = {"formats": formats, "bound": cfg.format_bound, "tried": tried, "ships": fmt}
+    return entry, check, fmt
+
+
+PACKED_HEAD = {"int4"}  # text formats whose head ships with 8-bit matrices (format_choice.head_plan)
 
 
 def head_for(model_id: str, trained, text_head, image_dim: int) -> fusion.FusionHead:
@@ -102,7 +141,8 @@ def export_head(head: fusion.ShippedHead, out: Path, text_dim: int, image_dim: i
 
 def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, out: Path) -> dict:
     text_dim, image_dim = encoder["dim"], poster["dim"]
-    names = [*text_export.files(encoder), poster["file"], "fusion_head.onnx"]
+    head_files = [f.name for f in packed_weights.shipped_files(out / "fusion_head.onnx")]
+    names = [*text_export.files(encoder), poster["file"], *head_files]
     files = {f: {"bytes": (out / f).stat().st_size, "sha256": cache.file_digest(out / f)} for f in names}
     return {
         "labels": labels,
@@ -114,6 +154,8 @@ def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, 
         "gradcam": poster_cam.gradcam_entry("fusion_head.onnx", poster["file"], len(labels), image_dim),
         "fusion_head": {
             "file": "fusion_head.onnx",
+            "weights_file": head_files[1] if len(head_files) > 1 else None,
+            "quantization": format_choice.head_quantization() if len(head_files) > 1 else "none (float32)",
             "inputs": {"text": ["batch", text_dim], "image": ["batch", image_dim], "has_poster": ["batch", 1]},
             "input_type": "float32",
             "output": "probabilities",
@@ -209,7 +251,7 @@ def export_poster(cfg, out: Path, movies) -> dict:
 
 
 def run(cfg) -> cache.Output:
-    curated, tuned, embedded = data.run(cfg), finetune.run(cfg), embed.run(cfg)
+    curated, tuned, embedded, selected = data.run(cfg), finetune.run(cfg), embed.run(cfg), select_extra.run(cfg)
     trained = {"teacher": fusion.run(cfg), "student": fusion.run(cfg, "student")}
     evaluated, distilled = evaluate.run(cfg), distil.run(cfg)
     metrics = evaluate.load(evaluated)
@@ -220,7 +262,17 @@ def run(cfg) -> cache.Output:
         "distil": distilled.key,
         "posters": embedded.posters.key,
         "code": CODE,
-        "config": cfg.subset("text_backbone", "max_len", "image_size", "min_words", "seed"),
+        "select": selected.key,
+        "config": cfg.subset(
+            "text_backbone",
+            "max_len",
+            "image_size",
+            "min_words",
+            "seed",
+            "text_formats",
+            "format_bound",
+            "threshold_shrink",
+        ),
     }
 
     def build(out: Path):
@@ -231,15 +283,28 @@ def run(cfg) -> cache.Output:
         ].tolist()
         dev_plots = dev_plots[: CALIBRATION_PLOTS + CHECK_PLOTS]
         shipped_encoder = metrics["shipped"]["encoder"]
-        entries, checks = {}, {}
-        for name, parts_ in encoders(cfg, tuned, distilled).items():
-            entries[name], checks[name] = export_encoder(cfg, name, parts_, dev_plots, out, name == shipped_encoder)
-        poster = export_poster(cfg, out, movies)
         text_head = finetune.load_head(tuned)
         chosen = {m: metrics["shipped"][m].removeprefix("student_") for m in fusion.MODES}
+        extra, _ = data.load_extra(curated)
+        inputs = {  # what the format check reads: no test row
+            "extra_plots": extra.overview.iloc[select_extra.load(selected)].tolist(),
+            "e32": np.load(tuned / "embeddings.npy"),
+            "image": embed.run(cfg).posters_array(),
+            "has_poster": (movies.poster != "").to_numpy(np.float32)[:, None],
+            "text_head": text_head,
+        }
+        entries, checks, fmt = {}, {}, quantize.TEXT_MODE
+        for name, parts_ in encoders(cfg, tuned, distilled).items():
+            if name == shipped_encoder == "teacher":
+                entries[name], checks[name], fmt = choose_format(cfg, parts_, dev_plots, out, movies, y, inputs, chosen)
+            else:
+                entries[name], checks[name] = export_encoder(cfg, name, parts_, dev_plots, out, name == shipped_encoder)
+        poster = export_poster(cfg, out, movies)
         heads = {m: head_for(chosen[m], trained[shipped_encoder], text_head, poster["dim"]) for m in fusion.MODES}
         dim = entries[shipped_encoder]["dim"]
         export_head(fusion.ShippedHead(heads["plot"], heads["plot+poster"]), out, dim, poster["dim"])
+        if fmt in PACKED_HEAD:
+            packed_weights.pack(out / "fusion_head.onnx", format_choice.head_plan(out / "fusion_head.onnx"))
         spec = manifest(cfg, labels, metrics["thresholds"], entries[shipped_encoder], poster, chosen, out)
         (out / "manifest.json").write_text(json.dumps(spec, indent=1))
         timing_plots = dev_plots[-32:]

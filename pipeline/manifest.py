@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import int8_weights, rules
+from . import packed_weights, rules
 
 MODES = ("plot", "plot+poster")  # the input a row is predicted from; each has its own thresholds
 CREATE = "python -m pipeline export"  # the command that writes the models
@@ -34,7 +34,7 @@ def check_models(models: Path) -> dict:
             raise ModelsMissing(f"model file {Path(models) / name} is missing; create it with `{CREATE}`")
     for entry in spec.values():  # a graph's int8 weights file: Python finds it beside the graph, by this name
         if isinstance(entry, dict) and entry.get("weights_file"):
-            if entry["weights_file"] != (want := int8_weights.blob_path(Path(entry["file"])).name):
+            if entry["weights_file"] != (want := packed_weights.blob_path(Path(entry["file"])).name):
                 raise ModelsMissing(
                     f"{path}: the weights file of {entry['file']} must be {want}; re-create it with `{CREATE}`"
                 )

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from . import int8_weights, rules
+from . import packed_weights, rules
 from .manifest import check_models, mode_thresholds
 
 LOG_ERRORS_ONLY = 3  # onnxruntime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
@@ -33,7 +33,7 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = LOG_ERRORS_ONLY
-    return ort.InferenceSession(int8_weights.model_source(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(packed_weights.model_source(path), opts, providers=["CPUExecutionProvider"])
 
 
 def takes_batches(s: ort.InferenceSession) -> bool:

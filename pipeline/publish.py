@@ -126,22 +126,24 @@ def run(cfg) -> None:
     def mb(parts: list[str]) -> float:
         return round(sum(spec["files"][f]["bytes"] for f in parts) / 2**20, 1)
 
-    plot_only = [*text_export.files(spec["text_encoder"]), spec["fusion_head"]["file"]]
+    head = text_export.files(spec["fusion_head"])  # its graph and, when packed, its weights file
+    plot_only = [*text_export.files(spec["text_encoder"]), *head]
     poster = [spec["poster_encoder"]["file"]]  # a poster adds the poster encoder (Grad-CAM: the head's Jacobian)
     summary = {
         **spec,
         "plot_only_mb": mb(plot_only),  # what a plot-only visitor downloads (runtime aside)
-        # the text encoder itself: its graph and its int8 weights file (pipeline/int8_weights.py)
+        # the text encoder itself: its graph and its packed weights file (pipeline/packed_weights.py)
         "text_encoder_mb": mb(
             [f for f in text_export.files(spec["text_encoder"]) if f != spec["text_encoder"]["tokenizer"]]
         ),
         "download_mb": mb(plot_only + poster),
+        "head_mb": mb(head),
         "shipped": json.loads((exported / "shipped.json").read_text()),
     }
     # the plot path of each text encoder, shipped or not, for the side-by-side table
-    head = spec["files"][spec["fusion_head"]["file"]]["bytes"]
+    head_bytes = sum(spec["files"][f]["bytes"] for f in head)
     for name, check in summary["shipped"]["encoders"].items():  # each encoder's files, shipped or not
-        summary[f"{name}_bytes"] = {"plot_path": sum(check["bytes"].values()) + head}
+        summary[f"{name}_bytes"] = {"plot_path": sum(check["bytes"].values()) + head_bytes}
     runtime = runtime_bytes()
     if runtime is not None:  # one honest first-visit size: models and the wasm runtime
         summary["runtime_bytes"] = runtime

@@ -64,7 +64,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from . import int8_weights
+from . import packed_weights
 
 OPSET = 17
 QTYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
@@ -109,14 +109,14 @@ def export_onnx(
     )
 
 
-def store_weights_fp16(path: Path, min_size: int = 16384):
-    """Large fp32 initializers stored as fp16 and cast back to fp32 when loaded (as export.py does):
+def store_weights_fp16(path: Path, min_size: int = 16384, skip=()):
+    """Large fp32 initializers (not named in `skip`) stored as fp16 and cast back to fp32 when loaded:
     half the bytes, the graph still computes in fp32."""
     model = onnx.load(str(path))
     graph = model.graph
     casts = []
     for init in graph.initializer:
-        if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= min_size:
+        if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= min_size and init.name not in skip:
             name = init.name
             half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), name + "_fp16")
             init.CopyFrom(half)
@@ -140,7 +140,7 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(int8_weights.model_source(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(packed_weights.model_source(path), opts, providers=["CPUExecutionProvider"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,13 +263,15 @@ def quantize_text(
       of training plots): batchable.
     mode "weights": int8-stored weights (8-bit per channel, embedding tables per tensor) dequantized to
       float, float compute: no activation rounding, batchable. The MatMul weights then move into
-      NAME.int8 beside the graph (int8_weights.pack): the float weights are rebuilt before onnxruntime
+      NAME.weights beside the graph (packed_weights.pack): the float weights are rebuilt before onnxruntime
       is handed the graph (session() here, predictor.session, the browser's weights.js).
+    mode "int4": as "weights" with 4-bit MatMul weights and 4-bit embedding tables (blocks and fp16
+      scales: INT4_*_BLOCK), all in NAME.weights: a smaller file, its outputs judged by export's CV check.
     mode "fp16": float compute, weights stored fp16: batchable.
     `keep_float`: node names left float (fp16-stored) in the int8 modes.
     Returns {"quantization": text, "batchable": bool, "bytes": int, "max_pair_sum", "cannot_saturate"}."""
     keep = list(keep_float)
-    int8_weights.blob_path(out).unlink(missing_ok=True)  # a weights file only where this mode packs one
+    packed_weights.blob_path(out).unlink(missing_ok=True)  # a weights file only where this mode packs one
     bits = ("7-bit (reduce_range) s8" if reduce_range else "8-bit s8") if weights == "s8" else "u8 (U8U8)"
     if mode == "dynamic":
         quantize_dynamic(
@@ -304,10 +306,21 @@ def quantize_text(
         )
     elif mode == "weights":
         quantize_dynamic(str(fp32_onnx), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"])
-        weights_only_int8(out, keep)
-        store_weights_fp16(out)
-        int8_weights.pack(out)
+        plan = packing_plan(out, keep, matmul=(8, None, "f32"))
+        store_weights_fp16(out, skip=plan)
+        packed_weights.pack(out, plan)
         what, batchable = "int8 weights only (8-bit per-channel, dequantized to float), float compute", True
+    elif mode == "int4":
+        Path(out).write_bytes(Path(fp32_onnx).read_bytes())
+        plan = packing_plan(out, keep, matmul=(4, INT4_MATMUL_BLOCK, "f16"), gather=(4, INT4_EMBEDDING_BLOCK, "f16"))
+        store_weights_fp16(out, skip=plan)
+        tables = {n.input[0] for n in onnx.load(str(out)).graph.node if n.op_type == "Gather"} & set(plan)
+        packed_weights.pack(out, plan, gathered=tables)
+        what = (
+            f"4-bit weights (MatMul: a scale per {INT4_MATMUL_BLOCK[0]} rows of a column; embedding tables: per "
+            f"{INT4_EMBEDDING_BLOCK[1]} values of a row; fp16 scales), dequantized to float, float compute"
+        )
+        batchable = True
     elif mode == "fp16":
         Path(out).write_bytes(Path(fp32_onnx).read_bytes())
         store_weights_fp16(out)
@@ -319,9 +332,31 @@ def quantize_text(
     return {
         "quantization": what,
         "batchable": batchable,
-        "bytes": sum(f.stat().st_size for f in int8_weights.shipped_files(out)),
+        "bytes": sum(f.stat().st_size for f in packed_weights.shipped_files(out)),
         **(proof(out) if mode != "fp16" else {"max_pair_sum": 0, "cannot_saturate": True}),
     }
+
+
+INT4_MATMUL_BLOCK = (32, 1)  # rows (input features) per scale, per output column
+INT4_EMBEDDING_BLOCK = (1, 64)  # per table row (token), 64 of its values per scale
+
+
+def packing_plan(path: Path, keep=(), matmul=None, gather=None, min_size: int = 16384) -> dict:
+    """packed_weights.pack's plan for the graph at `path`: every large float MatMul weight (B [K, N]; not a
+    node in `keep`) as `matmul` (bits, block, scale type; block None: one scale per output column), every
+    large float table a Gather reads as `gather` (None: left as it is)."""
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    plan = {}
+    for n in model.graph.node:
+        role = {"MatMul": (1, matmul), "Gather": (0, gather)}.get(n.op_type)
+        if role is None or role[1] is None or n.name in keep:
+            continue
+        w = inits.get(n.input[role[0]])
+        if w is not None and w.data_type == onnx.TensorProto.FLOAT and len(w.dims) == 2 and np.prod(w.dims) >= min_size:
+            bits, block, scale = role[1]
+            plan[w.name] = (bits, block or (w.dims[0], 1), scale)
+    return plan
 
 
 def weights_only_int8(path: Path, keep=(), min_size: int = 16384):
@@ -434,12 +469,12 @@ def op_types(path: Path, optimized: bool = False) -> set[str]:
     when not ai.onnx; with optimized=True, of the graph native onnxruntime runs after its own
     optimizations (which may add x86-only layouts such as com.microsoft.nchwc)."""
     if not optimized:
-        graph = int8_weights.load_graph(path).graph
+        graph = packed_weights.load_graph(path).graph
     else:
         with tempfile.TemporaryDirectory() as tmp:
             opts = ort.SessionOptions()
             opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-            ort.InferenceSession(int8_weights.model_source(path), opts, providers=["CPUExecutionProvider"])
+            ort.InferenceSession(packed_weights.model_source(path), opts, providers=["CPUExecutionProvider"])
             graph = onnx.load(opts.optimized_model_filepath).graph
     return {(n.domain + "." if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in graph.node}
 

@@ -6,6 +6,7 @@ of FLOAT_CANDIDATES, in order, whose int8 file keeps every sampled plot's embedd
 of fp32. Checks written beside it: parity, cosine, batched vs single, native one-thread latency, ops.
 """
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import int8_weights, quantize, rules, web_session
+from . import packed_weights, quantize, rules, web_session
 
 FLOAT_CANDIDATES = {  # the FFN output projections (inputs after GELU: the widest activations) lose most
     "none": None,
@@ -29,10 +30,11 @@ def kept_float(fp32: Path, pattern: re.Pattern | None) -> list[str]:
 
 
 def export_text_encoder(
-    model, out: Path, calibration_ids: list[list[int]], check_ids: list[list[int]], max_len: int
+    model, out: Path, calibration_ids: list[list[int]], check_ids: list[list[int]], max_len: int, mode: str
 ) -> dict:
-    """Write `out` (an int8 text encoder: input_ids, attention_mask → embedding); return the checks.
-    calibration_ids: token ids of training plots (static scales); check_ids: other dev plots."""
+    """Write `out` (a text encoder: input_ids, attention_mask → embedding) in quantize_text's `mode`;
+    return the checks. calibration_ids: token ids of training plots (static scales); check_ids: other dev
+    plots. In mode "int4" no layer is chosen to stay float (its cosine is reported; export judges it by CV)."""
     x = torch.tensor([check_ids[0]])
     feeds = quantize.text_feeds(check_ids)
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,10 +53,10 @@ def export_text_encoder(
         candidates = {}
         for name, pattern in FLOAT_CANDIDATES.items():
             info = quantize.quantize_text(
-                fp32, out, quantize.TEXT_MODE, quantize.text_feeds(calibration_ids), kept_float(fp32, pattern)
+                fp32, out, mode, quantize.text_feeds(calibration_ids), kept_float(fp32, pattern)
             )
             candidates[name] = quantize.embedding_cosine(fp32, out, feeds)
-            if candidates[name]["min"] >= MIN_COSINE:
+            if candidates[name]["min"] >= MIN_COSINE or mode == "int4":
                 break
         assert info["cannot_saturate"], info  # the acceptance checks hold on every CPU only if nothing can saturate
         fp32_ms = quantize.native_ms(fp32, feeds[:32])
@@ -75,10 +77,30 @@ def export_text_encoder(
     return check
 
 
+def prune_vocabulary(model, tokenizer_json: str, plots: list[str], max_len: int) -> tuple[object, str]:
+    """(a copy of `model` whose word-embedding table keeps only the rows student_vocab.kept_ids keeps for
+    `plots` (training plots: never a dev or test plot, so CV sees what pruning does to unseen text), and
+    the tokenizer.json renumbered to match). Every single character stays, so a word the pruned
+    vocabulary lacks splits into smaller pieces, never [UNK]."""
+    import copy
+
+    from . import student_vocab
+
+    tok_json = json.loads(tokenizer_json)
+    tok = student_vocab.load_tokenizer_json(tok_json)
+    used = {i for p in plots for i in rules.truncate(tok.encode(p[: rules.MAX_CHARS]).ids, rules.truncation(max_len))}
+    keep = student_vocab.kept_ids(tok_json, used)
+    pruned = copy.deepcopy(model)
+    table = pruned.backbone.embeddings.word_embeddings
+    table.weight = torch.nn.Parameter(table.weight.detach()[torch.tensor(keep)].clone())
+    table.num_embeddings = len(keep)
+    return pruned, json.dumps(student_vocab.pruned_tokenizer(tok_json, keep), ensure_ascii=False, separators=(",", ":"))
+
+
 def manifest_entry(path: Path, tokenizer: str, backbone: str, dim: int, max_len: int, info: dict) -> dict:
-    """The manifest's entry for the encoder at `path`; "weights_file" names its int8 weights file (int8_weights),
+    """The manifest's entry for the encoder at `path`; "weights_file" names its packed weights file (packed_weights),
     which the graph cannot run without, or is null."""
-    weights = int8_weights.blob_path(path)
+    weights = packed_weights.blob_path(path)
     return {
         "file": path.name,
         "weights_file": weights.name if weights.exists() else None,
@@ -97,6 +119,6 @@ def manifest_entry(path: Path, tokenizer: str, backbone: str, dim: int, max_len:
 
 
 def files(entry: dict) -> list[str]:
-    """A text encoder's files, as the manifest names them (and models.js loads them): graph, tokenizer,
-    int8 weights (if any)."""
-    return [f for f in (entry["file"], entry["tokenizer"], entry.get("weights_file")) if f]
+    """A model entry's files, as the manifest names them (and models.js loads them): graph, tokenizer
+    (a text encoder's), packed weights (if any)."""
+    return [f for f in (entry["file"], entry.get("tokenizer"), entry.get("weights_file")) if f]

@@ -12,14 +12,14 @@ weight) once, at session creation, where "disabled" would redo it at every run.
 from collections import Counter
 from pathlib import Path
 
-from . import int8_weights
+from . import packed_weights
 
 COPY_LIKE = {"Identity", "ConstantOfShape"}
 
 
 def foldable_ops(path: Path) -> Counter:
     """Operator counts of the nodes whose inputs are all stored weights or outputs of such nodes."""
-    graph = int8_weights.load_graph(path).graph
+    graph = packed_weights.load_graph(path).graph
     known = {i.name for i in graph.initializer}
     counts, pending = Counter(), list(graph.node)
     while True:

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline import augment, config, distil, int8_weights, quantize, student_model, student_vocab, text, text_export
+from pipeline import augment, config, distil, packed_weights, quantize, student_model, student_vocab, text, text_export
 from tests.conftest import TINY
 
 TRAIN_PLOTS = [
@@ -190,12 +190,14 @@ def test_text_export_writes_a_runnable_encoder_that_cannot_saturate(distilled, t
     cfg, out = distilled
     student, tok = student_model.load_student(out)
     calib = json.loads((out / "calibration.json").read_text())
-    check = text_export.export_text_encoder(student, tmp_path / "student.onnx", calib[:8], calib[8:], cfg.max_len)
+    check = text_export.export_text_encoder(
+        student, tmp_path / "student.onnx", calib[:8], calib[8:], cfg.max_len, quantize.TEXT_MODE
+    )
     assert check["onnx_fp32_vs_torch_max_abs"] < 1e-4  # the same float32 graph: reassociation only
     assert check["cosine_to_fp32"]["min"] >= text_export.MIN_COSINE  # the export's own acceptance bound
     assert check["cannot_saturate"] and check["batchable"]
     sess = ort.InferenceSession(
-        int8_weights.model_source(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"]
+        packed_weights.model_source(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"]
     )
     ids = np.array([text.encode(tok, "A haunted cabin and a zyxwvut demon.", cfg.max_len)], np.int64)
     emb = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]

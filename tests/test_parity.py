@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline import cache, export, finetune, fusion, image, int8_reference, student_model, text
+from pipeline import cache, export, finetune, fusion, image, int8_reference, packed_weights, student_model, text
 from pipeline.predict import GenrePredictor
 
 INT8_COSINE = 0.99 - 0.005  # the export's MIN_COSINE on dev inputs, margin for other inputs (docstring)
@@ -118,7 +118,7 @@ def test_fusion_head_matches_torch(tiny):
     text_head = finetune.load_head(stage_output(tiny, "finetune"))
     heads = {m: export.head_for(i, trained, text_head, 1280) for m, i in spec["fusion_head"]["heads"].items()}
     head = fusion.ShippedHead(heads["plot"], heads["plot+poster"]).eval()
-    session = ort.InferenceSession(str(tiny.models / "fusion_head.onnx"))
+    session = ort.InferenceSession(packed_weights.model_source(tiny.models / "fusion_head.onnx"))
     rng = np.random.default_rng(0)
     for has in (0.0, 1.0):
         feed = {
@@ -134,7 +134,7 @@ def test_fusion_head_matches_torch(tiny):
 
 
 def test_no_poster_ignores_the_image_input(tiny):
-    session = ort.InferenceSession(str(tiny.models / "fusion_head.onnx"))
+    session = ort.InferenceSession(packed_weights.model_source(tiny.models / "fusion_head.onnx"))
     t = np.random.default_rng(1).normal(size=(1, 384)).astype(np.float32)
     off = np.zeros((1, 1), np.float32)
     a = session.run(None, {"text": t, "image": np.zeros((1, 1280), np.float32), "has_poster": off})[0]

@@ -22,7 +22,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline import export, fusion, image, poster_cam
+from pipeline import export, fusion, image, packed_weights, poster_cam
 from tests.tiny_data import poster
 
 POSTERS = [("Horror", (185, 278)), ("Romance", (300, 450)), ("Action", (640, 360))]
@@ -56,7 +56,7 @@ def setup(tmp_path_factory):
         pixels=pixels,
         text=text,
         poster=ort.InferenceSession(str(out / poster_entry["file"])),
-        fusion=ort.InferenceSession(str(out / "fusion_head.onnx")),
+        fusion=ort.InferenceSession(packed_weights.model_source(out / "fusion_head.onnx")),
         entries=(
             poster_entry,
             poster_cam.gradcam_entry("fusion_head.onnx", poster_entry["file"], N_LABELS, encoder.dim),

@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import int8_weights, quantize, web_session
+from pipeline import packed_weights, quantize, web_session
 from tests.conftest import ROOT
-from tests.test_int8_weights import two_matmuls
+from tests.test_packed_weights import two_matmuls
 
 
 def dequantized(path):
@@ -46,7 +46,10 @@ def with_identity(path):
         (with_identity, "disabled"),
         (lambda p: (two_matmuls(p, 32, 32, seed=2), quantize.weights_only_int8(p, min_size=1)), "basic"),  # Cast + Mul
         (
-            lambda p: (two_matmuls(p, 32, 32, seed=3), quantize.weights_only_int8(p, min_size=1), int8_weights.pack(p)),
+            lambda p: (
+                two_matmuls(p, 32, 32, seed=3),
+                packed_weights.pack(p, {w: (4, (32, 1), "f16") for w in ("w1", "w2")}),
+            ),
             "disabled",
         ),
         (dequantized, "basic"),

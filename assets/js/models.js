@@ -150,7 +150,7 @@ export function load(part) {
     const tok = got.tokenizer?.then(tokenizer) ?? null;
     // the float weights are rebuilt as soon as their file is read, like the tokenizer
     // (a microtask, so that the phase's clock starts before the rebuild runs)
-    const rebuild = (blob) => runtime.timed("weights", Promise.resolve().then(() => [floatWeights(blob)]));
+    const rebuild = (blob) => runtime.timed(`weights ${part}`, Promise.resolve().then(() => [floatWeights(blob)]));
     const external = got.weights?.then(rebuild) ?? null;
     for (const p of [...Object.values(got), tok, external]) p?.catch(() => {}); // each is awaited below; no rejection is left unhandled meanwhile
     await startRuntime();

@@ -1,0 +1,289 @@
+"""A graph's large weights stored as 8- or 4-bit integers beside it, turned back into float before onnxruntime.
+
+`pack(path, plan)` moves the float initializers the plan names out of the ONNX graph: each becomes float
+external data at LOCATION (named in the file; no such file exists, so a runtime given the graph alone
+fails loudly), and NAME.weights beside the graph holds their integers and scales. Why not let onnxruntime
+dequantize (Cast + Mul or DequantizeLinear in the graph): onnxruntime-web folded those on every visit,
+in wasm code not yet optimised by the browser (return visit, bench.browser idle: text session 0.66 s
+with the folding, 0.35-0.38 s with float weights handed in as external data, rebuilt by JavaScript in
+0.04-0.07 s, the "weights" phase).
+
+  b"PKW1", header length (uint32, little-endian), header JSON, zero padding to a multiple of 4, data
+  header {"location": "NAME.float32", "bytes": float file size,
+          "tensors": [{"name", "rows", "cols", "bits", "block", "scale", "q", "scales", "at"}, ...]}
+    bits 8: rows x cols int8 values (row-major) at byte offset q
+    bits 4: the same values two to a byte, element i in byte i // 2, low nibble first, two's complement
+    block [br, bc]: one scale per br rows x bc columns; scales at byte offset `scales`, ceil(rows / br) x
+      ceil(cols / bc) of them, row-major, as "f32" or "f16" (IEEE half, little-endian)
+    at: byte offset of the tensor's float32 values in the float file (the offset the graph names)
+    gathered (optional, true): an embedding table kept int8 in memory: at `at` the float file holds its
+      int8 values, at `scales_at` its scales as float32 [rows, cols / bc]; the graph scales the rows it
+      gathers (gather_then_scale)
+
+The float file holds each weight float32(q[r, c]) * float32(scale[r // br, c // bc]) at its `at`: one
+correctly rounded float32 product (the integer has at most 8 bits, the scale 24: exact in float64, so
+JavaScript's one rounding on store is numpy's), bit-identical in numpy and JavaScript. `model_source`
+rebuilds it here (predict, serve, the export's checks, benchmarks) and checks it against the graph's
+external entries (names, offsets, lengths); assets/js/weights.js rebuilds it in the browser.
+"""
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+MAGIC = b"PKW1"
+SUFFIX = ".weights"
+LEVELS = {8: 127, 4: 7}  # symmetric: q in [-LEVELS, LEVELS]
+SCALE_TYPES = {"f32": "<f4", "f16": "<f2"}
+
+
+def blob_path(path: Path) -> Path:
+    return Path(path).with_suffix(SUFFIX)
+
+
+def quantize(w: np.ndarray, bits: int, block: tuple[int, int], scale: str) -> tuple[np.ndarray, np.ndarray]:
+    """(q int8 [rows, cols], scales [ceil(rows/br), ceil(cols/bc)]): symmetric, each block's scale its
+    largest |w| over LEVELS[bits], stored as `scale` type (q is rounded against the stored scale)."""
+    rows, cols = w.shape
+    br, bc = block
+    pad = np.zeros((-(-rows // br) * br, -(-cols // bc) * bc), np.float32)
+    pad[:rows, :cols] = np.abs(w)
+    peak = pad.reshape(pad.shape[0] // br, br, pad.shape[1] // bc, bc).max((1, 3))
+    s = (peak / LEVELS[bits]).astype(SCALE_TYPES[scale])
+    s[s == 0] = 1
+    full = np.repeat(np.repeat(s.astype(np.float32), br, 0), bc, 1)[:rows, :cols]
+    q = np.clip(np.round(w / full), -LEVELS[bits], LEVELS[bits]).astype(np.int8)
+    return q, s
+
+
+def dequantize(q: np.ndarray, s: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+    rows, cols = q.shape
+    full = np.repeat(np.repeat(s.astype(np.float32), block[0], 0), block[1], 1)[:rows, :cols]
+    return q.astype(np.float32) * full
+
+
+def nibbles(q: np.ndarray) -> bytes:
+    flat = (q.reshape(-1).astype(np.int16) & 0xF).astype(np.uint8)
+    if len(flat) % 2:
+        flat = np.append(flat, np.uint8(0))
+    return (flat[0::2] | (flat[1::2] << 4)).tobytes()
+
+
+def unnibble(data: bytes, n: int) -> np.ndarray:
+    b = np.frombuffer(data, np.uint8, (n + 1) // 2)
+    out = np.empty(2 * len(b), np.int8)
+    out[0::2], out[1::2] = b & 0xF, b >> 4
+    out[out > 7] -= 16
+    return out[:n]
+
+
+def external(name: str, data_type: int, dims: list[int], location: str, at: int, length: int) -> onnx.TensorProto:
+    t = onnx.TensorProto(name=name, data_type=data_type, dims=dims)
+    t.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(at)), ("length", str(length))):
+        t.external_data.add(key=key, value=value)
+    return t
+
+
+def gather_then_scale(g: onnx.GraphProto, table: str, blocks: int, width: int):
+    """Each Gather reading the int8 `table` [rows, blocks * width] gets its rows' scales (TABLE_scale
+    [rows, blocks], gathered with the same indices) applied after it: float32(q) * scale, the products
+    the float table would hold, for the gathered rows only."""
+    from onnx import helper
+
+    nodes = []
+    for n in g.node:
+        if n.op_type != "Gather" or n.input[0] != table:
+            nodes.append(n)
+            continue
+        if any(a.name == "axis" and a.i != 0 for a in n.attribute):
+            raise ValueError(f"{table} is gathered along an axis other than rows")
+        out = n.output[0]
+        p = f"{n.name or out}/scaled"
+        n.output[0] = f"{p}/q"
+        const = {
+            f"{p}/blocks": np.array([blocks, width], np.int64),
+            f"{p}/row": np.array([blocks * width], np.int64),
+            f"{p}/last": np.array([-1], np.int64),
+        }
+        g.initializer.extend(numpy_helper.from_array(v, k) for k, v in const.items())
+        nodes += [
+            n,
+            helper.make_node("Cast", [f"{p}/q"], [f"{p}/f"], to=onnx.TensorProto.FLOAT),
+            helper.make_node("Shape", [n.input[1]], [f"{p}/idx_shape"]),
+            helper.make_node("Concat", [f"{p}/idx_shape", f"{p}/blocks"], [f"{p}/blocked_shape"], axis=0),
+            helper.make_node("Concat", [f"{p}/idx_shape", f"{p}/row"], [f"{p}/row_shape"], axis=0),
+            helper.make_node("Reshape", [f"{p}/f", f"{p}/blocked_shape"], [f"{p}/blocked"]),
+            helper.make_node("Gather", [table + "_scale", n.input[1]], [f"{p}/s"]),
+            helper.make_node("Unsqueeze", [f"{p}/s", f"{p}/last"], [f"{p}/s1"]),
+            helper.make_node("Mul", [f"{p}/blocked", f"{p}/s1"], [f"{p}/scaled"]),
+            helper.make_node("Reshape", [f"{p}/scaled", f"{p}/row_shape"], [out]),
+        ]
+    del g.node[:]
+    g.node.extend(nodes)
+
+
+def pack(path: Path, plan: dict[str, tuple[int, tuple[int, int], str]], gathered=()) -> Path:
+    """Move the float initializers `plan` names ({name: (bits, (br, bc), scale type)}) out of the graph
+    at `path` into NAME.weights; returns that path. Every planned name must be a 2-D float initializer.
+    A name in `gathered` (a table only Gather reads, block (1, bc)) is rebuilt as int8 values plus float32
+    scales, not as floats: its Gathers scale the rows they read (gather_then_scale), and the table
+    takes a byte per value in memory instead of four."""
+    path = Path(path)
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    location = path.with_suffix(".float32").name
+    tensors, chunks, at = [], [], 0
+    for name, (bits, block, scale) in plan.items():
+        init = inits[name]
+        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2:
+            raise ValueError(f"{name} is not a 2-D float initializer")
+        q, s = quantize(numpy_helper.to_array(init), bits, block, scale)
+        rows, cols = q.shape
+        values = q.tobytes() if bits == 8 else nibbles(q)
+        chunks.append((values, s.tobytes()))
+        entry = {"name": name, "rows": rows, "cols": cols, "bits": bits, "block": list(block), "scale": scale, "at": at}
+        if name in gathered:
+            if block[0] != 1 or cols % block[1]:
+                raise ValueError(f"{name}: a gathered table needs whole-row blocks that divide its width")
+            entry["gathered"] = True
+            entry["scales_at"] = at + rows * cols + (-(rows * cols) % 4)
+            init.CopyFrom(external(name, onnx.TensorProto.INT8, [rows, cols], location, at, rows * cols))
+            n_scales = rows * (cols // block[1])
+            g.initializer.append(
+                external(
+                    name + "_scale",
+                    onnx.TensorProto.FLOAT,
+                    [rows, cols // block[1]],
+                    location,
+                    entry["scales_at"],
+                    4 * n_scales,
+                )
+            )
+            gather_then_scale(g, name, cols // block[1], block[1])
+            at = entry["scales_at"] + 4 * n_scales
+        else:
+            init.CopyFrom(external(name, onnx.TensorProto.FLOAT, [rows, cols], location, at, 4 * rows * cols))
+            at += 4 * rows * cols
+        tensors.append(entry)
+    onnx.save(model, str(path))  # no tensor is loaded from LOCATION: the external entries are written as they are
+    return write_blob(blob_path(path), {"location": location, "bytes": at}, tensors, chunks)
+
+
+def write_blob(out: Path, about: dict, tensors: list[dict], chunks: list[tuple[bytes, bytes]]) -> Path:
+    def header_bytes(offset_of_data: int) -> bytes:
+        at = offset_of_data
+        for t, (q, s) in zip(tensors, chunks):
+            t["q"] = at
+            at += len(q)
+            at += -at % 4  # scales on a 4-byte boundary: a Float32Array view needs it
+            t["scales"] = at
+            at += len(s)
+            at += -at % 4
+        return json.dumps({**about, "tensors": tensors}, separators=(",", ":")).encode()
+
+    # the header's offsets depend on its own length: settle it (a few digits more can move the data once)
+    start = 0
+    while True:
+        head = header_bytes(start)
+        data_start = 8 + len(head) + (-(8 + len(head)) % 4)
+        if data_start == start:
+            break
+        start = data_start
+    body = bytearray(MAGIC + struct.pack("<I", len(head)) + head)
+    body += b"\0" * (data_start - len(body))
+    for t, (q, s) in zip(tensors, chunks):
+        body += q
+        body += b"\0" * (t["scales"] - len(body))
+        body += s
+    body += b"\0" * (-len(body) % 4)
+    out.write_bytes(bytes(body))
+    return out
+
+
+def read_blob(blob: bytes) -> dict:
+    """The header: {"location", "bytes", "tensors"}."""
+    if blob[:4] != MAGIC:
+        raise ValueError("not a packed weights file (no PKW1 header)")
+    (n,) = struct.unpack("<I", blob[4:8])
+    return json.loads(blob[8 : 8 + n])
+
+
+def tensor(blob: bytes, t: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(q int8 [rows, cols], scales) of one header entry."""
+    n, (br, bc) = t["rows"] * t["cols"], t["block"]
+    q = np.frombuffer(blob, np.int8, n, t["q"]) if t["bits"] == 8 else unnibble(blob[t["q"] :], n)
+    shape = (-(-t["rows"] // br), -(-t["cols"] // bc))
+    s = np.frombuffer(blob, SCALE_TYPES[t["scale"]], shape[0] * shape[1], t["scales"]).reshape(shape)
+    return q.reshape(t["rows"], t["cols"]), s
+
+
+def float_weights(blob: bytes) -> tuple[dict, bytearray]:
+    """(the header, the bytes the graph reads at its location: float32 weights; a gathered table's int8
+    values and float32 scales)."""
+    header = read_blob(blob)
+    out = bytearray(header["bytes"])
+    for t in header["tensors"]:
+        q, s = tensor(blob, t)
+        if t.get("gathered"):
+            out[t["at"] : t["at"] + q.size] = q.tobytes()
+            out[t["scales_at"] : t["scales_at"] + 4 * s.size] = s.astype("<f4").tobytes()
+        else:
+            out[t["at"] : t["at"] + 4 * q.size] = dequantize(q, s, t["block"]).astype("<f4").tobytes()
+    return header, out
+
+
+def places(header: dict) -> dict[str, tuple[int, int]]:
+    """Every external tensor the file provides: name → (offset, length) in the rebuilt bytes."""
+    out = {}
+    for t in header["tensors"]:
+        n = t["rows"] * t["cols"]
+        if t.get("gathered"):
+            out[t["name"]] = (t["at"], n)
+            out[t["name"] + "_scale"] = (t["scales_at"], 4 * t["rows"] * (t["cols"] // t["block"][1]))
+        else:
+            out[t["name"]] = (t["at"], 4 * n)
+    return out
+
+
+def model_source(path: Path) -> str | bytes:
+    """What onnxruntime.InferenceSession takes for the graph at `path`: its path, or, when NAME.weights is
+    beside it, the graph with the rebuilt float weights inside (bytes)."""
+    path = Path(path)
+    if not blob_path(path).exists():
+        return str(path)
+    model = load_graph(path)
+    header, data = float_weights(blob_path(path).read_bytes())
+    # the graph's external weights and the file's tensors must be the same list: a stale or foreign
+    # weights file is refused, never read as weights
+    wanted = places(header)
+    for init in model.graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in init.external_data}
+        place = (int(info.get("offset", 0)), int(info["length"]))
+        if info["location"] != header["location"] or wanted.pop(init.name, None) != place:
+            raise ValueError(
+                f"{blob_path(path).name} does not hold {path.name}'s weight {init.name}: export them together"
+            )
+        init.raw_data = bytes(data[place[0] : place[0] + place[1]])
+        del init.external_data[:]
+        init.data_location = onnx.TensorProto.DEFAULT
+    if wanted:
+        raise ValueError(f"{blob_path(path).name} holds weights {path.name} does not name: export them together")
+    return model.SerializeToString()
+
+
+def load_graph(path: Path) -> onnx.ModelProto:
+    """The ONNX model without its external weights (they are not read)."""
+    return onnx.load(str(path), load_external_data=False)
+
+
+def shipped_files(path: Path) -> list[Path]:
+    """The graph and, when it has one, its weights file: what is shipped and sized together."""
+    return [Path(path)] + ([blob_path(path)] if blob_path(path).exists() else [])
