@@ -26,7 +26,7 @@ also any "NAME_text_encoder", selected in the demo by ?text=NAME) and each input
 Phases (each a start time after navigation and a duration, as the worker records them): worker start
 (the page's request → the worker's modules ran), manifest (manifest + runtime list + stored files),
 runtime compile (the streamed wasm compile), session NAME (onnxruntime session creation, without the
-compile), tokenizer, weights (the text encoder's float weights rebuilt from its int8 file), warm-up run (a return visit runs the plot's models once on a few words as soon as
+compile), tokenizer, weights text / weights head (a graph's weights rebuilt from its packed file), warm-up run (a return visit runs the plot's models once on a few words as soon as
 they are ready, before any click), first run (the first prediction). Then: session options compared on return visits (graph optimization
 level; freeDimensionOverrides batch=1 was dropped: with it the
 explanation never finished), and the shipped encoder on a CPU throttled 4x (a phone-class CPU): Chromium's
@@ -180,7 +180,7 @@ def native_ms(models: Path, part: str, poster_path: Path, runs: int) -> dict:
     """Median ms of onnxruntime, one thread: plot only (tokenize + text + head), plot + poster (+ poster)."""
     spec = json.loads((models / "manifest.json").read_text())
 
-    def session(name):  # as `predict` opens it (int8 weights file included), on one thread
+    def session(name):  # as `predict` opens it (packed weights file included), on one thread
         return predictor.session(models / name, threads=1)
 
     enc = spec[part]

@@ -112,15 +112,12 @@ def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shi
             out / entry["file"], out / entry["tokenizer"], plots, cfg.max_len, cfg.threads
         )
         args = (inputs["e32"], e_file, inputs["image"], inputs["has_poster"], y, fold, inputs["text_head"], shipped)
-        cv = format_choice.cv_of_format(cfg, *args, pack_head=fmt in PACKED_HEAD)
+        cv = format_choice.cv_of_format(cfg, *args, pack_head=fmt in format_choice.PACKED_HEAD)
         tried[fmt] = {"cv": cv, "ships": format_choice.passes(cv, cfg.format_bound)}
         if tried[fmt]["ships"]:
             break
     check["format_choice"] = {"formats": formats, "bound": cfg.format_bound, "tried": tried, "ships": fmt}
     return entry, check, fmt
-
-
-PACKED_HEAD = {"int4"}  # text formats whose head ships with 8-bit matrices (format_choice.head_plan)
 
 
 def head_for(model_id: str, trained, text_head, image_dim: int) -> fusion.FusionHead:
@@ -155,7 +152,7 @@ def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, 
         "fusion_head": {
             "file": "fusion_head.onnx",
             "weights_file": head_files[1] if len(head_files) > 1 else None,
-            "quantization": format_choice.head_quantization() if len(head_files) > 1 else "none (float32)",
+            "quantization": format_choice.head_quantization() if len(head_files) > 1 else "float32 weights",
             "inputs": {"text": ["batch", text_dim], "image": ["batch", image_dim], "has_poster": ["batch", 1]},
             "input_type": "float32",
             "output": "probabilities",
@@ -289,7 +286,7 @@ def run(cfg) -> cache.Output:
         inputs = {  # what the format check reads: no test row
             "extra_plots": extra.overview.iloc[select_extra.load(selected)].tolist(),
             "e32": np.load(tuned / "embeddings.npy"),
-            "image": embed.run(cfg).posters_array(),
+            "image": embedded.posters_array(),
             "has_poster": (movies.poster != "").to_numpy(np.float32)[:, None],
             "text_head": text_head,
         }
@@ -303,7 +300,7 @@ def run(cfg) -> cache.Output:
         heads = {m: head_for(chosen[m], trained[shipped_encoder], text_head, poster["dim"]) for m in fusion.MODES}
         dim = entries[shipped_encoder]["dim"]
         export_head(fusion.ShippedHead(heads["plot"], heads["plot+poster"]), out, dim, poster["dim"])
-        if fmt in PACKED_HEAD:
+        if fmt in format_choice.PACKED_HEAD:
             packed_weights.pack(out / "fusion_head.onnx", format_choice.head_plan(out / "fusion_head.onnx"))
         spec = manifest(cfg, labels, metrics["thresholds"], entries[shipped_encoder], poster, chosen, out)
         (out / "manifest.json").write_text(json.dumps(spec, indent=1))

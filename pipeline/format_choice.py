@@ -3,8 +3,9 @@ cross-validation says it costs at most `format_bound` F1 (micro and macro, every
 
 A candidate's exported encoder embeds every dev plot (through the file, as `predict` runs it); each dev
 fold's head (fusion.fold_head: trained on the other folds' fp32 embeddings, as in `train`), with its weights
-stored as the candidate stores them, scores its fold; thresholds come from the other folds
-(evaluate.cv_scores). The same fold heads on the fp32 embeddings give the reference. No test row is read.
+stored as the candidate stores them, scores its fold; the fold is decided by thresholds tuned on the other
+folds' fp32 scores (the shipped thresholds are tuned on fp32 scores too, never on the candidate's). The
+same fold heads on the fp32 embeddings give the reference. No test row is read.
 The encoder never saw a dev label (it learned from extra rows only), so its embeddings of dev rows are
 honest inputs for the fold heads.
 """
@@ -16,20 +17,29 @@ from tokenizers import Tokenizer
 from . import evaluate, finetune, fusion, packed_weights, quantize, text
 
 HEAD_WEIGHTS = (8, "f32")  # the head's large matrices in the smaller formats: 8-bit, one float32 scale per row
-MIN_HEAD_WEIGHT = 16384  # elements: smaller matrices (the encoder's genre head) stay float
+MIN_HEAD_WEIGHT = 16384  # elements: smaller matrices stay float
+PACKED_HEAD = {"int4"}  # the text formats whose head ships with HEAD_WEIGHTS matrices (export)
+
+
+def rounded_in_head(name: str, dims) -> bool:
+    """Whether the head file stores this matrix in HEAD_WEIGHTS: a large 2-D weight, never the encoder's
+    genre head (text_finetuned reads it as it is)."""
+    return len(dims) == 2 and int(np.prod(dims)) >= MIN_HEAD_WEIGHT and "text_head" not in name
+
+
+def head_block(dims) -> tuple[int, int]:
+    return (1, int(dims[1]))  # torch Linear weights [out, in] (Gemm's B): a scale per output unit
 
 
 def head_plan(path) -> dict:
-    """packed_weights.pack's plan for an exported head: each large 2-D float initializer (torch Linear
-    weights [out, in], read by Gemm) with a scale per row: per output unit, as `store_like` rounds them."""
+    """packed_weights.pack's plan for an exported head: each matrix rounded_in_head, as `store_like` rounds it."""
     import onnx
 
-    model = onnx.load(str(path))
     bits, scale = HEAD_WEIGHTS
     return {
-        i.name: (bits, (1, i.dims[1]), scale)
-        for i in model.graph.initializer
-        if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2 and np.prod(i.dims) >= MIN_HEAD_WEIGHT
+        i.name: (bits, head_block(i.dims), scale)
+        for i in onnx.load(str(path)).graph.initializer
+        if i.data_type == onnx.TensorProto.FLOAT and rounded_in_head(i.name, i.dims)
     }
 
 
@@ -39,14 +49,13 @@ def head_quantization() -> str:
 
 
 def store_like(head: fusion.FusionHead) -> fusion.FusionHead:
-    """The head with each large weight matrix as the shipped file rebuilds it (head_plan's rounding)."""
+    """The head with each matrix rounded_in_head as the shipped file rebuilds it (head_plan's rounding)."""
     bits, scale = HEAD_WEIGHTS
     with torch.no_grad():
-        for p in head.parameters():
-            if p.ndim == 2 and p.numel() >= MIN_HEAD_WEIGHT:
-                w = p.numpy()
-                block = (1, w.shape[1])
-                q, s = packed_weights.quantize(w, bits, block, scale)
+        for name, p in head.named_parameters():
+            if rounded_in_head(name, p.shape):
+                block = head_block(p.shape)
+                q, s = packed_weights.quantize(p.numpy(), bits, block, scale)
                 p.copy_(torch.from_numpy(packed_weights.dequantize(q, s, block)))
     return head
 
@@ -93,9 +102,16 @@ def cv_of_format(cfg, e32, e_file, image, has_poster, y, fold, text_head, shippe
         probs[mode] = (ref, cand)
     cv = {}
     for mode, (ref, cand) in probs.items():
-        a, b = (evaluate.cv_scores(p, y, fold, cfg.threshold_shrink) for p in (ref, cand))
+        scores = {"fp32": [], "format": []}
+        for k in range(fold.max() + 1):
+            # the thresholds that ship are tuned on fp32 scores: fold k is decided by those of the other folds
+            fit, held = (fold >= 0) & (fold != k), fold == k
+            thresholds = evaluate.tune_thresholds(ref[fit], y[fit], cfg.threshold_shrink)
+            for name, p in (("fp32", ref), ("format", cand)):
+                scores[name].append(evaluate.f1_pair(y[held], evaluate.decide(p[held], thresholds)))
         cv[mode] = {
-            avg: {"fp32": a[f"cv_{avg}_f1"]["mean"], "format": b[f"cv_{avg}_f1"]["mean"]} for avg in ("micro", "macro")
+            avg: {name: float(np.mean([f[i] for f in folds])) for name, folds in scores.items()}
+            for i, avg in enumerate(("micro", "macro"))
         }
     return cv
 

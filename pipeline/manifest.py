@@ -32,7 +32,7 @@ def check_models(models: Path) -> dict:
     for name in spec.get("files", {}):
         if not (Path(models) / name).is_file():
             raise ModelsMissing(f"model file {Path(models) / name} is missing; create it with `{CREATE}`")
-    for entry in spec.values():  # a graph's int8 weights file: Python finds it beside the graph, by this name
+    for entry in spec.values():  # a graph's packed weights file: Python finds it beside the graph, by this name
         if isinstance(entry, dict) and entry.get("weights_file"):
             if entry["weights_file"] != (want := packed_weights.blob_path(Path(entry["file"])).name):
                 raise ModelsMissing(

@@ -217,7 +217,7 @@ def read_blob(blob: bytes) -> dict:
 def tensor(blob: bytes, t: dict) -> tuple[np.ndarray, np.ndarray]:
     """(q int8 [rows, cols], scales) of one header entry."""
     n, (br, bc) = t["rows"] * t["cols"], t["block"]
-    q = np.frombuffer(blob, np.int8, n, t["q"]) if t["bits"] == 8 else unnibble(blob[t["q"] :], n)
+    q = np.frombuffer(blob, np.int8, n, t["q"]) if t["bits"] == 8 else unnibble(memoryview(blob)[t["q"] :], n)
     shape = (-(-t["rows"] // br), -(-t["cols"] // bc))
     s = np.frombuffer(blob, SCALE_TYPES[t["scale"]], shape[0] * shape[1], t["scales"]).reshape(shape)
     return q.reshape(t["rows"], t["cols"]), s

@@ -74,7 +74,7 @@ def page_facts(cfg, spec: dict, metrics: dict) -> dict:
 
 def target_checks(cfg, metrics: dict, shipped: dict) -> list[dict]:
     """Each target of config.toml checked on the test split, decided here once for the whole site (the
-    targets table and the missed-targets note read these rows): F1 of the shipped int8 files where they
+    targets table and the missed-targets note read these rows): F1 of the shipped files where they
     were scored (`fp32` beside it), else fp32; the micro margin over the best peer (fp32) in points, met
     when at or over the goal, with its paired bootstrap interval."""
     by_id = {m["id"]: m for m in metrics["models"]}

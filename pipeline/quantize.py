@@ -3,7 +3,8 @@
 quantize_poster  the poster encoder with int8-stored convolution weights and float compute (default),
                  or static int8 QDQ calibrated on training posters; the resize/normalise front, the
                  first convolutions and the pooled float output stay float.
-quantize_text    a text encoder with int8-stored weights and float compute (TEXT_MODE "weights":
+quantize_text    a text encoder with 8- or 4-bit stored weights and float compute ("weights", TEXT_MODE, and "int4":
+                 export ships the first its CV check passes, pipeline/format_choice.py;
                  batchable), int8 dynamic (per-channel 7-bit weights; activation scales computed per
                  call, so outputs depend on what else is in the batch), int8 static QDQ (fixed
                  activation scales from calibration plots: batchable), or float with fp16-stored weights.
@@ -68,7 +69,8 @@ from . import packed_weights
 
 OPSET = 17
 QTYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
-# the formats chosen by the measurements above: int8-stored weights, float compute (no integer product
+# the formats chosen by the measurements above: int8-stored weights, float compute (the text encoder may
+# ship "int4" instead, also float compute, when export's CV check passes: pipeline/format_choice.py) (no integer product
 # to saturate, no activation rounding for float differences to flip: the same outputs on every CPU
 # up to float rounding; batchable). quantize_text's mode / quantize_poster's default.
 TEXT_MODE = "weights"

@@ -1,9 +1,11 @@
 """A text encoder (teacher or student) to the ONNX file the browser and `predict` run, with its checks.
 
-fp32 ONNX from torch (parity checked), then quantized by quantize.quantize_text in the format
-quantize.TEXT_MODE names; which layers stay float is chosen on dev plots (never test): the smallest set
-of FLOAT_CANDIDATES, in order, whose int8 file keeps every sampled plot's embedding within MIN_COSINE
-of fp32. Checks written beside it: parity, cosine, batched vs single, native one-thread latency, ops.
+fp32 ONNX from torch (parity checked), then quantized by quantize.quantize_text in the mode export
+asks for (export.choose_format: "int4" or "weights", by CV). In mode "weights" (8-bit) which layers stay
+float is chosen on dev plots (never test): the smallest set of FLOAT_CANDIDATES, in order, whose file
+keeps every sampled plot's embedding within MIN_COSINE of fp32; "int4" is judged by format_choice's CV
+instead, its cosine only reported. Checks written beside it: parity, cosine, batched vs single, native
+one-thread latency, ops.
 """
 
 import json
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import packed_weights, quantize, rules, web_session
+from . import packed_weights, quantize, rules, text, web_session
 
 FLOAT_CANDIDATES = {  # the FFN output projections (inputs after GELU: the widest activations) lose most
     "none": None,
@@ -60,10 +62,10 @@ def export_text_encoder(
                 break
         assert info["cannot_saturate"], info  # the acceptance checks hold on every CPU only if nothing can saturate
         fp32_ms = quantize.native_ms(fp32, feeds[:32])
+        gate = {} if mode == "int4" else {"kept_float": name, "min_cosine_required": MIN_COSINE}  # int4: CV decides
         check = {
             **info,
-            "kept_float": name,
-            "min_cosine_required": MIN_COSINE,
+            **gate,
             "candidates": candidates,
             "dev_plots": len(check_ids),
             "onnx_fp32_vs_torch_max_abs": parity,
@@ -88,7 +90,7 @@ def prune_vocabulary(model, tokenizer_json: str, plots: list[str], max_len: int)
 
     tok_json = json.loads(tokenizer_json)
     tok = student_vocab.load_tokenizer_json(tok_json)
-    used = {i for p in plots for i in rules.truncate(tok.encode(p[: rules.MAX_CHARS]).ids, rules.truncation(max_len))}
+    used = {i for p in plots for i in text.encode(tok, p, max_len)}
     keep = student_vocab.kept_ids(tok_json, used)
     pruned = copy.deepcopy(model)
     table = pruned.backbone.embeddings.word_embeddings

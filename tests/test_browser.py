@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
@@ -789,23 +790,47 @@ FLOAT_WEIGHTS_IN_PAGE = """async ([module, url, shift]) => {
 }"""
 
 
-@pytest.mark.parametrize("part", ["text_encoder", "fusion_head"])  # 4-bit, fp16 scales / 8-bit, float32 scales
+def synthetic_blobs(folder):
+    """Packed weights files in every layout weights.js decodes: 8- and 4-bit, f32 and f16 scales, blocks
+    that do not divide the shape, odd widths (byte-by-byte 4-bit), and gathered tables (tests/test_packed_weights)."""
+    from tests.test_packed_weights import FORMATS, gather_graph, two_matmuls
+
+    names = []
+    for i, (bits, block, scale) in enumerate(FORMATS.values()):
+        for k, n in ((96, 40), (33, 131)):  # n = 131: an odd width
+            path = folder / f"syn{i}_{n}.onnx"
+            two_matmuls(path, k, n, seed=i)
+            inits = {t.name: t for t in onnx.load(str(path)).graph.initializer}
+            plan = {w: (bits, block or (inits[w].dims[0], 1), scale) for w in ("w1", "w2")}
+            names.append(packed_weights.pack(path, plan).name)
+    for bits in (4, 8):
+        path = folder / f"table{bits}.onnx"
+        gather_graph(path, 50, 128, seed=bits)
+        names.append(packed_weights.pack(path, {"table": (bits, (1, 64), "f16")}, gathered={"table"}).name)
+    return names
+
+
 @pytest.mark.parametrize("shift", [0, 1])
-def test_browser_rebuilds_the_same_float_weights(page, server, shift, part):
-    """weights.js and pipeline/packed_weights.py rebuild a shipped graph's float weights byte for byte."""
+def test_browser_rebuilds_the_same_float_weights(page, server, shift, tmp_path):
+    """weights.js and pipeline/packed_weights.py rebuild every packed file byte for byte: the shipped ones
+    and synthetic ones in every layout (so each decoding branch runs, whatever format this run shipped)."""
     import hashlib
 
-    name = server.spec[part]["weights_file"]
-    assert name, f"the shipped {part} has a packed weights file"
-    formats = {
-        (t["bits"], t["scale"]) for t in packed_weights.read_blob((server.models / name).read_bytes())["tensors"]
-    }
-    assert formats == {"text_encoder": {(4, "f16")}, "fusion_head": {(8, "f32")}}[part]  # both decoders are exercised
-    header, data = packed_weights.float_weights((server.models / name).read_bytes())
-    location = header["location"]
-    url = server.url + "assets/models/" + name
-    got = page.evaluate(FLOAT_WEIGHTS_IN_PAGE, [server.url + "assets/js/weights.js", url, shift])
-    assert got == [location, len(data), hashlib.sha256(data).hexdigest()]
+    shipped = [
+        e["weights_file"] for e in (server.spec["text_encoder"], server.spec["fusion_head"]) if e.get("weights_file")
+    ]
+    assert server.spec["text_encoder"]["weights_file"] in shipped  # the text encoder always ships packed
+    folder = server.models.parent / "synthetic"  # served beside the models, removed below
+    folder.mkdir(exist_ok=True)
+    try:
+        files = [server.models / n for n in shipped] + [folder / n for n in synthetic_blobs(folder)]
+        for path in files:
+            header, data = packed_weights.float_weights(path.read_bytes())
+            url = server.url + path.relative_to(server.models.parent.parent).as_posix()
+            got = page.evaluate(FLOAT_WEIGHTS_IN_PAGE, [server.url + "assets/js/weights.js", url, shift])
+            assert got == [header["location"], len(data), hashlib.sha256(data).hexdigest()], path.name
+    finally:
+        shutil.rmtree(folder)
 
 
 def return_visit(context, server, plot, typing_s=0.0):

@@ -138,7 +138,7 @@ def test_models_json_agrees_with_the_manifest():
     assert summary["head_mb"] == round(head / 2**20, 1)
     encoder = size[text["file"]] + (
         size[text["weights_file"]] if text.get("weights_file") else 0
-    )  # graph + int8 weights
+    )  # graph + packed weights
     assert summary["text_encoder_mb"] == round(encoder / 2**20, 1)
     assert summary["download_mb"] == round((plot_only + poster) / 2**20, 1)  # with a poster (and its heatmaps)
     runtime = summary["runtime_bytes"]  # runtime included: the one size the page and the demo state

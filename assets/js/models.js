@@ -1,8 +1,8 @@
 // What the manifest ships, part by part, and each part loaded once per visit: the files it needs
 // (downloads.js), then its onnxruntime session (runtime.js) or tokenizer (text.js).
 //   runtime  onnxruntime's wasm and its JS glue (assets/vendor/runtime.json)
-//   text     the text encoder, its tokenizer and its int8 weights file (?text=NAME picks "NAME_text_encoder")
-//   head     the fusion head (probabilities; also the Jacobian Grad-CAM needs);  poster  the poster encoder
+//   text     the text encoder, its tokenizer and its packed weights file (?text=NAME picks "NAME_text_encoder")
+//   head     the fusion head (and its packed weights file, when it has one) (probabilities; also the Jacobian Grad-CAM needs);  poster  the poster encoder
 // worker.js reads the manifest (init); the poster's worker (poster-worker.js) is handed the same copy
 // (adopt), so both threads load what one manifest names.
 import * as downloads from "./downloads.js";

@@ -49,6 +49,10 @@ export function floatWeights(blob) {
     const pairs = bits === 4 && cols % 2 === 0 && (bc === 1 || bc % 2 === 0); // whole bytes per row and block
     for (let r = 0, i = 0; r < rows; r++) {
       const first = ((r / br) | 0) * perRow;
+      if (bc === 1 && bits === 8) { // a scale per column
+        for (let c = first; i < (r + 1) * cols; i++, c++) w[i] = values[i] * scale[c];
+        continue;
+      }
       if (bc === 1 && pairs) { // a scale per column: two columns per byte
         for (let c = first; i < (r + 1) * cols; i += 2, c += 2) {
           const v = values[i >> 1];

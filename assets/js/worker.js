@@ -4,7 +4,7 @@
 //   models.js     the manifest's parts (runtime, text, head, poster), each loaded once per visit
 //   rules.js      the shared rules from the manifest (decision, sentences, truncation)
 //   text.js       tokenizer, ids, embeddings        poster.js  poster file → pixels
-//   weights.js    a graph's int8 weights file → the float weights onnxruntime is handed
+//   weights.js    a graph's packed weights file → the weights onnxruntime is handed
 //   predict.js    one prediction                    gradcam.js poster heatmaps      explain.js  sentence drops
 //   poster-worker.js  the poster's own thread (decode + poster encoder), started by the page, connected
 //                     to this worker by a MessageChannel (poster-port)

@@ -1,0 +1,72 @@
+"""pipeline/format_choice.py: the head it judges is the head the packed file holds, bit for bit, and its
+CV check reads no test row (fold -1)."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from pipeline import config, export, format_choice, fusion, packed_weights
+
+
+def tiny_cfg():
+    cfg = config.load()
+    cfg.update(fusion_epochs=3, patience=2, fusion_hidden=64, fusion_batch=16)
+    return cfg
+
+
+def random_head(text_dim=48, image_dim=400, labels=5, hidden=64, seed=0):
+    torch.manual_seed(seed)
+    head = fusion.FusionHead(text_dim, image_dim, labels, hidden, 0.0)
+    head.fit_scaling(
+        np.random.default_rng(seed).normal(size=(10, text_dim)), np.ones((10, image_dim)), np.ones((10, 1))
+    )
+    return head.eval()
+
+
+def test_store_like_rounds_exactly_as_the_packed_head_file_stores(tmp_path):
+    head = random_head()
+    export.export_head(fusion.ShippedHead(head, head), tmp_path, 48, 400)
+    path = tmp_path / "fusion_head.onnx"
+    plan = format_choice.head_plan(path)
+    assert plan and all(bits == format_choice.HEAD_WEIGHTS[0] for bits, _, _ in plan.values())
+    assert not [n for n in plan if "text_head" in n]  # the encoder's genre head stays float
+    packed_weights.pack(path, plan)
+    stored = {
+        i.name: numpy_helper.to_array(i)
+        for i in onnx.load_from_string(packed_weights.model_source(path)).graph.initializer
+    }
+    rounded = format_choice.store_like(random_head())
+    for name in plan:
+        want = dict(rounded.named_parameters())[name.split(".", 1)[1]].detach().numpy()
+        assert stored[name].tobytes() == want.astype("<f4").tobytes(), name
+
+
+@pytest.mark.parametrize("pack_head", [False, True])
+def test_the_format_check_reads_no_test_row(pack_head):
+    """Test rows (fold -1) changed to anything: the same CV figures."""
+    cfg = tiny_cfg()
+    rng = np.random.default_rng(3)
+    n, d, g = 90, 16, 4
+    fold = np.array([0, 1, 2] * 24 + [-1] * 18)
+    y = (rng.random((n, g)) < 0.4).astype(np.float32)
+    e32 = rng.normal(size=(n, d)).astype(np.float32) + y @ rng.normal(size=(g, d)).astype(np.float32)
+    e_file = e32 + rng.normal(0, 0.05, e32.shape).astype(np.float32)
+    image = rng.normal(size=(n, 20)).astype(np.float32)
+    has_poster = np.ones((n, 1), np.float32)
+    text_head = torch.nn.Linear(d, g)
+    shipped = {"plot": "plot_head", "plot+poster": "fusion"}
+    args = (e32, e_file, image, has_poster, y, fold, text_head, shipped)
+    first = format_choice.cv_of_format(cfg, *args, pack_head=pack_head)
+    test = fold < 0
+    changed = [a.copy() for a in (e32, e_file, image, y)]
+    for a in changed:
+        a[test] = rng.normal(size=a[test].shape) * 100
+    second = format_choice.cv_of_format(
+        cfg, *changed[:3], has_poster, changed[3], fold, text_head, shipped, pack_head=pack_head
+    )
+    assert first == second
+    assert set(first) == {"plot", "plot+poster"} and all(
+        0 <= v["format"] <= 1 for m in first.values() for v in m.values()
+    )
