@@ -45,19 +45,40 @@ def blob_path(path: Path) -> Path:
     return Path(path).with_suffix(SUFFIX)
 
 
-def quantize(w: np.ndarray, bits: int, block: tuple[int, int], scale: str) -> tuple[np.ndarray, np.ndarray]:
-    """(q int8 [rows, cols], scales [ceil(rows/br), ceil(cols/bc)]): symmetric, each block's scale its
-    largest |w| over LEVELS[bits], stored as `scale` type (q is rounded against the stored scale)."""
-    rows, cols = w.shape
-    br, bc = block
+CLIPS = {8: (1.0,), 4: (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)}  # a block's scale: its largest |w| x clip / LEVELS
+
+
+def blocks_of(a: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+    """`a` zero-padded to whole blocks, as [row blocks, br, column blocks, bc]."""
+    (rows, cols), (br, bc) = a.shape, block
     pad = np.zeros((-(-rows // br) * br, -(-cols // bc) * bc), np.float32)
-    pad[:rows, :cols] = np.abs(w)
-    peak = pad.reshape(pad.shape[0] // br, br, pad.shape[1] // bc, bc).max((1, 3))
-    s = (peak / LEVELS[bits]).astype(SCALE_TYPES[scale])
-    s[s == 0] = 1
-    full = np.repeat(np.repeat(s.astype(np.float32), br, 0), bc, 1)[:rows, :cols]
+    pad[:rows, :cols] = a
+    return pad.reshape(pad.shape[0] // br, br, pad.shape[1] // bc, bc)
+
+
+def quantize(w: np.ndarray, bits: int, block: tuple[int, int], scale: str) -> tuple[np.ndarray, np.ndarray]:
+    """(q int8 [rows, cols], scales [ceil(rows/br), ceil(cols/bc)]): symmetric; each block's scale, stored
+    as `scale` type, is its largest |w| x clip / LEVELS[bits] with the clip of CLIPS[bits] whose rounding
+    leaves the block the smallest squared error (8 bits: no clipping; 4 bits: clipping the largest values
+    lets the many small ones keep more levels). q is rounded against the stored scale."""
+    w = np.asarray(w, np.float32)
+    rows, cols = w.shape
+    wb = blocks_of(w, block)
+    peak = np.abs(wb).max((1, 3))
+    best_err, best = None, None
+    for clip in CLIPS[bits]:
+        s = (peak * np.float32(clip) / LEVELS[bits]).astype(SCALE_TYPES[scale])
+        s[s == 0] = 1
+        sf = s.astype(np.float32)[:, None, :, None]
+        err = ((np.clip(np.round(wb / sf), -LEVELS[bits], LEVELS[bits]) * sf - wb) ** 2).sum((1, 3))
+        if best is None:
+            best_err, best = err, s
+        else:
+            better = err < best_err
+            best_err, best = np.where(better, err, best_err), np.where(better, s, best)
+    full = np.repeat(np.repeat(best.astype(np.float32), block[0], 0), block[1], 1)[:rows, :cols]
     q = np.clip(np.round(w / full), -LEVELS[bits], LEVELS[bits]).astype(np.int8)
-    return q, s
+    return q, best
 
 
 def dequantize(q: np.ndarray, s: np.ndarray, block: tuple[int, int]) -> np.ndarray:
