@@ -96,15 +96,6 @@ def matmul_saturating(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
     return matmul_integer(a, b, a_zero_point, b_zero_point, saturate=True)
 
 
-def matmul_worse(a, b, a_zero_point=None, b_zero_point=None, reference=None) -> np.ndarray:
-    """Of the two paths, the one farther from `reference` (default: the exact product) elementwise-max:
-    whichever CPU runs the model, its integers are one of the two."""
-    exact = matmul_exact(a, b, a_zero_point, b_zero_point)
-    sat = matmul_saturating(a, b, a_zero_point, b_zero_point)
-    ref = exact if reference is None else reference
-    return np.where(np.abs(sat - ref) > np.abs(exact - ref), sat, exact)
-
-
 # ---------------------------------------------------------------------------------------------
 # the proof
 
@@ -381,24 +372,3 @@ def run_saturating(model_path, feeds) -> np.ndarray:
 def run_exact(model_path, feeds) -> np.ndarray:
     """What VNNI, ARM64 and wasm compute (exact int32 products)."""
     return run(model_path, feeds, False)
-
-
-def cosine_on_every_path(reference: np.ndarray, model_path, feeds, native: np.ndarray | None = None) -> dict:
-    """Cosine of the model's outputs to `reference` (e.g. fp32 outputs on the same feeds) on the exact
-    and on the saturating path, and the worse of both: an acceptance check that holds on any CPU.
-    When cannot_saturate(model_path) proves both paths equal, only the exact path is evaluated
-    (`native`, onnxruntime's own outputs on this CPU, may be passed to skip the reference evaluator)."""
-    from .quantize import cosines
-
-    proof = cannot_saturate(model_path)
-    exact = native if native is not None else run_exact(model_path, feeds)
-    c_exact = cosines(reference, exact)
-    out = {"proof_ok": proof["ok"], "max_pair_sum": proof["max_pair_sum"], "exact_min": float(c_exact.min())}
-    if proof["ok"]:
-        out["saturating_min"] = out["exact_min"]
-        out["saturating"] = "proven equal to exact (no pair sum can exceed int16)"
-    else:
-        c_sat = cosines(reference, run_saturating(model_path, feeds))
-        out["saturating_min"] = float(c_sat.min())
-    out["min"] = min(out["exact_min"], out["saturating_min"])
-    return out

@@ -41,9 +41,26 @@ def genres_per_movie(y, path: Path):
     save(fig, path)
 
 
-def cooccurrence(labels, y, path: Path):
+def conditional(y) -> np.ndarray:
     both = y.T @ y
-    cond = both / np.maximum(np.diag(both)[:, None], 1)  # P(column genre | row genre)
+    return both / np.maximum(np.diag(both)[:, None], 1)  # P(column genre | row genre)
+
+
+def strongest_pairs(labels, y, n: int = 3) -> list[list]:
+    """The n (genre, its likeliest other genre, P) with the highest P, each genre once: the caption's pairs."""
+    cond = conditional(y)
+    np.fill_diagonal(cond, 0)
+    pairs, used = [], set()
+    for r in np.argsort(-cond.max(1)):
+        c = int(cond[r].argmax())
+        if len(pairs) < n and r not in used and c not in used:
+            pairs.append([labels[r], labels[c], float(cond[r, c])])
+            used |= {int(r), c}
+    return pairs
+
+
+def cooccurrence(labels, y, path: Path):
+    cond = conditional(y)
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     im = ax.imshow(cond, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
@@ -101,5 +118,7 @@ def draw(movies, labels, y, cfg, out: Path) -> dict:
     balancing(labels, y, fold >= 0, out / "balancing.png")
     return {
         "genres_per_movie_mean": float(y.sum(1).mean()),
+        "genres_by_count": [labels[i] for i in np.argsort(-y.sum(0), kind="stable")],  # the distribution figure's order
+        "strongest_pairs": strongest_pairs(labels, y),  # the co-occurrence figure's strongest cells
         "samples": samples(movies, cfg.sample_rows, cfg.seed, out / "thumbs"),
     }
