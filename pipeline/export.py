@@ -95,6 +95,7 @@ def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shi
     formats = [f.strip() for f in cfg.text_formats.split(",")]
     fold = movies.fold.to_numpy()
     dev = np.flatnonzero(fold >= 0)
+    plots = movies.overview.iloc[dev].tolist()
     tried = {}
     for fmt in formats:
         model, tok, tok_json, about = parts
@@ -107,7 +108,6 @@ def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shi
             tried[fmt] = {"cv": None, "ships": True}
             break
         e_file = inputs["e32"].copy()
-        plots = movies.overview.iloc[dev].tolist()
         e_file[dev] = format_choice.embed_file(
             out / entry["file"], out / entry["tokenizer"], plots, cfg.max_len, cfg.threads
         )

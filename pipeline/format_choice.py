@@ -10,6 +10,8 @@ The encoder never saw a dev label (it learned from extra rows only), so its embe
 honest inputs for the fold heads.
 """
 
+import copy
+
 import numpy as np
 import torch
 from tokenizers import Tokenizer
@@ -81,7 +83,7 @@ def embed_file(path, tokenizer_file, plots: list[str], max_len: int, threads: in
 def cv_of_format(cfg, e32, e_file, image, has_poster, y, fold, text_head, shipped: dict, pack_head: bool) -> dict:
     """{mode: {"micro"|"macro": {"fp32": F1, "format": F1}}} for each mode's shipped model id (evaluate.OURS)."""
     dev = fold >= 0
-    probs = {}
+    probs, fold_heads = {}, {}  # fold heads by head name: a head two modes share is trained once
     for mode, model_id in shipped.items():
         head_name, head_mode = evaluate.OURS[mode][model_id]
         ref, cand = np.full(y.shape, np.nan, np.float32), np.full(y.shape, np.nan, np.float32)
@@ -90,15 +92,19 @@ def cv_of_format(cfg, e32, e_file, image, has_poster, y, fold, text_head, shippe
                 ref[dev] = finetune.sigmoid(text_head(torch.from_numpy(e32[dev])).numpy())
                 cand[dev] = finetune.sigmoid(text_head(torch.from_numpy(e_file[dev])).numpy())
         else:
-            uses_image = fusion.HEADS[head_name][1]
-            drop = cfg.modality_dropout if head_name == "fusion" else 0.0
-            for k in range(fold.max() + 1):
-                head, _, _ = fusion.fold_head(
-                    cfg, text_head, e32, image, has_poster, y, fold, k, use_image=uses_image, drop=drop
-                )
+            if head_name not in fold_heads:
+                uses_image = fusion.HEADS[head_name][1]
+                drop = cfg.modality_dropout if head_name == "fusion" else 0.0
+                fold_heads[head_name] = []
+                for k in range(fold.max() + 1):
+                    head, _, _ = fusion.fold_head(
+                        cfg, text_head, e32, image, has_poster, y, fold, k, use_image=uses_image, drop=drop
+                    )
+                    stored = store_like(copy.deepcopy(head)) if pack_head else head
+                    fold_heads[head_name].append((head, stored))
+            for k, (head, stored) in enumerate(fold_heads[head_name]):
                 ref[fold == k] = fusion.mode_probs(head, e32, image, has_poster, fold == k)[head_mode]
-                head = store_like(head) if pack_head else head
-                cand[fold == k] = fusion.mode_probs(head, e_file, image, has_poster, fold == k)[head_mode]
+                cand[fold == k] = fusion.mode_probs(stored, e_file, image, has_poster, fold == k)[head_mode]
         probs[mode] = (ref, cand)
     cv = {}
     for mode, (ref, cand) in probs.items():

@@ -56,6 +56,11 @@ def blocks_of(a: np.ndarray, block: tuple[int, int]) -> np.ndarray:
     return pad.reshape(pad.shape[0] // br, br, pad.shape[1] // bc, bc)
 
 
+def per_weight(s: np.ndarray, block: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Block scales [ceil(rows/br), ceil(cols/bc)] as float32, one per weight [rows, cols]."""
+    return np.repeat(np.repeat(s.astype(np.float32), block[0], 0), block[1], 1)[: shape[0], : shape[1]]
+
+
 def quantize(w: np.ndarray, bits: int, block: tuple[int, int], scale: str) -> tuple[np.ndarray, np.ndarray]:
     """(q int8 [rows, cols], scales [ceil(rows/br), ceil(cols/bc)]): symmetric; each block's scale, stored
     as `scale` type, is its largest |w| x clip / LEVELS[bits] with the clip of CLIPS[bits] whose rounding
@@ -76,15 +81,12 @@ def quantize(w: np.ndarray, bits: int, block: tuple[int, int], scale: str) -> tu
         else:
             better = err < best_err
             best_err, best = np.where(better, err, best_err), np.where(better, s, best)
-    full = np.repeat(np.repeat(best.astype(np.float32), block[0], 0), block[1], 1)[:rows, :cols]
-    q = np.clip(np.round(w / full), -LEVELS[bits], LEVELS[bits]).astype(np.int8)
+    q = np.clip(np.round(w / per_weight(best, block, w.shape)), -LEVELS[bits], LEVELS[bits]).astype(np.int8)
     return q, best
 
 
 def dequantize(q: np.ndarray, s: np.ndarray, block: tuple[int, int]) -> np.ndarray:
-    rows, cols = q.shape
-    full = np.repeat(np.repeat(s.astype(np.float32), block[0], 0), block[1], 1)[:rows, :cols]
-    return q.astype(np.float32) * full
+    return q.astype(np.float32) * per_weight(s, block, q.shape)
 
 
 def nibbles(q: np.ndarray) -> bytes:

@@ -69,10 +69,10 @@ from . import packed_weights
 
 OPSET = 17
 QTYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
-# the formats chosen by the measurements above: int8-stored weights, float compute (the text encoder may
-# ship "int4" instead, also float compute, when export's CV check passes: pipeline/format_choice.py) (no integer product
+# the formats chosen by the measurements above: int8-stored weights, float compute (no integer product
 # to saturate, no activation rounding for float differences to flip: the same outputs on every CPU
-# up to float rounding; batchable). quantize_text's mode / quantize_poster's default.
+# up to float rounding; batchable). quantize_text's mode / quantize_poster's default. The text encoder
+# ships "int4" instead (also float compute) only when export's CV check passes (pipeline/format_choice.py).
 TEXT_MODE = "weights"
 POSTER_MODE = "weights"
 

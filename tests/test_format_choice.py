@@ -50,7 +50,7 @@ def test_the_format_check_reads_no_test_row(pack_head):
     rng = np.random.default_rng(3)
     n, d, g = 90, 16, 4
     fold = np.array([0, 1, 2] * 24 + [-1] * 18)
-    y = (rng.random((n, g)) < 0.4).astype(np.float32)
+    y = (rng.random((n, g)) < 0.4).astype(np.float32)  # invented labels: each genre on ~40 % of rows
     e32 = rng.normal(size=(n, d)).astype(np.float32) + y @ rng.normal(size=(g, d)).astype(np.float32)
     e_file = e32 + rng.normal(0, 0.05, e32.shape).astype(np.float32)
     image = rng.normal(size=(n, 20)).astype(np.float32)
@@ -59,7 +59,7 @@ def test_the_format_check_reads_no_test_row(pack_head):
     shipped = {"plot": "plot_head", "plot+poster": "fusion"}
     args = (e32, e_file, image, has_poster, y, fold, text_head, shipped)
     first = format_choice.cv_of_format(cfg, *args, pack_head=pack_head)
-    test = fold < 0
+    test = fold < 0  # the rows the check must never read
     changed = [a.copy() for a in (e32, e_file, image, y)]
     for a in changed:
         a[test] = rng.normal(size=a[test].shape) * 100
