@@ -27,6 +27,7 @@ from . import (
     finetune,
     format_choice,
     fusion,
+    gptq,
     image,
     int8_reference,
     packed_weights,
@@ -48,11 +49,13 @@ CODE = cache.source_digest(
     *(m.__file__ for m in (poster_cam, image, quantize, packed_weights, int8_reference, text_export, rules, predictor)),
     web_session.__file__,
     format_choice.__file__,
+    gptq.__file__,
     models_manifest.__file__,
     __file__,
 )
 MIN_COSINE = text_export.MIN_COSINE
 CALIBRATION_PLOTS, CHECK_PLOTS = 128, 200  # dev plots: static scales / the float-layer choice and checks
+GPTQ_PLOTS = 512  # extra-row plots GPTQ fits the int4 MatMuls to (gptq.quantize: 256 or 1,024 moved little)
 
 
 def encoders(cfg, tuned, distilled) -> dict:
@@ -73,15 +76,21 @@ def encoders(cfg, tuned, distilled) -> dict:
     }
 
 
-def export_encoder(cfg, name, parts, dev_plots, out: Path, shipped: bool, mode=quantize.TEXT_MODE) -> tuple[dict, dict]:
-    """One text encoder to ONNX in quantize_text's `mode`: (manifest entry, checks)."""
+def export_encoder(
+    cfg, name, parts, dev_plots, out: Path, shipped: bool, mode=quantize.TEXT_MODE, calibration_plots=None
+) -> tuple[dict, dict]:
+    """One text encoder to ONNX in quantize_text's `mode`: (manifest entry, checks). Calibration plots:
+    `calibration_plots` if given, else the first of `dev_plots` (the rest check)."""
     model, tok, tok_json, about = parts
     file, tok_file = (
         ("text_encoder.onnx", "tokenizer.json") if shipped else (f"{name}_text_encoder.onnx", f"{name}_tokenizer.json")
     )
     ids = [text.encode(tok, p, cfg.max_len) for p in dev_plots]
     n = min(CALIBRATION_PLOTS, len(ids) // 2)  # small data: half calibrates, half checks
-    check = text_export.export_text_encoder(model, out / file, ids[:n], ids[n:], cfg.max_len, mode)
+    calibration = (
+        ids[:n] if calibration_plots is None else [text.encode(tok, p, cfg.max_len) for p in calibration_plots]
+    )
+    check = text_export.export_text_encoder(model, out / file, calibration, ids[n:], cfg.max_len, mode)
     (out / tok_file).write_text(tok_json)
     entry = text_export.manifest_entry(out / file, tok_file, about, model.dim, cfg.max_len, check)
     check["bytes"] = {f: (out / f).stat().st_size for f in text_export.files(entry)}
@@ -91,7 +100,9 @@ def export_encoder(cfg, name, parts, dev_plots, out: Path, shipped: bool, mode=q
 def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shipped: dict) -> tuple[dict, dict, str]:
     """The shipped teacher in the first of cfg.text_formats that format_choice's CV check passes (the last
     one ships without a check): (manifest entry, checks, format). "int4" also prunes the vocabulary to the
-    word pieces of the extra rows the encoder learned from and stores the head's matrices in 8 bits."""
+    word pieces of the extra rows the encoder learned from, rounds its MatMuls by GPTQ on GPTQ_PLOTS of those
+    rows' plots (never a dev plot: CV judges it on plots it was not fitted to) and stores the head's
+    matrices in 8 bits."""
     formats = [f.strip() for f in cfg.text_formats.split(",")]
     fold = movies.fold.to_numpy()
     dev = np.flatnonzero(fold >= 0)
@@ -99,11 +110,17 @@ def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shi
     tried = {}
     for fmt in formats:
         model, tok, tok_json, about = parts
+        calibration = None
         if fmt == "int4":
+            extra = inputs["extra_plots"]
+            rows = np.random.default_rng(cfg.seed).permutation(len(extra))[:GPTQ_PLOTS]
+            calibration = [extra[i] for i in rows]
             model, tok_json = text_export.prune_vocabulary(model, tok_json, inputs["extra_plots"], cfg.max_len)
             tok = student_vocab.load_tokenizer_json(json.loads(tok_json))
             about += f", vocabulary pruned to {model.backbone.embeddings.word_embeddings.num_embeddings} word pieces"
-        entry, check = export_encoder(cfg, "teacher", (model, tok, tok_json, about), dev_plots, out, True, fmt)
+        entry, check = export_encoder(
+            cfg, "teacher", (model, tok, tok_json, about), dev_plots, out, True, fmt, calibration
+        )
         if fmt == formats[-1]:
             tried[fmt] = {"cv": None, "ships": True}
             break

@@ -150,9 +150,11 @@ def gather_then_scale(g: onnx.GraphProto, table: str, blocks: int, width: int):
     g.node.extend(nodes)
 
 
-def pack(path: Path, plan: dict[str, tuple[int, tuple[int, int], str]], gathered=()) -> Path:
+def pack(path: Path, plan: dict[str, tuple[int, tuple[int, int], str]], gathered=(), quantized=None) -> Path:
     """Move the float initializers `plan` names ({name: (bits, (br, bc), scale type)}) out of the graph
     at `path` into NAME.weights; returns that path. Every planned name must be a 2-D float initializer.
+    Each is rounded by `quantize`, unless `quantized` ({name: (q, scales)}, e.g. pipeline/gptq.py's, in
+    `quantize`'s layout for its plan entry) gives its integers and scales.
     A name in `gathered` (a table only Gather reads, block (1, bc)) is rebuilt as int8 values plus float32
     scales, not as floats: its Gathers scale the rows they read (gather_then_scale), and the table
     takes a byte per value in memory instead of four."""
@@ -166,8 +168,12 @@ def pack(path: Path, plan: dict[str, tuple[int, tuple[int, int], str]], gathered
         init = inits[name]
         if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2:
             raise ValueError(f"{name} is not a 2-D float initializer")
-        q, s = quantize(numpy_helper.to_array(init), bits, block, scale)
+        q, s = (quantized or {}).get(name) or quantize(numpy_helper.to_array(init), bits, block, scale)
         rows, cols = q.shape
+        grid = (-(-rows // block[0]), -(-cols // block[1]))
+        fits = [rows, cols] == list(init.dims) and s.shape == grid and s.dtype == SCALE_TYPES[scale]
+        if not fits or q.dtype != np.int8 or np.abs(q).max() > LEVELS[bits]:
+            raise ValueError(f"{name}: integers or scales not in the plan's layout")
         values = q.tobytes() if bits == 8 else nibbles(q)
         chunks.append((values, s.tobytes()))
         entry = {"name": name, "rows": rows, "cols": cols, "bits": bits, "block": list(block), "scale": scale, "at": at}

@@ -65,7 +65,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from . import packed_weights
+from . import gptq, packed_weights
 
 OPSET = 17
 QTYPES = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
@@ -269,6 +269,7 @@ def quantize_text(
       is handed the graph (session() here, predictor.session, the browser's weights.js).
     mode "int4": as "weights" with 4-bit MatMul weights and 4-bit embedding tables (blocks and fp16
       scales: INT4_*_BLOCK), all in NAME.weights: a smaller file, its outputs judged by export's CV check.
+      With `calibration` (training plots) the MatMul integers are GPTQ's (pipeline/gptq.py), else rounded.
     mode "fp16": float compute, weights stored fp16: batchable.
     `keep_float`: node names left float (fp16-stored) in the int8 modes.
     Returns {"quantization": text, "batchable": bool, "bytes": int, "max_pair_sum", "cannot_saturate"}."""
@@ -315,12 +316,17 @@ def quantize_text(
     elif mode == "int4":
         Path(out).write_bytes(Path(fp32_onnx).read_bytes())
         plan = packing_plan(out, keep, matmul=(4, INT4_MATMUL_BLOCK, "f16"), gather=(4, INT4_EMBEDDING_BLOCK, "f16"))
-        store_weights_fp16(out, skip=plan)
         tables = {n.input[0] for n in onnx.load(str(out)).graph.node if n.op_type == "Gather"} & set(plan)
-        packed_weights.pack(out, plan, gathered=tables)
+        feeds = list(calibration)
+        matmuls = {name: p for name, p in plan.items() if name not in tables}
+        chosen = gptq.rounded(fp32_onnx, matmuls, feeds) if feeds else {}
+        store_weights_fp16(out, skip=plan)
+        packed_weights.pack(out, plan, gathered=tables, quantized=chosen)
         what = (
-            f"4-bit weights (MatMul: a scale per {INT4_MATMUL_BLOCK[0]} rows of a column; embedding tables: per "
-            f"{INT4_EMBEDDING_BLOCK[1]} values of a row; fp16 scales), dequantized to float, float compute"
+            f"4-bit weights (MatMul: a scale per {INT4_MATMUL_BLOCK[0]} rows of a column"
+            + (f", integers by GPTQ on {len(feeds)} training plots" if chosen else "")
+            + f"; embedding tables: per {INT4_EMBEDDING_BLOCK[1]} values of a row; fp16 scales), dequantized to"
+            " float, float compute"
         )
         batchable = True
     elif mode == "fp16":
