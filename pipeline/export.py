@@ -1,11 +1,13 @@
 """Stage `export`: the ONNX models the browser and `predict` run, plus manifest.json.
 
 text_encoder.onnx   the text encoder `evaluate` chose to ship (the student when its CV held up against the
-                    teacher, else the teacher), int8 (pipeline/text_export.py); tokenizer.json beside it
+                    teacher, else the teacher), its weights in text_encoder.weights, 4- or 8-bit as the
+                    format check chose (choose_format; pipeline/text_export.py); tokenizer.json beside it
 poster_encoder.onnx EfficientNet-Lite0 with resize and normalisation inside (pipeline/poster_cam.py)
 fusion_head.onnx    the heads CV chose for each input mode, in one graph (fusion.ShippedHead): the text
                     encoder's genre head and the sigmoid included; its second output, the poster mode's
-                    d logits / d poster embedding, gives the browser Grad-CAM of the visitor's poster
+                    d logits / d poster embedding, gives the browser Grad-CAM of the visitor's poster;
+                    its matrices in fusion_head.weights when the text format packs the head
 The encoder that does not ship is exported too, into this stage's folder only, for its size and speed
 beside the shipped one (shipped.json); only the manifest's files are published.
 """
@@ -81,6 +83,8 @@ def export_encoder(
 ) -> tuple[dict, dict]:
     """One text encoder to ONNX in quantize_text's `mode`: (manifest entry, checks). Calibration plots:
     `calibration_plots` if given, else the first of `dev_plots` (the rest check)."""
+    if mode == "int4" and calibration_plots is None:  # GPTQ fits the file to its calibration plots: never dev ones
+        raise ValueError("int4 needs calibration plots of training rows (gptq_calibration)")
     model, tok, tok_json, about = parts
     file, tok_file = (
         ("text_encoder.onnx", "tokenizer.json") if shipped else (f"{name}_text_encoder.onnx", f"{name}_tokenizer.json")
@@ -95,6 +99,14 @@ def export_encoder(
     entry = text_export.manifest_entry(out / file, tok_file, about, model.dim, cfg.max_len, check)
     check["bytes"] = {f: (out / f).stat().st_size for f in text_export.files(entry)}
     return entry, check
+
+
+def gptq_calibration(cfg, extra_plots: list[str], held_out: int = 0) -> tuple[list[str], list[str]]:
+    """(the GPTQ_PLOTS extra-row plots (training rows only) GPTQ fits the int4 MatMuls to, `held_out`
+    others to judge it on: bench.gptq), from one seeded permutation."""
+    rows = np.random.default_rng(cfg.seed).permutation(len(extra_plots))
+    fit, other = rows[:GPTQ_PLOTS], rows[GPTQ_PLOTS : GPTQ_PLOTS + held_out]
+    return [extra_plots[i] for i in fit], [extra_plots[i] for i in other]
 
 
 def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shipped: dict) -> tuple[dict, dict, str]:
@@ -112,9 +124,7 @@ def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shi
         model, tok, tok_json, about = parts
         calibration = None
         if fmt == "int4":
-            extra = inputs["extra_plots"]
-            rows = np.random.default_rng(cfg.seed).permutation(len(extra))[:GPTQ_PLOTS]
-            calibration = [extra[i] for i in rows]
+            calibration, _ = gptq_calibration(cfg, inputs["extra_plots"])
             model, tok_json = text_export.prune_vocabulary(model, tok_json, inputs["extra_plots"], cfg.max_len)
             tok = student_vocab.load_tokenizer_json(json.loads(tok_json))
             about += f", vocabulary pruned to {model.backbone.embeddings.word_embeddings.num_embeddings} word pieces"

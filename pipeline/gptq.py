@@ -5,11 +5,14 @@ Rounding each weight to its nearest level (packed_weights.quantize) makes every 
 Transformers") rounds one input row of a MatMul weight B [K, N] at a time and moves the rounding error
 onto the rows not yet rounded, weighted by how the layer's inputs correlate (H = X^T X over calibration
 tokens), so X @ B_rounded stays near X @ B. The stored format is unchanged: the same blocks, levels and
-scale type as packed_weights.quantize (each block's scale chosen by its clip search when the block's
-first row is reached), so Python and the browser rebuild the file as before.
+scales as packed_weights.quantize (every scale computed first, by its clip search on B as trained, so
+the order rows are rounded in cannot move them), so Python and the browser rebuild the file as before.
+One deviation from the paper: every layer's H comes from the float graph, not from the outputs of the
+layers already rounded (one pass over the calibration plots instead of one per layer).
 
-Calibration inputs are plots of the training rows (export passes extra rows: never a dev or test plot, and
-no label is read), run through the float graph: `hessians`.
+Calibration inputs are plots of training rows only (export passes extra-row plots and refuses int4
+without them: never a dev or test plot, and no label is read), run through the float graph: `hessians`.
+`python -m bench.gptq` prints what GPTQ changes on held-out extra plots.
 """
 
 from pathlib import Path
@@ -53,20 +56,17 @@ def hessians(fp32_onnx: Path, weights, feeds) -> dict[str, np.ndarray]:
 
 
 def quantize(
-    w: np.ndarray, h: np.ndarray, bits: int, block: tuple[int, int], scale: str
+    w: np.ndarray, h: np.ndarray, bits: int, block: tuple[int, int], scale: str, act_order: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """GPTQ of B [K, N] given H [K, K]: (q int8 [K, N], scales) in packed_weights.quantize's layout, for
     blocks of br input rows of one output column (block (br, 1)). The scales are packed_weights.quantize's
     (its clip search on B as trained); GPTQ chooses only the integers. Rows are rounded in order of
     decreasing H diagonal (the inputs with the most energy first, while the most rows remain to absorb
-    their error: the paper's "act order"); fixed scales make that order free to choose.
-    Measured on 200 held-out extra plots (pipeline's teacher, 4-bit MatMuls, float embeddings; cosine
-    to fp32 min / mean): nearest rounding 0.963 / 0.982; GPTQ in row order 0.984 / 0.994; act order
-    0.986 / 0.995 (256 calibration plots; 1,024 gave 0.986 / 0.995)."""
+    their error: the paper's "act order"; act_order=False keeps B's row order); fixed scales make that
+    order free to choose. `python -m bench.gptq` prints both orders' output error against rounding's."""
     br, bc = block
     if bc != 1:
         raise ValueError(f"block {block}: GPTQ rounds whole input rows, so a scale covers rows of one column")
-    levels = packed_weights.LEVELS[bits]
     _, scales = packed_weights.quantize(w, bits, block, scale)
     S = packed_weights.per_weight(scales, block, w.shape).T.astype(np.float64)  # [N, K]
     W = np.array(w, np.float64).T  # [N, K]: a column per input row
@@ -75,7 +75,7 @@ def quantize(
     dead = np.diag(H) == 0  # an input that is always 0: its weights cannot matter
     H[dead, dead] = 1
     W[:, dead] = 0
-    order = np.argsort(-np.diag(H), kind="stable")
+    order = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(k)
     W, S, H = W[:, order], S[:, order], H[order][:, order]
     H[np.diag_indices(k)] += DAMP * np.mean(np.diag(H))
     U = np.linalg.cholesky(np.linalg.inv(H)).T  # upper Cholesky factor of H^-1
@@ -85,7 +85,7 @@ def quantize(
         W1, E = W[:, b0:b1].copy(), np.zeros((n, b1 - b0))
         for i in range(b1 - b0):
             j = b0 + i
-            q = np.clip(np.round(W1[:, i] / S[:, j]), -levels, levels)
+            q = packed_weights.levels(W1[:, i], S[:, j], bits)
             Q[:, j] = q
             E[:, i] = (W1[:, i] - q * S[:, j]) / U[j, j]
             W1[:, i + 1 :] -= np.outer(E[:, i], U[j, j + 1 : b1])

@@ -48,10 +48,16 @@ def blob_path(path: Path) -> Path:
 CLIPS = {8: (1.0,), 4: (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)}  # a block's scale: its largest |w| x clip / LEVELS
 
 
+def grid(shape: tuple[int, int], block: tuple[int, int]) -> tuple[int, int]:
+    """How many blocks (scales) cover a [rows, cols] weight: ceil(rows / br) x ceil(cols / bc)."""
+    return -(-shape[0] // block[0]), -(-shape[1] // block[1])
+
+
 def blocks_of(a: np.ndarray, block: tuple[int, int]) -> np.ndarray:
     """`a` zero-padded to whole blocks, as [row blocks, br, column blocks, bc]."""
-    (rows, cols), (br, bc) = a.shape, block
-    pad = np.zeros((-(-rows // br) * br, -(-cols // bc) * bc), np.float32)
+    (row_blocks, col_blocks), (br, bc) = grid(a.shape, block), block
+    pad = np.zeros((row_blocks * br, col_blocks * bc), np.float32)
+    rows, cols = a.shape
     pad[:rows, :cols] = a
     return pad.reshape(pad.shape[0] // br, br, pad.shape[1] // bc, bc)
 
@@ -59,6 +65,11 @@ def blocks_of(a: np.ndarray, block: tuple[int, int]) -> np.ndarray:
 def per_weight(s: np.ndarray, block: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
     """Block scales [ceil(rows/br), ceil(cols/bc)] as float32, one per weight [rows, cols]."""
     return np.repeat(np.repeat(s.astype(np.float32), block[0], 0), block[1], 1)[: shape[0], : shape[1]]
+
+
+def levels(w: np.ndarray, s: np.ndarray, bits: int) -> np.ndarray:
+    """w / s rounded to the nearest of the symmetric levels -LEVELS[bits]..LEVELS[bits] (as floats)."""
+    return np.clip(np.round(w / s), -LEVELS[bits], LEVELS[bits])
 
 
 def quantize(w: np.ndarray, bits: int, block: tuple[int, int], scale: str) -> tuple[np.ndarray, np.ndarray]:
@@ -75,13 +86,13 @@ def quantize(w: np.ndarray, bits: int, block: tuple[int, int], scale: str) -> tu
         s = (peak * np.float32(clip) / LEVELS[bits]).astype(SCALE_TYPES[scale])
         s[s == 0] = 1
         sf = s.astype(np.float32)[:, None, :, None]
-        err = ((np.clip(np.round(wb / sf), -LEVELS[bits], LEVELS[bits]) * sf - wb) ** 2).sum((1, 3))
+        err = ((levels(wb, sf, bits) * sf - wb) ** 2).sum((1, 3))
         if best is None:
             best_err, best = err, s
         else:
             better = err < best_err
             best_err, best = np.where(better, err, best_err), np.where(better, s, best)
-    q = np.clip(np.round(w / per_weight(best, block, w.shape)), -LEVELS[bits], LEVELS[bits]).astype(np.int8)
+    q = levels(w, per_weight(best, block, w.shape), bits).astype(np.int8)
     return q, best
 
 
@@ -159,6 +170,9 @@ def pack(path: Path, plan: dict[str, tuple[int, tuple[int, int], str]], gathered
     scales, not as floats: its Gathers scale the rows they read (gather_then_scale), and the table
     takes a byte per value in memory instead of four."""
     path = Path(path)
+    quantized = quantized or {}
+    if set(quantized) - set(plan):
+        raise ValueError(f"integers given for weights the plan does not name: {sorted(set(quantized) - set(plan))}")
     model = onnx.load(str(path))
     g = model.graph
     inits = {i.name: i for i in g.initializer}
@@ -168,11 +182,10 @@ def pack(path: Path, plan: dict[str, tuple[int, tuple[int, int], str]], gathered
         init = inits[name]
         if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2:
             raise ValueError(f"{name} is not a 2-D float initializer")
-        q, s = (quantized or {}).get(name) or quantize(numpy_helper.to_array(init), bits, block, scale)
+        q, s = quantized[name] if name in quantized else quantize(numpy_helper.to_array(init), bits, block, scale)
         rows, cols = q.shape
-        grid = (-(-rows // block[0]), -(-cols // block[1]))
-        fits = [rows, cols] == list(init.dims) and s.shape == grid and s.dtype == SCALE_TYPES[scale]
-        if not fits or q.dtype != np.int8 or np.abs(q).max() > LEVELS[bits]:
+        fits = [rows, cols] == list(init.dims) and s.shape == grid(q.shape, block) and s.dtype == SCALE_TYPES[scale]
+        if not fits or q.dtype != np.int8 or q.min() < -LEVELS[bits] or q.max() > LEVELS[bits]:
             raise ValueError(f"{name}: integers or scales not in the plan's layout")
         values = q.tobytes() if bits == 8 else nibbles(q)
         chunks.append((values, s.tobytes()))
@@ -247,7 +260,7 @@ def tensor(blob: bytes, t: dict) -> tuple[np.ndarray, np.ndarray]:
     """(q int8 [rows, cols], scales) of one header entry."""
     n, (br, bc) = t["rows"] * t["cols"], t["block"]
     q = np.frombuffer(blob, np.int8, n, t["q"]) if t["bits"] == 8 else unnibble(memoryview(blob)[t["q"] :], n)
-    shape = (-(-t["rows"] // br), -(-t["cols"] // bc))
+    shape = grid((t["rows"], t["cols"]), (br, bc))
     s = np.frombuffer(blob, SCALE_TYPES[t["scale"]], shape[0] * shape[1], t["scales"]).reshape(shape)
     return q.reshape(t["rows"], t["cols"]), s
 

@@ -21,7 +21,9 @@ it from the stored weights). But any activation rounding (dynamic or static int8
 CPU dependence: float kernels differ by ulps between CPUs and wasm, a value at a rounding boundary
 flips by one step, and the flips cascade through the layers (rr text encoder, this CPU, exact
 integers: native vs onnx.reference cosine 0.9957..1.0 on 12 dev plots). So the shipped formats
-store int8 weights and compute in float ("weights": no integer product, no activation rounding).
+store 8-bit weights ("weights") or, for the text encoder when export's CV check passes, 4-bit ones
+("int4", integers by GPTQ: pipeline/gptq.py, `python -m bench.gptq`) and compute in float: no integer
+product, no activation rounding.
 Measured on this machine (AVX-512-VNNI) on the base models, dev rows drawn with
 np.random.default_rng(20261201): text 64 calibration / 200 check plots, posters 64 / 60.
 Cosine to fp32 min/mean; MB; max u8 x s8 pair sum (> 32767: can saturate on AVX2); native ms*:
@@ -315,13 +317,12 @@ def quantize_text(
         what, batchable = "int8 weights only (8-bit per-channel, dequantized to float), float compute", True
     elif mode == "int4":
         Path(out).write_bytes(Path(fp32_onnx).read_bytes())
-        plan = packing_plan(out, keep, matmul=(4, INT4_MATMUL_BLOCK, "f16"), gather=(4, INT4_EMBEDDING_BLOCK, "f16"))
-        tables = {n.input[0] for n in onnx.load(str(out)).graph.node if n.op_type == "Gather"} & set(plan)
+        matmuls = packing_plan(out, keep, matmul=(4, INT4_MATMUL_BLOCK, "f16"))
+        tables = packing_plan(out, keep, gather=(4, INT4_EMBEDDING_BLOCK, "f16"))
         feeds = list(calibration)
-        matmuls = {name: p for name, p in plan.items() if name not in tables}
         chosen = gptq.rounded(fp32_onnx, matmuls, feeds) if feeds else {}
-        store_weights_fp16(out, skip=plan)
-        packed_weights.pack(out, plan, gathered=tables, quantized=chosen)
+        store_weights_fp16(out, skip={**matmuls, **tables})
+        packed_weights.pack(out, {**matmuls, **tables}, gathered=set(tables), quantized=chosen)
         what = (
             f"4-bit weights (MatMul: a scale per {INT4_MATMUL_BLOCK[0]} rows of a column"
             + (f", integers by GPTQ on {len(feeds)} training plots" if chosen else "")

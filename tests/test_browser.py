@@ -808,6 +808,13 @@ def synthetic_blobs(folder):
         path = folder / f"table{bits}.onnx"
         gather_graph(path, 50, 128, seed=bits)
         names.append(packed_weights.pack(path, {"table": (bits, (1, 64), "f16")}, gathered={"table"}).name)
+    # every half but NaN (never a scale) as a scale of 1: zeros, subnormals, normals and infinities decoded
+    halves = np.arange(65536, dtype=np.uint16).view(np.float16)
+    halves = halves[~np.isnan(halves)]
+    tensor = {"name": "w", "rows": 1, "cols": len(halves), "bits": 8, "block": [1, 1], "scale": "f16", "at": 0}
+    chunks = [(np.ones(len(halves), np.int8).tobytes(), halves.astype("<f2").tobytes())]
+    about = {"location": "halves.float32", "bytes": 4 * len(halves)}
+    names.append(packed_weights.write_blob(folder / "halves.weights", about, [tensor], chunks).name)
     return names
 
 

@@ -70,3 +70,49 @@ def test_the_format_check_reads_no_test_row(pack_head):
     assert set(first) == {"plot", "plot+poster"} and all(
         0 <= v["format"] <= 1 for m in first.values() for v in m.values()
     )
+
+
+def test_int4_is_fitted_to_extra_row_plots_only(monkeypatch, tmp_path):
+    """choose_format hands GPTQ (export_encoder's calibration) extra-row plots, none of the dev plots it
+    checks; and export_encoder refuses int4 without them rather than fall back on dev plots."""
+    import types
+
+    import pandas as pd
+
+    cfg = tiny_cfg()
+    cfg.update(text_formats="int4,weights")
+    extra_plots = [f"extra plot {i}" for i in range(700)]  # invented: more than GPTQ_PLOTS
+    movies = pd.DataFrame({"overview": [f"dev plot {i}" for i in range(9)], "fold": [0, 1, 2] * 3})
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def export_encoder(cfg, name, parts, dev_plots, out, shipped, mode, calibration_plots=None):
+        seen[mode] = calibration_plots
+        raise Stop
+
+    table = types.SimpleNamespace(num_embeddings=7)
+    model = types.SimpleNamespace(
+        backbone=types.SimpleNamespace(embeddings=types.SimpleNamespace(word_embeddings=table))
+    )
+    monkeypatch.setattr(export.text_export, "prune_vocabulary", lambda m, tok_json, plots, max_len: (m, "{}"))
+    monkeypatch.setattr(export.student_vocab, "load_tokenizer_json", lambda tok: tok)
+    monkeypatch.setattr(export, "export_encoder", export_encoder)
+    with pytest.raises(Stop):
+        export.choose_format(
+            cfg,
+            (model, None, "{}", "minilm"),
+            movies.overview.tolist(),
+            tmp_path,
+            movies,
+            None,
+            {"extra_plots": extra_plots},
+            {},
+        )
+    fit = seen["int4"]
+    assert len(fit) == export.GPTQ_PLOTS == len(set(fit)) and set(fit) <= set(extra_plots)
+    assert not set(fit) & set(movies.overview)
+    with pytest.raises(ValueError, match="training rows"):
+        monkeypatch.undo()
+        export.export_encoder(cfg, "teacher", (model, None, "{}", "minilm"), ["a dev plot"] * 4, tmp_path, True, "int4")

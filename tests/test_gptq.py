@@ -42,6 +42,37 @@ def test_gptq_keeps_a_layers_outputs_closer_to_float_than_nearest_rounding(k, n,
     assert output_error(x, w, q, s, block) < 0.9 * output_error(x, w, q_near, s_near, block)
 
 
+def paper_gptq(w, h, bits, block, scale, act_order):
+    """The paper's Algorithm 1 as written, without lazy batches: after each row is rounded, every row
+    after it is updated at once. Independent of gptq.quantize's batching and transposes."""
+    _, scales = packed_weights.quantize(w, bits, block, scale)
+    s = packed_weights.per_weight(scales, block, w.shape).astype(np.float64)  # [K, N]
+    b, h = w.astype(np.float64), h.copy()
+    order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(len(h))
+    b, s, h = b[order], s[order], h[order][:, order]
+    h += gptq.DAMP * np.mean(np.diag(h)) * np.eye(len(h))
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    q = np.zeros(b.shape)
+    for j in range(len(b)):
+        q[j] = np.clip(np.round(b[j] / s[j]), -packed_weights.LEVELS[bits], packed_weights.LEVELS[bits])
+        b[j + 1 :] -= np.outer(u[j, j + 1 :], (b[j] - q[j] * s[j]) / u[j, j])
+    out = np.empty_like(q)
+    out[order] = q
+    return out.astype(np.int8)
+
+
+@pytest.mark.parametrize("lazy", [1, 7, 128, 1000])  # every row alone, batches that split blocks, shipped, one batch
+@pytest.mark.parametrize("act_order", [True, False])
+def test_lazy_batches_give_the_papers_integers(monkeypatch, lazy, act_order):
+    """Float64 sums in another order: equal unless a value lands within ~1e-12 of a rounding boundary."""
+    x = correlated_inputs(600, 150, seed=11)
+    w = np.random.default_rng(12).normal(0, 0.05, (150, 20)).astype(np.float32)
+    h = x.astype(np.float64).T @ x / len(x)
+    monkeypatch.setattr(gptq, "LAZY", lazy)
+    q, _ = gptq.quantize(w, h, 4, (32, 1), "f16", act_order=act_order)
+    assert np.array_equal(q, paper_gptq(w, h, 4, (32, 1), "f16", act_order))
+
+
 def test_with_uncorrelated_inputs_gptq_is_nearest_rounding():
     """H = identity: no input predicts another, so no error has anywhere to go."""
     w = np.random.default_rng(3).normal(0, 1, (96, 24)).astype(np.float32)
@@ -97,6 +128,10 @@ def test_pack_stores_given_integers_and_refuses_another_layout(tmp_path):
     stored_q, stored_s = packed_weights.tensor(blob, packed_weights.read_blob(blob)["tensors"][0])
     assert np.array_equal(stored_q, q) and np.array_equal(stored_s, s)
     matmul_graph(tmp_path / "h.onnx", w)
-    for wrong in ((q, s.astype(np.float32)), (q[:, :40], s), (q * 2, s)):  # scale type, shape, levels
+    low = q.copy()
+    low[0, 0] = -128  # abs() of int8 -128 is -128: the check must look at both ends
+    for wrong in ((q, s.astype(np.float32)), (q[:, :40], s), (q * 2, s), (low, s)):  # scale type, shape, levels
         with pytest.raises(ValueError, match="layout"):
             packed_weights.pack(tmp_path / "h.onnx", plan, quantized={"w": wrong})
+    with pytest.raises(ValueError, match="does not name"):
+        packed_weights.pack(tmp_path / "h.onnx", plan, quantized={"w": (q, s), "v": (q, s)})

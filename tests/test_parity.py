@@ -2,8 +2,8 @@
 
 Bounds (issue 15's error model): an int8 file differs from fp32 by its quantization error, which the
 export checks on dev inputs (cosine >= MIN_COSINE = 0.99, text_export / export) and item 1 measured
-per format (pipeline/quantize.py's docstring: int8 weights with float compute, the shipped format,
-worst 0.9985 on 200 real dev plots, 0.997 on 60 real dev posters); the inputs here are not the
+per format (pipeline/quantize.py's docstring: 8-bit weights with float compute, the poster encoder's
+and the 8-bit text format, worst 0.9985 on 200 real dev plots, 0.997 on 60 real dev posters); the inputs here are not the
 checked ones: margin 0.005 below the export's 0.99. The shipped files cannot saturate
 (int8_reference.cannot_saturate, asserted below) and compute in float, so another CPU adds float
 rounding only (relative ~1e-6); fp16-stored float files: weight rounding 2^-11, cosine >= 0.999. A 4-bit
