@@ -2,8 +2,7 @@
 
   .venv/bin/python -m bench.browser [--runs 10] [--isolated] [--no-options] [--no-throttle]      (make bench)
 
-Every figure comes from one run, side by side. For each text encoder the manifest lists ("text_encoder";
-also any "NAME_text_encoder", selected in the demo by ?text=NAME) and each input mode:
+Every figure comes from one run, side by side. For the shipped text encoder and each input mode:
   bytes        on the wire for a first visit up to the first genres (models + runtime + the demo's scripts)
   cold         page load → genres, a fresh browser profile (nothing stored), phase by phase; the median of
                3 such visits, each in a new profile (one visit in the throttled block)
@@ -524,7 +523,6 @@ def main():
     parser.add_argument("--no-options", action="store_true", help="skip the session options comparison")
     parser.add_argument("--no-throttle", action="store_true", help="skip the 4x CPU throttled run")
     parser.add_argument("--only-throttle", action="store_true", help="only the 4x CPU throttled run")
-    parser.add_argument("--shipped-only", action="store_true", help="only the shipped text encoder")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -536,8 +534,6 @@ def main():
         posters.append(tmp / f"poster{i}.jpg")
     models = build(tmp)
     spec = json.loads((models / "manifest.json").read_text())
-    others = [k for k in spec if k.endswith("_text_encoder")]  # teacher_text_encoder, student_text_encoder, ...
-    encoders = [("text_encoder", "")] + [(k, "?text=" + k.removesuffix("_text_encoder")) for k in others]
     print(f"plot: {len(PLOT.split())} words, 4 sentences; posters 500×750 JPEG; {args.runs} warm runs; medians")
     print(f"{os.cpu_count()} CPUs; {load()} at the start")
     print(
@@ -549,12 +545,10 @@ def main():
             srv = Server(tmp / "_site", tmp / ("www-iso" if isolated else "www"), isolated=isolated)
             if not isolated and not args.only_throttle:
                 float_ceiling(p, srv, tmp)
-            for part, query in [] if args.only_throttle else encoders[:1] if args.shipped_only else encoders:
+            for part in [] if args.only_throttle else ["text_encoder"]:
                 for mode in ("plot", "plot+poster"):
                     nat = native_ms(models, part, posters[0], max(args.runs, 20))[mode]  # beside the browser run
-                    cold, back, hot = measure(
-                        p, srv, srv.url + query, tmp, posters, mode == "plot+poster", args.runs, colds=3
-                    )
+                    cold, back, hot = measure(p, srv, srv.url, tmp, posters, mode == "plot+poster", args.runs, colds=3)
                     threads = (
                         "cross-origin isolated, threaded"
                         if cold["isolated"]

@@ -53,9 +53,9 @@ def rounds_activations(spec, part):
     return "dynamic" in quantization or "static" in quantization
 
 
-def tolerance(server, mode="plot", text="text_encoder") -> float:
+def tolerance(server, mode="plot") -> float:
     """The largest probability difference browser vs native allowed for this input: its terms above."""
-    parts = [text, "poster_encoder"] if mode == "plot+poster" else [text]
+    parts = ["text_encoder", "poster_encoder"] if mode == "plot+poster" else ["text_encoder"]
     bound = ROUNDING_BOUND if any(rounds_activations(server.spec, p) for p in parts) else FLOAT_BOUND
     return bound + (PIXEL_TERM if mode == "plot+poster" else 0)
 
@@ -464,7 +464,7 @@ def test_long_plot_with_poster_never_blocks_the_page(browser, server, posters):
     assert busy and frames == 5 and page.input_value("#probe") == "still here"
     assert page.evaluate("document.getElementById('demo-app').dataset.runs") == "1"
     assert result(page)["mode"] == "plot+poster"
-    assert longest <= 200
+    assert longest <= 200  # issue 9, item 1: no main-thread long task (PerformanceObserver longtask) over 200 ms
     assert page.errors == []
     context.close()
 
@@ -486,7 +486,7 @@ def test_a_200000_character_paste_stays_responsive(browser, server):
         f"200,000 characters: {len(why['sentences'])} sentences, {scored} re-scored; longest main-thread task {longest:.0f} ms"
     )
     assert len(why["sentences"]) > 1000 and scored <= 48
-    assert longest <= 200
+    assert longest <= 200  # issue 9, item 1
     context.close()
 
 
@@ -564,40 +564,6 @@ def test_a_poster_adds_only_the_poster_model(browser, server, posters):
     }
     assert spec["text_encoder"]["weights_file"] in counts  # the text encoder's packed weights file is counted too
     assert all(n == 1 for f, n in counts.items() if f in used or f.endswith(".wasm")), counts
-    context.close()
-
-
-@pytest.mark.parametrize("name", ["teacher", "student", "nonsense"])
-def test_text_query_selects_an_encoder_the_manifest_lists(browser, server, tmp_path, name):
-    key = f"{name}_text_encoder"
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(server.url + f"?text={name}#demo")
-    page.wait_for_selector("#demo-app[data-ready='1']")
-    want = key if key in server.spec else "text_encoder"
-    assert page.get_attribute("#demo-app", "data-text") == want
-    if want != "text_encoder":  # the other encoder really runs: its own embedding → its own probabilities
-        got = run_demo(page, PLOTS[0])
-        from tokenizers import Tokenizer
-
-        from pipeline.text import encode
-
-        spec, models = server.spec, server.models
-        tok = Tokenizer.from_file(str(models / spec[key]["tokenizer"]))
-        tok.no_padding()
-        tok.no_truncation()
-        ids = np.array([encode(tok, PLOTS[0], spec[key]["max_len"])], dtype=np.int64)
-        emb = ort.InferenceSession(packed_weights.model_source(models / spec[key]["file"])).run(
-            None, {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        )[0]
-        head = ort.InferenceSession(packed_weights.model_source(models / spec["fusion_head"]["file"]))
-        dim = spec["poster_encoder"]["dim"]
-        probs = head.run(
-            None, {"text": emb, "image": np.zeros((1, dim), np.float32), "has_poster": np.zeros((1, 1), np.float32)}
-        )[0][0]
-        worst = max(abs(got["probabilities"][g] - float(p)) for g, p in zip(spec["labels"], probs))
-        print(f"{key}: browser vs onnxruntime largest difference {worst:.5f}")
-        assert worst <= tolerance(server, "plot", key)
     context.close()
 
 
@@ -730,7 +696,7 @@ def test_a_cold_start_always_says_what_it_is_doing(browser, server):
     page.wait_for_selector("#demo-app[data-result]", timeout=180_000)
     gaps, texts = page.evaluate("[window.__gaps, [...window.__texts]]")
     print(f"status lines seen: {texts}")
-    assert max(gaps, default=0) <= 1000
+    assert max(gaps, default=0) <= 1000  # issue 16, item 6: never a spinner without progress text for over 1 s
     # a click before anything is stored says so ("Loading the models…"); "Preparing…" lasts only as long as
     # session creation, which a fast machine can finish between two 50 ms polls (fresh clone, 2026-12-02: not
     # seen): the stages are asserted through data-phases below, the 1 s rule through the gaps above

@@ -7,7 +7,6 @@ const abs = (path) => new URL(path, location.href).href;
 const mb = (n) => `${(n / 1048576).toFixed(1)} MB`;
 const size = (n) => (n >= 104858 ? mb(n) : `${Math.max(1, Math.round(n / 1024))} KB`);
 
-const textChoice = (new URLSearchParams(location.search).get("text") ?? "").replace(/[^a-z]/g, ""); // e.g. ?text=teacher
 let worker = null;
 let sent = []; // messages sent before the manifest was confirmed: sent again to a restarted worker
 // A worker that started early from the runtime kept last visit asks for a restart when the fresh
@@ -19,7 +18,7 @@ function startWorker(early) {
   // window.__mmGenreOrt / __mmGenreEarly: session options and the early start, which bench/browser.py
   // compares (graphOptimizationLevel, ...); never set otherwise
   worker.postMessage({
-    type: "init", models: abs(app.dataset.models), vendor: abs(app.dataset.vendor), text: textChoice,
+    type: "init", models: abs(app.dataset.models), vendor: abs(app.dataset.vendor),
     early: early && window.__mmGenreEarly !== false,
     pageStart: performance.timeOrigin + performance.now(), ort: window.__mmGenreOrt ?? {},
   });
@@ -307,7 +306,7 @@ function whyDone(m) {
   if (m.parts.length >= 2) {
     const past = m.parts.length - run.window, capped = run.window - m.runs;
     const notes = [`${m.runs} of ${m.parts.length} sentences re-scored`];
-    if (past > 0) notes.push(`${past} start after the model's first ${spec[app.dataset.text].max_len} tokens, so leaving them out changes nothing (drop 0)`);
+    if (past > 0) notes.push(`${past} start after the model's first ${spec.text_encoder.max_len} tokens, so leaving them out changes nothing (drop 0)`);
     if (capped > 0) notes.push(`${capped} more were not scored (at most ${m.runs} re-scorings)`);
     $("why-progress").textContent = notes.join("; ") + ".";
     app.dataset.why = JSON.stringify({
@@ -398,7 +397,6 @@ function onMessage({ data: m }) {
       for (const x of queued.splice(0)) toPoster(x);
       parts = m.parts;
       plotParts = m.plot;
-      app.dataset.text = m.textPart;
       describeDownload();
       app.dataset.ready = "1";
       app.dataset.readyMs = performance.now().toFixed(1);

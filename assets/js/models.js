@@ -1,7 +1,7 @@
 // What the manifest ships, part by part, and each part loaded once per visit: the files it needs
 // (downloads.js), then its onnxruntime session (runtime.js) or tokenizer (text.js).
 //   runtime  onnxruntime's wasm and its JS glue (assets/vendor/runtime.json)
-//   text     the text encoder, its tokenizer and its packed weights file (?text=NAME picks "NAME_text_encoder")
+//   text     the text encoder, its tokenizer and its packed weights file
 //   head     the fusion head (and its packed weights file, when it has one) (probabilities; also the Jacobian Grad-CAM needs);  poster  the poster encoder
 // worker.js reads the manifest (init); the poster's worker (poster-worker.js) is handed the same copy
 // (adopt), so both threads load what one manifest names.
@@ -12,15 +12,14 @@ import { floatWeights } from "./weights.js";
 
 export let spec = null; // the manifest
 export let rules = null; // spec.rules: the decision rule, sentence pattern, truncation, poster preprocessing
-export let textPart = "text_encoder";
 export let vendorFiles = null; // assets/vendor/runtime.json
-let base = null, sessionOptions = {}, choice = "";
+let base = null, sessionOptions = {};
 const loads = {}; // part -> Promise
 let onProgress = () => {}, onStage = () => {};
 const LABELS = { text: "the text model", head: "the fusion head", poster: "the poster model" };
 
 // progress({file, got, total, cached?}) per file; stage(text) when a part's session is being prepared.
-// Returns {spec, textPart, parts: {part: [{name, bytes, cached}]}, plot: PLOT}, or {restart: true} (below); the
+// Returns {spec, parts: {part: [{name, bytes, cached}]}, plot: PLOT}, or {restart: true} (below); the
 // versions a redeploy replaced are deleted meanwhile (never a file this manifest names: nothing waits).
 //
 // A return visit starts early: the manifest and runtime list kept from the last visit name the plot's
@@ -50,7 +49,7 @@ export async function init(m, progress, stage) {
   await Promise.all(["runtime", "text", "head", "poster"].map(async (part) => {
     parts[part] = await Promise.all(needs(part).map(async ({ url, name, info }) => ({ name, bytes: info.bytes, cached: await downloads.isStored(url, info) })));
   }));
-  return { spec, textPart, parts, plot: PLOT };
+  return { spec, parts, plot: PLOT };
 }
 
 export const PLOT = ["runtime", "text", "head"]; // the parts a plot-only prediction needs
@@ -78,20 +77,18 @@ function drop(part) {
 }
 
 // A manifest (and runtime list) already read, by worker.js: the poster's worker uses the same copy.
-export function adopt({ models, vendor, text, ort = {}, spec: manifest, vendorFiles: runtimeFiles }, progress, stage) {
+export function adopt({ models, vendor, ort = {}, spec: manifest, vendorFiles: runtimeFiles }, progress, stage) {
   onProgress = progress;
   onStage = stage;
   base = { models, vendor };
   sessionOptions = ort;
-  choice = text;
   spec = manifest;
   vendorFiles = runtimeFiles;
   rules = spec.rules;
-  textPart = text && spec[`${text}_text_encoder`] ? `${text}_text_encoder` : "text_encoder";
 }
 
 // A model part's manifest entry.
-const entryOf = (part) => ({ text: spec[textPart], head: spec.fusion_head, poster: spec.poster_encoder })[part];
+const entryOf = (part) => ({ text: spec.text_encoder, head: spec.fusion_head, poster: spec.poster_encoder })[part];
 
 // The files of a part: [{url, name, info: {bytes, sha256}, role}], role "graph", "tokenizer" or "weights"
 // (a model entry's file, tokenizer and weights_file, those it has)
@@ -103,8 +100,8 @@ function needs(part) {
   return Object.entries(roles).filter(([, name]) => name).map(([role, name]) => ({ url: new URL(name, base.models).href, name, info: spec.files[name], role }));
 }
 
-// What the poster's worker is handed: the same manifest, runtime list, choices and session options.
-export const handover = () => ({ models: base.models, vendor: base.vendor, text: choice, ort: sessionOptions, spec, vendorFiles });
+// What the poster's worker is handed: the same manifest, runtime list and session options.
+export const handover = () => ({ models: base.models, vendor: base.vendor, ort: sessionOptions, spec, vendorFiles });
 
 let runtimeStarted = null;
 let given = null; // the poster's worker: a promise of the runtime worker.js compiled (runtime.shared)

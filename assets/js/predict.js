@@ -64,9 +64,9 @@ export function warmPoster(send) {
 
 // The fusion head: probabilities, and with `jacobian` also its d logits / d poster embedding (Grad-CAM).
 async function head(session, textEmb, image, jacobian = false) {
-  const { spec, textPart } = models;
+  const { spec } = models;
   const feeds = {
-    text: new ort.Tensor("float32", textEmb, [1, spec[textPart].dim]),
+    text: new ort.Tensor("float32", textEmb, [1, spec.text_encoder.dim]),
     image: new ort.Tensor("float32", image ?? new Float32Array(spec.poster_encoder.dim), [1, spec.poster_encoder.dim]),
     has_poster: new ort.Tensor("float32", Float32Array.of(image ? 1 : 0), [1, 1]),
   };
@@ -92,8 +92,8 @@ export async function prepare() {
   // it through before deciding (the warm-up otherwise ran ahead of it: 0.05-0.24 s, bench.browser, 2026-12-04)
   await afterQueuedMessages();
   if (waiting || current) return;
-  const { spec, textPart } = models;
-  const warmUp = async () => combine(fusion, (await embed(["A movie."], text, spec[textPart], models.rules))[0], null);
+  const { spec } = models;
+  const warmUp = async () => combine(fusion, (await embed(["A movie."], text, spec.text_encoder, models.rules))[0], null);
   await timed("warm-up run", warmUp());
 }
 
@@ -118,8 +118,8 @@ export async function predict({ id, plot, posterId }, send) {
   const decoded = given ? await given.decoded.promise : null; // a poster still decoding is waited for
   const p = decoded ? { ...decoded, encoded: given.encoded.promise } : null;
   const mode = p ? "plot+poster" : "plot";
-  const { spec, textPart } = models;
-  const enc = spec[textPart];
+  const { spec } = models;
+  const enc = spec.text_encoder;
   waiting++;
   let text, fusion;
   try {
@@ -140,7 +140,7 @@ export async function predict({ id, plot, posterId }, send) {
   // each model's own run time (the poster's measured in its worker), for bench/browser.py
   const parts = { text: textEmb[1], head: since(tHead), ...(image ? { poster: image.ms } : {}) };
   phases["first run"] ??= { at, ms: runMs };
-  send({ type: "genres", id, mode, probs, genres, caution: caution(plot, text.tokenizer, spec.min_words), loadMs: tReady - t0, runMs, parts, textPart, phases });
+  send({ type: "genres", id, mode, probs, genres, caution: caution(plot, text.tokenizer, spec.min_words), loadMs: tReady - t0, runMs, parts, phases });
   if (current !== id) return;
   if (withCam) {
     const maps = gradcam(scored.jacobian, image.features, p, genres);
