@@ -1,6 +1,6 @@
 """Poster → an EfficientNet-Lite0 embedding (ImageNet weights, global average pool).
 
-One preprocessing definition, shared by Python and the browser (assets/js/worker.js):
+One preprocessing definition, shared by Python and the browser (assets/js/poster.js):
 
 1. Decode; apply the EXIF orientation; no colour-profile conversion.
 2. Transparent pixels are composited over white, in integers: c' = round(c·a/255) + 255 − a.
@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-MAX_SIDE = 1024  # larger images are reduced by an integer block mean first (worker.js does the same)
+MAX_SIDE = 1024  # larger images are reduced by an integer block mean first (poster.js does the same)
 MAX_BYTES = 20 * 1024 * 1024  # larger files are rejected
 MAX_PIXELS = 40_000_000  # width × height over this is refused before decoding (about 160 MB as RGBA)
 MEAN, STD = 127.0, 128.0  # EfficientNet-Lite's input scaling: (x - 127) / 128
@@ -44,7 +44,7 @@ def reduce_factor(width: int, height: int) -> int:
 
 
 def composite(rgba: np.ndarray) -> np.ndarray:
-    """RGBA uint8 → RGB uint8 over white, the rule worker.js's canvas applies: round(c·a/255) + 255 − a."""
+    """RGBA uint8 → RGB uint8 over white, the rule poster.js's canvas applies: round(c·a/255) + 255 − a."""
     a = rgba[..., 3:4].astype(np.uint32)
     c = rgba[..., :3].astype(np.uint32)
     return ((2 * c * a + 255) // 510 + BACKGROUND - a).astype(np.uint8)  # c·a/255 never ends in .5
