@@ -1,17 +1,17 @@
 """What GPTQ changes in the shipped int4 text encoder, on extra-row plots it was not fitted to.
 
-  .venv/bin/python -m bench.gptq [--work DIR] [--held_out 200]
+  .venv/bin/python -m bench.gptq [--work DIR] [--held_out 200] [--plots N]
 
 Builds the encoder as export's int4 format does (the fine-tuned teacher, vocabulary pruned to the extra
 rows' word pieces, 4-bit MatMuls and embedding tables) twice, with nearest rounding and with GPTQ on
-export.gptq_calibration's plots, and prints each file's embedding cosine to fp32 on `--held_out` other
-extra plots (no dev or test plot, no label), and GPTQ's objective summed over the 36 MatMuls, trace(D^T H D)
-for D = rounded - float weights, for rounding, GPTQ in row order and GPTQ in act order (the shipped one).
+export.gptq_calibration's plots (--plots, default export.GPTQ_PLOTS), and prints each file's embedding
+cosine to fp32 on `--held_out` other extra plots (no dev or test plot, no label), and GPTQ's objective
+summed over the 36 MatMuls, trace(D^T H D) for D = rounded - float weights with H from the calibration
+plots (so in-sample), for rounding, GPTQ in row order and GPTQ in act order (the shipped one).
 Reads the pipeline's cache (data, select, finetune); prints, asserts nothing.
 """
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -30,7 +30,6 @@ from pipeline import (
     packed_weights,
     quantize,
     select_extra,
-    student_vocab,
     text,
     text_export,
 )
@@ -40,6 +39,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default=None, help="the pipeline's cache folder (default: config's)")
     p.add_argument("--held_out", type=int, default=200)
+    p.add_argument("--plots", type=int, default=export.GPTQ_PLOTS, help="calibration plots")
     args = p.parse_args()
     cfg = config.load()
     if args.work:
@@ -48,18 +48,16 @@ def main():
     curated, tuned, selected = data.run(cfg), finetune.run(cfg), select_extra.run(cfg)
     extra, _ = data.load_extra(curated)
     plots = extra.overview.iloc[select_extra.load(selected)].tolist()
-    calibration, held_out = export.gptq_calibration(cfg, plots, args.held_out)
+    calibration, held_out = export.gptq_calibration(cfg, plots, args.held_out, args.plots)
     model = text.TextEncoder(cfg.text_backbone, tuned / "encoder.safetensors").eval()
-    model, tok_json = text_export.prune_vocabulary(model, text.tokenizer_json(cfg.text_backbone), plots, cfg.max_len)
-    tok = student_vocab.load_tokenizer_json(json.loads(tok_json))
+    parts = (model, None, text.tokenizer_json(cfg.text_backbone), cfg.text_backbone)
+    model, tok, _, _ = export.int4_parts(cfg, parts, plots)
     fit = quantize.text_feeds([text.encode(tok, t, cfg.max_len) for t in calibration])
     check = quantize.text_feeds([text.encode(tok, t, cfg.max_len) for t in held_out])
     print(f"load {os.getloadavg()[0]:.2f}; {len(fit)} calibration plots, {len(check)} held-out extra plots")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        x = torch.tensor([check[0]["input_ids"][0].tolist()])
-        axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
-        quantize.export_onnx(model, (x, torch.ones_like(x)), fp32, ["input_ids", "attention_mask"], "embedding", axes)
+        text_export.export_fp32(model, fp32, check[0]["input_ids"][0].tolist())
         ref = quantize.outputs(fp32, check)
         print("embedding cosine to fp32 on the held-out plots (lowest / mean):")
         for name, feeds in (("nearest rounding", ()), ("GPTQ, act order (shipped)", fit)):
@@ -80,7 +78,7 @@ def main():
         ):
             d = packed_weights.dequantize(q, s, block).astype(np.float64) - w
             errors[variant] += float(np.trace(d.T @ hw @ d))
-    print(f"output error summed over {len(plan)} MatMuls, trace(D^T H D) on the calibration plots:")
+    print(f"output error summed over {len(plan)} MatMuls, trace(D^T H D) on the calibration plots (in-sample):")
     for variant, e in errors.items():
         print(f"  {variant:28s} {e:10.2f}  ({e / errors['nearest rounding']:.2f} of rounding's)")
 

@@ -7,8 +7,9 @@ onto the rows not yet rounded, weighted by how the layer's inputs correlate (H =
 tokens), so X @ B_rounded stays near X @ B. The stored format is unchanged: the same blocks, levels and
 scales as packed_weights.quantize (every scale computed first, by its clip search on B as trained, so
 the order rows are rounded in cannot move them), so Python and the browser rebuild the file as before.
-One deviation from the paper: every layer's H comes from the float graph, not from the outputs of the
-layers already rounded (one pass over the calibration plots instead of one per layer).
+Two deviations from the paper: every layer's H comes from the float graph, not from the outputs of the
+layers already rounded (one pass over the calibration plots instead of one per layer); and the scales are
+fixed from B before any row is rounded, not per group from the updated weights.
 
 Calibration inputs are plots of training rows only (export passes extra-row plots and refuses int4
 without them: never a dev or test plot, and no label is read), run through the float graph: `hessians`.
@@ -62,7 +63,8 @@ def quantize(
     blocks of br input rows of one output column (block (br, 1)). The scales are packed_weights.quantize's
     (its clip search on B as trained); GPTQ chooses only the integers. Rows are rounded in order of
     decreasing H diagonal (the inputs with the most energy first, while the most rows remain to absorb
-    their error: the paper's "act order"; act_order=False keeps B's row order); fixed scales make that
+    their error: "act order", from the authors' reference code, not the paper's Algorithm 1; act_order=False
+    keeps B's row order); fixed scales make that
     order free to choose. `python -m bench.gptq` prints both orders' output error against rounding's."""
     br, bc = block
     if bc != 1:

@@ -185,6 +185,7 @@ def pack(path: Path, plan: dict[str, tuple[int, tuple[int, int], str]], gathered
         q, s = quantized[name] if name in quantized else quantize(numpy_helper.to_array(init), bits, block, scale)
         rows, cols = q.shape
         fits = [rows, cols] == list(init.dims) and s.shape == grid(q.shape, block) and s.dtype == SCALE_TYPES[scale]
+        fits = fits and bool(np.isfinite(s).all())  # no NaN or infinite scale: the rebuilds agree on finite ones
         if not fits or q.dtype != np.int8 or q.min() < -LEVELS[bits] or q.max() > LEVELS[bits]:
             raise ValueError(f"{name}: integers or scales not in the plan's layout")
         values = q.tobytes() if bits == 8 else nibbles(q)

@@ -31,22 +31,29 @@ def kept_float(fp32: Path, pattern: re.Pattern | None) -> list[str]:
     return [n.name for n in onnx.load(str(fp32)).graph.node if pattern and pattern.search(n.name)]
 
 
+def export_fp32(model, path: Path, example: list[int]):
+    """The torch text encoder as a float ONNX graph (input_ids, attention_mask → embedding; batch and
+    token axes free), traced on one plot's ids."""
+    x = torch.tensor([example])
+    axes = {
+        "input_ids": {0: "batch", 1: "tokens"},
+        "attention_mask": {0: "batch", 1: "tokens"},
+        "embedding": {0: "batch"},
+    }
+    quantize.export_onnx(model, (x, torch.ones_like(x)), path, ["input_ids", "attention_mask"], "embedding", axes)
+
+
 def export_text_encoder(
     model, out: Path, calibration_ids: list[list[int]], check_ids: list[list[int]], max_len: int, mode: str
 ) -> dict:
     """Write `out` (a text encoder: input_ids, attention_mask → embedding) in quantize_text's `mode`;
-    return the checks. calibration_ids: token ids of training plots (static scales); check_ids: other dev
-    plots. In mode "int4" no layer is chosen to stay float (its cosine is reported; export judges it by CV)."""
-    x = torch.tensor([check_ids[0]])
+    return the checks. calibration_ids: token ids of the plots quantize_text calibrates on (static scales;
+    in "int4" GPTQ's plots, extra rows: export.gptq_calibration); check_ids: other dev plots. In mode "int4"
+    no layer is chosen to stay float (its cosine is reported; export judges it by CV)."""
     feeds = quantize.text_feeds(check_ids)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        axes = {
-            "input_ids": {0: "batch", 1: "tokens"},
-            "attention_mask": {0: "batch", 1: "tokens"},
-            "embedding": {0: "batch"},
-        }
-        quantize.export_onnx(model, (x, torch.ones_like(x)), fp32, ["input_ids", "attention_mask"], "embedding", axes)
+        export_fp32(model, fp32, check_ids[0])
         with torch.no_grad():
             ref = np.concatenate(
                 [model(torch.tensor([r]), torch.ones(1, len(r), dtype=torch.long)).numpy() for r in check_ids]

@@ -112,7 +112,9 @@ def test_int4_is_fitted_to_extra_row_plots_only(monkeypatch, tmp_path):
         )
     fit = seen["int4"]
     assert len(fit) == export.GPTQ_PLOTS == len(set(fit)) and set(fit) <= set(extra_plots)
-    assert not set(fit) & set(movies.overview)
-    with pytest.raises(ValueError, match="training rows"):
-        monkeypatch.undo()
-        export.export_encoder(cfg, "teacher", (model, None, "{}", "minilm"), ["a dev plot"] * 4, tmp_path, True, "int4")
+    monkeypatch.undo()
+    for none in (None, []):  # no extra rows: refused, never nearest rounding or dev plots in its place
+        with pytest.raises(ValueError, match="training rows"):
+            export.export_encoder(
+                cfg, "teacher", (model, None, "{}", "minilm"), ["a dev plot"] * 4, tmp_path, True, "int4", none
+            )

@@ -25,7 +25,9 @@ function scalesOf(bytes, { rows, cols, block: [br, bc], scale, scales }) {
   if (scale !== "f16") throw new Error(`unknown scale type ${scale}`);
   const raw = new Uint16Array(bytes.buffer, bytes.byteOffset + scales, n);
   const out = new Float32Array(n), bits = new Uint32Array(out.buffer);
-  for (let i = 0; i < n; i++) { // a normal half's bits, moved into float32's wider exponent: 50x faster than half()
+  // a normal half's bits, moved into float32's wider exponent (node, the shipped file's 477,258 scales:
+  // ~1 ms, against 53 ms through half())
+  for (let i = 0; i < n; i++) {
     const h = raw[i], e = h & 0x7c00;
     if (e === 0 || e === 0x7c00) out[i] = half(h);
     else bits[i] = ((h & 0x8000) << 16) | (((h & 0x7fff) + 0x1c000) << 13);
