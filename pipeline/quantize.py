@@ -387,11 +387,13 @@ def weights_only_int8(path: Path, keep=(), min_size: int = 16384):
             and np.prod(w.dims) >= min_size
         ):
             a = numpy_helper.to_array(w)
-            axis = 1 if n.op_type == "MatMul" else 0  # the output channel: B [K, N] / W [M, C, kh, kw]
-            other = tuple(i for i in range(a.ndim) if i != axis)
-            scale = (np.abs(a).max(other, keepdims=True) / 127).astype(np.float32)
-            scale[scale == 0] = 1
-            q = np.clip(np.round(a / scale), -127, 127).astype(np.int8)
+            # a scale per output channel, as packed_weights rounds 8 bits: B [K, N] by columns, W [M, C, kh, kw]
+            # by its M rows of C * kh * kw values
+            rows = a if n.op_type == "MatMul" else a.reshape(a.shape[0], -1)
+            block = (rows.shape[0], 1) if n.op_type == "MatMul" else (1, rows.shape[1])
+            q, scale = packed_weights.quantize(rows, 8, block, "f32")
+            q = q.reshape(a.shape)
+            scale = scale if n.op_type == "MatMul" else scale.reshape(-1, *[1] * (a.ndim - 1))
             name = w.name
             w.CopyFrom(numpy_helper.from_array(q, name + "_int8"))
             g.initializer.append(numpy_helper.from_array(scale, name + "_scale"))
