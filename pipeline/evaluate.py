@@ -2,8 +2,9 @@
 
 Each model has out-of-fold probabilities for every dev row and test probabilities from its version
 trained on all dev rows (and the chosen extra rows). Thresholds per genre and per input mode are
-tuned on the out-of-fold rows, shrunk toward one global threshold by a strength fixed in config.toml;
-every CV score is that of thresholds tuned on the other folds. The peers (logistic regression on
+tuned on the out-of-fold rows, shrunk toward one global threshold by a strength chosen by CV
+(pipeline/thresholds.py); every CV score is that of thresholds fitted on the other folds, strength
+included (nested). The peers (logistic regression on
 TF-IDF, on the frozen plot embedding, on the poster embedding, on both) train on exactly the rows the
 shipped model learned from (dev + chosen extra rows) with C chosen inside each fold.
 
@@ -21,12 +22,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import precision_recall_fscore_support
 from tqdm import tqdm
 
-from . import cache, data, embed, fusion, logreg, rules, select_extra, text
+from . import cache, data, embed, fusion, logreg, rules, select_extra, text, thresholds
+from .thresholds import decide, f1_pair, global_threshold
 
 # digested at import, so a stage's key names the code that actually runs
-CODE = cache.source_digest(__file__, logreg.__file__, rules.__file__)
+CODE = cache.source_digest(__file__, logreg.__file__, rules.__file__, thresholds.__file__)
 
-GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 BOOTSTRAP = 1000
 MODES = fusion.MODES
 # the simple models ours must beat, by input mode: a plot + poster visitor could use any of them
@@ -57,56 +58,15 @@ NAMES = {
 }
 
 
-def decide(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    return rules.decide(probs, thresholds)
-
-
-def f1_curves(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True positives, predicted and actual positives per (grid threshold, genre)."""
-    pred = probs[None] >= GRID[:, None, None]
-    return (pred & (y[None] > 0)).sum(1), pred.sum(1), np.broadcast_to(y.sum(0), pred.shape[::2])
-
-
-def global_threshold(probs: np.ndarray, y: np.ndarray) -> float:
-    """The single grid threshold with the best micro F1 on these rows."""
-    tp, pp, ap = f1_curves(probs, y)
-    return float(GRID[(2 * tp.sum(1) / np.maximum(pp.sum(1) + ap.sum(1), 1)).argmax()])
-
-
-def tune_thresholds(probs: np.ndarray, y: np.ndarray, shrink: float) -> np.ndarray:
-    """Per genre, the grid threshold with the best F1 on these rows, shrunk toward the best global
-    threshold: t = (n t_genre + shrink t_global) / (n + shrink), n = the genre's positives here."""
-    tp, pp, ap = f1_curves(probs, y)
-    t_genre = GRID[(2 * tp / np.maximum(pp + ap, 1)).argmax(0)]
-    n = y.sum(0)
-    return (n * t_genre + shrink * global_threshold(probs, y)) / (n + shrink)
-
-
-def f1_pair(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
-    """(micro F1, macro F1) over the genres."""
-    tp, pp, ap = (pred & (y > 0)).sum(0), pred.sum(0), y.sum(0)
-    micro = 2 * tp.sum() / max(pp.sum() + ap.sum(), 1)
-    macro = np.mean(2 * tp / np.maximum(pp + ap, 1))
-    return float(micro), float(macro)
-
-
-def oof_decisions(probs: np.ndarray, y: np.ndarray, fold: np.ndarray, shrink: float) -> np.ndarray:
-    """Decisions on every dev row with thresholds tuned on the other folds (False elsewhere)."""
-    pred = np.zeros(probs.shape, bool)
-    for k in range(fold.max() + 1):
-        fit, held = (fold >= 0) & (fold != k), fold == k
-        pred[held] = decide(probs[held], tune_thresholds(probs[fit], y[fit], shrink))
-    return pred
-
-
-def cv_scores(probs: np.ndarray, y: np.ndarray, fold: np.ndarray, shrink: float) -> dict:
-    """(micro, macro) mean ± sd over the dev folds, each with thresholds tuned on the other folds."""
-    pred = oof_decisions(probs, y, fold, shrink)
+def cv_scores(probs: np.ndarray, y: np.ndarray, fold: np.ndarray, shrinks: list[float]) -> dict:
+    """(micro, macro) mean ± sd over the dev folds, each decided by thresholds fitted on the other folds
+    (their strength chosen there too: nested), and the strength each fold got."""
+    pred, chosen = thresholds.oof_decisions(probs, y, fold, shrinks)
     micro, macro = np.array([f1_pair(y[fold == k], pred[fold == k]) for k in range(fold.max() + 1)]).T
     return {
         f"cv_{avg}_f1": {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
         for avg, v in (("micro", micro), ("macro", macro))
-    }
+    } | {"cv_threshold_shrink_by_fold": {k: thresholds.as_json(s) for k, s in chosen.items()}}
 
 
 def cv_value(row: dict) -> float:
@@ -196,19 +156,21 @@ def peer_probs(cfg, movies, y, fold, embedded, curated, selected) -> dict:
     return out, info
 
 
-def row_for(key, probs, y, fold, labels, cfg, name=None, mode=None):
-    """A model's table row: thresholds from all out-of-fold rows, CV scores, test scores with intervals."""
-    dev, te = fold >= 0, fold == -1
-    thresholds = tune_thresholds(probs[dev], y[dev], cfg.threshold_shrink)
-    pred = decide(probs[te], thresholds)
+def row_for(key, probs, y, fold, labels, shrinks, seed, name=None, mode=None):
+    """A model's table row: thresholds fitted on all out-of-fold rows (the strength chosen by CV over the
+    dev folds), CV scores (nested), test scores with intervals. Returns (row, thresholds)."""
+    te = fold == -1
+    cut, shrink = thresholds.fit(probs, y, fold, shrinks)
+    pred = decide(probs[te], cut)
     name_, mode_ = NAMES.get(key.removeprefix("student_"), (key, mode))
     row = {
         "id": key,
         "name": ("Student: " if key.startswith("student_") else "") + (name or name_),
         "mode": mode or mode_,
+        "threshold_shrink": thresholds.as_json(shrink),
     }
-    row.update(scores(y[te], pred, labels) | cv_scores(probs, y, fold, cfg.threshold_shrink))
-    return row | bootstrap(y[te], pred, cfg.seed), thresholds
+    row.update(scores(y[te], pred, labels) | cv_scores(probs, y, fold, shrinks))
+    return row | bootstrap(y[te], pred, seed), cut
 
 
 def run(cfg) -> cache.Output:
@@ -220,7 +182,7 @@ def run(cfg) -> cache.Output:
         "embed": embedded.key,
         "select": selected.key,
         "code": CODE,
-        "config": cfg.subset("default_threshold", "threshold_shrink", "peer_c", "tfidf_c", "student_bound", "seed"),
+        "config": cfg.subset("default_threshold", "threshold_shrinks", "peer_c", "tfidf_c", "student_bound", "seed"),
     }
 
     def build(out: Path):
@@ -234,9 +196,10 @@ def run(cfg) -> cache.Output:
             for ids in OURS.values():
                 for key, (head, head_mode) in ids.items():
                     probs[prefix + key] = heads[who][f"{head}/{head_mode}"]
-        models, thresholds = [], {}
+        shrinks = thresholds.parse_shrinks(cfg.threshold_shrinks)
+        models, cuts = [], {}
         for key in tqdm(probs, desc="scoring models"):
-            row, thresholds[key] = row_for(key, probs[key], y, fold, labels, cfg)
+            row, cuts[key] = row_for(key, probs[key], y, fold, labels, shrinks, cfg.seed)
             models.append(row)
         by_id = {m["id"]: m for m in models}
 
@@ -264,8 +227,8 @@ def run(cfg) -> cache.Output:
         comparison = {}
         for mode in MODES:
             ours, peer = shipped[mode], peers[mode]
-            pred_ours = decide(probs[ours][te], thresholds[ours])
-            pred_peer = decide(probs[peer][te], thresholds[peer])
+            pred_ours = decide(probs[ours][te], cuts[ours])
+            pred_peer = decide(probs[peer][te], cuts[peer])
             comparison[mode] = {
                 "shipped": ours,
                 "best_peer": peer,
@@ -279,10 +242,10 @@ def run(cfg) -> cache.Output:
         oof_vs_test, global_vs_tuned = {}, {}
         for mode in MODES:
             key = shipped[mode]
-            oof_pred = oof_decisions(probs[key], y, fold, cfg.threshold_shrink)
+            oof_pred, _ = thresholds.oof_decisions(probs[key], y, fold, shrinks)
             oof_vs_test[mode] = {
                 "out_of_fold": decision_stats(y[dev], oof_pred[dev]),
-                "test": decision_stats(y[te], decide(probs[key][te], thresholds[key])),
+                "test": decision_stats(y[te], decide(probs[key][te], cuts[key])),
             }
             t_global = global_threshold(probs[key][dev], y[dev])
             g = dict(
@@ -313,7 +276,8 @@ def run(cfg) -> cache.Output:
                 **{h: s["epochs"] for h, s in json.loads((trained / "history.json").read_text()).items()},
             },
             "bootstrap": BOOTSTRAP,
-            "threshold_shrink": cfg.threshold_shrink,
+            "threshold_shrinks": [thresholds.as_json(s) for s in shrinks],
+            "threshold_shrink": {mode: by_id[shipped[mode]]["threshold_shrink"] for mode in MODES},
             "models": models,
             "chosen": chosen,
             "student": {"cv": student_cv, "bound": cfg.student_bound, "ships": student_ships},
@@ -322,9 +286,7 @@ def run(cfg) -> cache.Output:
             "comparison": comparison,
             "best": by_id[shipped["plot+poster"]],
             "plot_only": by_id[shipped["plot"]],
-            "by_length": {
-                m: by_length(y[te], decide(probs[shipped[m]][te], thresholds[shipped[m]]), words) for m in MODES
-            },
+            "by_length": {m: by_length(y[te], decide(probs[shipped[m]][te], cuts[shipped[m]]), words) for m in MODES},
             "test_tokens": {
                 "max_len": cfg.max_len,
                 "longest": sorted(tokens.tolist())[-5:],
@@ -332,7 +294,7 @@ def run(cfg) -> cache.Output:
             },
             "oof_vs_test": oof_vs_test,
             "global_threshold": global_vs_tuned,
-            "thresholds": {mode: dict(zip(labels, thresholds[shipped[mode]].tolist())) for mode in MODES},
+            "thresholds": {mode: dict(zip(labels, cuts[shipped[mode]].tolist())) for mode in MODES},
         }
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 

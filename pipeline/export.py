@@ -42,6 +42,7 @@ from . import (
     student_vocab,
     text,
     text_export,
+    thresholds,
     web_session,
 )
 from . import manifest as models_manifest
@@ -49,6 +50,7 @@ from . import manifest as models_manifest
 # digested at import, so a stage's key names the code that actually runs
 CODE = cache.source_digest(
     *(m.__file__ for m in (poster_cam, image, quantize, packed_weights, int8_reference, text_export, rules, predictor)),
+    thresholds.__file__,
     web_session.__file__,
     format_choice.__file__,
     gptq.__file__,
@@ -226,8 +228,8 @@ def shipped_check(out: Path, movies, y, metrics, spec: dict) -> dict:
     check = {"test_movies": len(test), "text_encoder": spec["text_encoder"]["file"]}
     for mode in fusion.MODES:
         fp32_id = metrics["shipped"][mode]
-        thresholds = np.array([metrics["thresholds"][mode][g] for g in metrics["labels"]])
-        micro, macro = evaluate.f1_pair(y[test], evaluate.decide(np.array(probs[mode]), thresholds))
+        cut = np.array([metrics["thresholds"][mode][g] for g in metrics["labels"]])
+        micro, macro = thresholds.f1_pair(y[test], thresholds.decide(np.array(probs[mode]), cut))
         fp32 = next(m for m in metrics["models"] if m["id"] == fp32_id)
         check[mode] = {
             "micro_f1": micro,
@@ -308,7 +310,7 @@ def run(cfg) -> cache.Output:
             "seed",
             "text_formats",
             "format_bound",
-            "threshold_shrink",
+            "threshold_shrinks",
         ),
     }
 

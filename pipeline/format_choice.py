@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from . import evaluate, finetune, fusion, packed_weights, quantize, text
+from . import evaluate, finetune, fusion, packed_weights, quantize, text, thresholds
 
 HEAD_WEIGHTS = (8, "f32")  # the head's large matrices in the smaller formats: 8-bit, one float32 scale per row
 MIN_HEAD_WEIGHT = 16384  # elements: smaller matrices stay float
@@ -106,15 +106,15 @@ def cv_of_format(cfg, e32, e_file, image, has_poster, y, fold, text_head, shippe
                 ref[fold == k] = fusion.mode_probs(head, e32, image, has_poster, fold == k)[head_mode]
                 cand[fold == k] = fusion.mode_probs(stored, e_file, image, has_poster, fold == k)[head_mode]
         probs[mode] = (ref, cand)
-    cv = {}
+    cv, shrinks = {}, thresholds.parse_shrinks(cfg.threshold_shrinks)
     for mode, (ref, cand) in probs.items():
         scores = {"fp32": [], "format": []}
         for k in range(fold.max() + 1):
-            # the thresholds that ship are tuned on fp32 scores: fold k is decided by those of the other folds
-            fit, held = (fold >= 0) & (fold != k), fold == k
-            thresholds = evaluate.tune_thresholds(ref[fit], y[fit], cfg.threshold_shrink)
+            # the thresholds that ship are fitted on fp32 scores: fold k is decided by those of the other folds
+            held = fold == k
+            cut, _ = thresholds.fit(ref, y, np.where(held, -1, fold), shrinks)
             for name, p in (("fp32", ref), ("format", cand)):
-                scores[name].append(evaluate.f1_pair(y[held], evaluate.decide(p[held], thresholds)))
+                scores[name].append(thresholds.f1_pair(y[held], thresholds.decide(p[held], cut)))
         cv[mode] = {
             avg: {name: float(np.mean([f[i] for f in folds])) for name, folds in scores.items()}
             for i, avg in enumerate(("micro", "macro"))

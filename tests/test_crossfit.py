@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from torch import nn
 
-from pipeline import config, evaluate, fusion, logreg
+from pipeline import config, evaluate, fusion, logreg, thresholds
 from tests import tiny_data
 from tests.conftest import ROOT, TINY
 
@@ -127,18 +127,24 @@ def test_peers_out_of_fold_probabilities_and_their_c_ignore_their_labels(dense):
     assert np.abs(base[fold == 0] - same[fold == 0]).max() > 0
 
 
-def test_cv_decisions_use_thresholds_from_the_other_folds():
+@pytest.mark.parametrize("shrinks", [[10.0, np.inf], [0.0, 3.0, 10.0, 100.0, np.inf]])
+def test_cv_decisions_use_thresholds_and_strength_from_the_other_folds(shrinks):
+    """A fold's decisions and the threshold strength chosen for it (nested) never read its labels."""
     rng = np.random.default_rng(2)
-    n, g = 120, 4
+    n, g = 240, 4
     probs = rng.random((n, g))
     y = (rng.random((n, g)) < probs).astype(np.float32)
     fold = np.arange(n) % 3
-    base = evaluate.oof_decisions(probs, y, fold, 10)
+    fold[::17] = -1  # test rows: never a tuning row
+    base, base_shrink = thresholds.oof_decisions(probs, y, fold, shrinks)
     changed = y.copy()
     changed[fold == 2] = 1 - changed[fold == 2]  # every label of fold 2
-    same = evaluate.oof_decisions(probs, changed, fold, 10)
+    changed[fold == -1] = 1 - changed[fold == -1]
+    same, same_shrink = thresholds.oof_decisions(probs, changed, fold, shrinks)
     np.testing.assert_array_equal(base[fold == 2], same[fold == 2])
-    assert (base[fold != 2] != same[fold != 2]).any()
+    assert base_shrink["2"] == same_shrink["2"]
+    assert (base[(fold >= 0) & (fold != 2)] != same[(fold >= 0) & (fold != 2)]).any()
+    assert not base[fold == -1].any()
 
 
 def test_student_ships_only_within_the_bound_in_every_mode():

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import precision_recall_curve
 
-from .. import evaluate
+from .. import evaluate, thresholds
 from .style import BLUE, GOLD, GREEN, GREY, INK, LIGHT_BLUE, MUTED, ORANGE, label_and_save, save
 
 MODE_NAMES = {"plot": "plot only", "plot+poster": "plot + poster"}
@@ -144,7 +144,7 @@ def pr_curves(probs, y, te, metrics, path: Path):
 
 def global_curve(p, y) -> np.ndarray:
     """Micro F1 at each grid threshold, one threshold for every genre (same decision rule as shipped)."""
-    return np.array([evaluate.f1_pair(y, evaluate.decide(p, np.full(y.shape[1], t)))[0] for t in evaluate.GRID])
+    return np.array([thresholds.f1_pair(y, thresholds.decide(p, np.full(y.shape[1], t)))[0] for t in thresholds.GRID])
 
 
 def threshold_curve(probs, y, dev, te, default: float, ours: dict, path: Path) -> dict:
@@ -154,12 +154,12 @@ def threshold_curve(probs, y, dev, te, default: float, ours: dict, path: Path) -
     for mode, ls in (("plot+poster", "-"), ("plot", "--")):
         p = probs[ours[mode]]
         on_dev, on_test = global_curve(p[dev], y[dev]), global_curve(p[te], y[te])
-        ax.plot(evaluate.GRID, on_dev, ls, color=ORANGE, label=f"{MODE_NAMES[mode]}, dev out-of-fold")
-        ax.plot(evaluate.GRID, on_test, ls, color=BLUE, label=f"{MODE_NAMES[mode]}, test")
+        ax.plot(thresholds.GRID, on_dev, ls, color=ORANGE, label=f"{MODE_NAMES[mode]}, dev out-of-fold")
+        ax.plot(thresholds.GRID, on_test, ls, color=BLUE, label=f"{MODE_NAMES[mode]}, test")
         best = int(on_dev.argmax())
-        ax.plot(evaluate.GRID[best], on_test[best], "o", color=BLUE, ms=5)
+        ax.plot(thresholds.GRID[best], on_test[best], "o", color=BLUE, ms=5)
         facts[mode] = {
-            "threshold": float(evaluate.GRID[best]),
+            "threshold": float(thresholds.GRID[best]),
             "dev_micro_f1": float(on_dev[best]),
             "test_micro_f1": float(on_test[best]),
         }

@@ -1,0 +1,94 @@
+"""The threshold rule (pipeline/thresholds.py): per-genre thresholds shrunk toward the global one, the
+strength chosen by CV, a per-genre strength eligible only when it costs no out-of-fold micro F1."""
+
+import numpy as np
+import pytest
+
+from pipeline import thresholds
+
+
+def calibrated(seed, n=900, g=5):
+    """Probabilities that are calibrated per genre, with rare and common genres."""
+    rng = np.random.default_rng(seed)
+    probs = rng.beta(0.6, 1.6, (n, g)) * np.linspace(0.5, 1.0, g)
+    y = (rng.random((n, g)) < probs).astype(np.float32)
+    return probs, y, np.arange(n) % 3
+
+
+def test_inf_is_the_global_threshold_and_zero_is_each_genres_best():
+    probs, y, _ = calibrated(0)
+    t_global = thresholds.global_threshold(probs, y)
+    np.testing.assert_array_equal(thresholds.tune(probs, y, np.inf), np.full(y.shape[1], t_global))
+    per_genre = thresholds.tune(probs, y, 0.0)
+    for j in range(y.shape[1]):  # each genre's own best F1 over the grid, computed the long way
+        f1 = [thresholds.f1_pair(y[:, [j]], probs[:, [j]] >= t)[0] for t in thresholds.GRID]
+        assert per_genre[j] == thresholds.GRID[int(np.argmax(f1))]
+    between = thresholds.tune(probs, y, 10.0)
+    n = y.sum(0)
+    np.testing.assert_allclose(between, (n * per_genre + 10 * t_global) / (n + 10))
+
+
+def fake_cv(monkeypatch, table):
+    """cv_f1 answering from `table` {shrink: (micro, macro)}: the choice rule alone under test."""
+
+    def cv_f1(probs, y, fold, tuner):
+        for s, scores in table.items():
+            if np.array_equal(tuner(probs, y), thresholds.tune(probs, y, s)):
+                return scores
+        raise AssertionError("a strength outside the table")
+
+    monkeypatch.setattr(thresholds, "cv_f1", cv_f1)
+
+
+@pytest.mark.parametrize(
+    "table, expected",
+    [
+        # more macro but less micro than the global threshold: not eligible, however much macro
+        ({0.0: (0.650, 0.640), 10.0: (0.655, 0.630), np.inf: (0.656, 0.600)}, np.inf),
+        # as much micro as the global threshold and more macro: per genre wins
+        ({0.0: (0.650, 0.640), 10.0: (0.656, 0.620), np.inf: (0.656, 0.600)}, 10.0),
+        # the best eligible mean wins, not the best micro
+        ({0.0: (0.670, 0.600), 10.0: (0.660, 0.640), np.inf: (0.656, 0.600)}, 10.0),
+        # a tie goes to the stronger pull
+        ({0.0: (0.660, 0.620), 10.0: (0.660, 0.620), np.inf: (0.650, 0.600)}, 10.0),
+    ],
+)
+def test_choice_rule(monkeypatch, table, expected):
+    probs, y, fold = calibrated(1, n=300, g=3)
+    # distinct thresholds per strength, so the fake can tell them apart
+    assert len({tuple(thresholds.tune(probs, y, s)) for s in table}) == len(table)
+    fake_cv(monkeypatch, table)
+    assert thresholds.choose_shrink(probs, y, fold, sorted(table)) == expected
+
+
+def test_per_genre_thresholds_are_chosen_where_the_genres_are_scaled_differently():
+    """Genres whose scores sit on different scales need different thresholds: per genre wins out of
+    fold, micro included; the same scores calibrated alike leave the global threshold."""
+    probs, y, fold = calibrated(2, n=1500)
+    scaled = probs * np.array([1.0, 0.3, 1.0, 0.4, 1.0])  # genres 1 and 3 scored far too low
+    grid = [0.0, 10.0, 30.0, np.inf]
+    shrink = thresholds.choose_shrink(scaled, y, fold, grid)
+    assert np.isfinite(shrink)
+    micro = {s: thresholds.cv_f1(scaled, y, fold, lambda p, t, s=s: thresholds.tune(p, t, s))[0] for s in grid}
+    assert micro[shrink] >= micro[np.inf]
+    assert thresholds.choose_shrink(probs, y, fold, grid) == np.inf
+
+
+def test_one_fold_of_rows_gets_the_global_threshold():
+    probs, y, _ = calibrated(3, n=200)
+    fold = np.zeros(len(y), int)
+    fold[:50] = -1  # rows that are not tuning rows
+    cut, shrink = thresholds.fit(probs, y, fold, [0.0, np.inf])
+    assert shrink == np.inf
+    np.testing.assert_array_equal(cut, np.full(y.shape[1], thresholds.global_threshold(probs[50:], y[50:])))
+
+
+@pytest.mark.parametrize("text", ["0,10", "-1,inf", "nan,inf", ""])
+def test_a_grid_without_inf_or_with_a_negative_is_refused(text):
+    with pytest.raises(ValueError, match="threshold_shrinks"):
+        thresholds.parse_shrinks(text)
+
+
+def test_grid_parses_sorted_and_json_has_no_infinity():
+    assert thresholds.parse_shrinks("inf, 30,0") == [0.0, 30.0, np.inf]
+    assert [thresholds.as_json(s) for s in (0.0, 30.0, np.inf)] == [0.0, 30.0, "inf"]
