@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from . import cache, data, evaluate, export, thresholds
+from . import cache, data, evaluate, export, rules
 
-CODE = cache.source_digest(__file__, thresholds.__file__)
+CODE = cache.source_digest(__file__, rules.__file__)
 KEYS = ("seed", "max_len")
 MODES = ("plot", "plot+poster")
 # Genres whose definition is the film's form (how it is made), not its story: a plot summary says
@@ -253,7 +253,7 @@ def analyse(movies, labels, y, probs, metrics, tokenizer: Path | None, window: i
     yt = y[test].astype(bool)
     tm = movies[test].reset_index(drop=True)
     p = {mode: probs[ids[mode]][test] for mode in MODES}
-    pred = {mode: thresholds.decide(p[mode], thresholds_for(metrics, mode, labels)) for mode in MODES}
+    pred = {mode: rules.decide(p[mode], thresholds_for(metrics, mode, labels)) for mode in MODES}
     share, counts, pairs = confusion(yt.astype(float), pred["plot+poster"].astype(float), labels)
     dev = ~test
     dev_counts = dict(zip(labels, y[dev].sum(0).astype(int).tolist()))
@@ -267,7 +267,7 @@ def analyse(movies, labels, y, probs, metrics, tokenizer: Path | None, window: i
     draw_confusion(share, labels, out / "confusion.png")
     result = {
         "models": ids,
-        "decision": "the shipped per-genre thresholds of each mode (fp32 probabilities from evaluate)",
+        "decision": "the shipped thresholds of each mode (fp32 probabilities from evaluate)",
         "test_movies": int(test.sum()),
         "pairs": pairs,
         "poster": poster_effect(tm, yt, pred, labels, out),

@@ -23,7 +23,8 @@ from sklearn.metrics import precision_recall_fscore_support
 from tqdm import tqdm
 
 from . import cache, data, embed, fusion, logreg, rules, select_extra, text, thresholds
-from .thresholds import decide, f1_pair, global_threshold
+from .rules import decide
+from .thresholds import f1_pair, global_threshold
 
 # digested at import, so a stage's key names the code that actually runs
 CODE = cache.source_digest(__file__, logreg.__file__, rules.__file__, thresholds.__file__)
@@ -62,7 +63,7 @@ def cv_scores(probs: np.ndarray, y: np.ndarray, fold: np.ndarray, shrinks: list[
     """(micro, macro) mean ± sd over the dev folds, each decided by thresholds fitted on the other folds
     (their strength chosen there too: nested), and the strength each fold got."""
     pred, chosen = thresholds.oof_decisions(probs, y, fold, shrinks)
-    micro, macro = np.array([f1_pair(y[fold == k], pred[fold == k]) for k in range(fold.max() + 1)]).T
+    micro, macro = np.array([f1_pair(y[fold == k], pred[fold == k]) for k in thresholds.fold_ids(fold)]).T
     return {
         f"cv_{avg}_f1": {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
         for avg, v in (("micro", micro), ("macro", macro))
@@ -239,9 +240,14 @@ def run(cfg) -> cache.Output:
             }
 
         # thresholds vs the shipped model's score distribution: out of fold and on test, side by side
-        oof_vs_test, global_vs_tuned = {}, {}
+        oof_vs_test, global_vs_shipped, strength_evidence = {}, {}, {}
         for mode in MODES:
             key = shipped[mode]
+            # the evidence behind the shipped strength: each strength's CV (micro, macro) over the dev folds
+            strength_evidence[mode] = [
+                {"pull": thresholds.as_json(s), "micro_f1": v[0], "macro_f1": v[1]}
+                for s, v in thresholds.strength_cv(probs[key], y, fold, shrinks).items()
+            ]
             oof_pred, _ = thresholds.oof_decisions(probs[key], y, fold, shrinks)
             oof_vs_test[mode] = {
                 "out_of_fold": decision_stats(y[dev], oof_pred[dev]),
@@ -252,8 +258,8 @@ def run(cfg) -> cache.Output:
                 zip(("micro_f1", "macro_f1"), f1_pair(y[te], decide(probs[key][te], np.full(len(labels), t_global))))
             )
             seed_t = decide(probs[key][te], np.full(len(labels), cfg.default_threshold))
-            global_vs_tuned[mode] = {
-                "tuned": {"micro_f1": by_id[key]["micro_f1"], "macro_f1": by_id[key]["macro_f1"]},
+            global_vs_shipped[mode] = {
+                "shipped": {"micro_f1": by_id[key]["micro_f1"], "macro_f1": by_id[key]["macro_f1"]},
                 "global_out_of_fold": {"threshold": t_global, **g},
                 "seed": {
                     "threshold": cfg.default_threshold,
@@ -268,7 +274,7 @@ def run(cfg) -> cache.Output:
         metrics = {
             "labels": labels,
             "split": {"dev": int(dev.sum()), "test": int(te.sum())},
-            "folds": int(fold.max() + 1),
+            "folds": len(thresholds.fold_ids(fold)),
             "extra_rows": int(len(select_extra.load(selected))),
             "extra_choice": json.loads((selected / "selected.json").read_text()),
             "epochs": {
@@ -278,6 +284,7 @@ def run(cfg) -> cache.Output:
             "bootstrap": BOOTSTRAP,
             "threshold_shrinks": [thresholds.as_json(s) for s in shrinks],
             "threshold_shrink": {mode: by_id[shipped[mode]]["threshold_shrink"] for mode in MODES},
+            "threshold_shrink_cv": strength_evidence,
             "models": models,
             "chosen": chosen,
             "student": {"cv": student_cv, "bound": cfg.student_bound, "ships": student_ships},
@@ -293,10 +300,10 @@ def run(cfg) -> cache.Output:
                 "over_window": int((tokens > cfg.max_len).sum()),
             },
             "oof_vs_test": oof_vs_test,
-            "global_threshold": global_vs_tuned,
+            "global_threshold": global_vs_shipped,
             "thresholds": {mode: dict(zip(labels, cuts[shipped[mode]].tolist())) for mode in MODES},
         }
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False))
 
     return cache.cached(cfg, "evaluate", parts, build)
 

@@ -229,7 +229,7 @@ def shipped_check(out: Path, movies, y, metrics, spec: dict) -> dict:
     for mode in fusion.MODES:
         fp32_id = metrics["shipped"][mode]
         cut = np.array([metrics["thresholds"][mode][g] for g in metrics["labels"]])
-        micro, macro = thresholds.f1_pair(y[test], thresholds.decide(np.array(probs[mode]), cut))
+        micro, macro = thresholds.f1_pair(y[test], rules.decide(np.array(probs[mode]), cut))
         fp32 = next(m for m in metrics["models"] if m["id"] == fp32_id)
         check[mode] = {
             "micro_f1": micro,

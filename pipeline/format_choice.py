@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from . import evaluate, finetune, fusion, packed_weights, quantize, text, thresholds
+from . import evaluate, finetune, fusion, packed_weights, quantize, rules, text, thresholds
 
 HEAD_WEIGHTS = (8, "f32")  # the head's large matrices in the smaller formats: 8-bit, one float32 scale per row
 MIN_HEAD_WEIGHT = 16384  # elements: smaller matrices stay float
@@ -96,7 +96,7 @@ def cv_of_format(cfg, e32, e_file, image, has_poster, y, fold, text_head, shippe
                 uses_image = fusion.HEADS[head_name][1]
                 drop = cfg.modality_dropout if head_name == "fusion" else 0.0
                 fold_heads[head_name] = []
-                for k in range(fold.max() + 1):
+                for k in thresholds.fold_ids(fold):
                     head, _, _ = fusion.fold_head(
                         cfg, text_head, e32, image, has_poster, y, fold, k, use_image=uses_image, drop=drop
                     )
@@ -109,12 +109,12 @@ def cv_of_format(cfg, e32, e_file, image, has_poster, y, fold, text_head, shippe
     cv, shrinks = {}, thresholds.parse_shrinks(cfg.threshold_shrinks)
     for mode, (ref, cand) in probs.items():
         scores = {"fp32": [], "format": []}
-        for k in range(fold.max() + 1):
+        for k in thresholds.fold_ids(fold):
             # the thresholds that ship are fitted on fp32 scores: fold k is decided by those of the other folds
             held = fold == k
             cut, _ = thresholds.fit(ref, y, np.where(held, -1, fold), shrinks)
             for name, p in (("fp32", ref), ("format", cand)):
-                scores[name].append(thresholds.f1_pair(y[held], thresholds.decide(p[held], cut)))
+                scores[name].append(thresholds.f1_pair(y[held], rules.decide(p[held], cut)))
         cv[mode] = {
             avg: {name: float(np.mean([f[i] for f in folds])) for name, folds in scores.items()}
             for i, avg in enumerate(("micro", "macro"))

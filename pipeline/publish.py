@@ -99,7 +99,7 @@ def target_checks(cfg, metrics: dict, shipped: dict) -> list[dict]:
 
 def write_json(folder: Path, name: str, obj) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text(json.dumps(obj, indent=1) + "\n")
+    (folder / name).write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
 def replace_folder(src: Path, dst: Path) -> None:

@@ -16,17 +16,25 @@ from . import rules
 GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
 
-def decide(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    return rules.decide(probs, thresholds)
-
-
-def parse_shrinks(text: str) -> list[float]:
+def parse_shrinks(text) -> list[float]:
     """config's "0,10,inf" → [0.0, 10.0, inf], ascending. inf (the global threshold, the yardstick of
-    every other strength) must be among them; negatives and NaN are refused."""
-    shrinks = sorted(float(s) for s in text.split(",") if s.strip())
-    if any(not s >= 0 for s in shrinks) or np.inf not in shrinks:
-        raise ValueError(f"threshold_shrinks: non-negative numbers, inf among them; got {text!r}")
-    return shrinks
+    every other strength) must be among them; anything but "inf" and finite non-negative numbers is
+    refused."""
+    error = ValueError(f"threshold_shrinks: comma-separated non-negative numbers and inf; got {text!r}")
+    if not isinstance(text, str):
+        raise error
+    shrinks = []
+    for token in (t.strip().lower() for t in text.split(",") if t.strip()):
+        try:
+            s = np.inf if token == "inf" else float(token)
+        except ValueError:
+            raise error from None
+        if not (s >= 0 and (np.isfinite(s) or token == "inf")):
+            raise error
+        shrinks.append(s)
+    if np.inf not in shrinks:
+        raise error
+    return sorted(shrinks)
 
 
 def as_json(shrink: float):
@@ -34,28 +42,38 @@ def as_json(shrink: float):
     return "inf" if np.isinf(shrink) else float(shrink)
 
 
-def f1_curves(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True positives, predicted and actual positives per (grid threshold, genre)."""
+def genre_f1_curves(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """F1 per (grid threshold, genre), each genre decided by its own probability >= threshold: the shipped
+    rule's fallback (a movie with no genre over gets its most likely one) couples the genres, so it is
+    left out here; micro_curve keeps it."""
     pred = probs[None] >= GRID[:, None, None]
-    return (pred & (y[None] > 0)).sum(1), pred.sum(1), np.broadcast_to(y.sum(0), pred.shape[::2])
+    tp, pp = (pred & (y[None] > 0)).sum(1), pred.sum(1)
+    return 2 * tp / np.maximum(pp + y.sum(0), 1)
+
+
+def micro_curve(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Micro F1 at each grid threshold used for every genre, decided by the shipped rule."""
+    return np.array([f1_pair(y, rules.decide(probs, np.full(y.shape[1], t)))[0] for t in GRID])
 
 
 def global_threshold(probs: np.ndarray, y: np.ndarray) -> float:
     """The single grid threshold with the best micro F1 on these rows."""
-    tp, pp, ap = f1_curves(probs, y)
-    return float(GRID[(2 * tp.sum(1) / np.maximum(pp.sum(1) + ap.sum(1), 1)).argmax()])
+    return float(GRID[micro_curve(probs, y).argmax()])
 
 
 def tune(probs: np.ndarray, y: np.ndarray, shrink: float) -> np.ndarray:
     """Per genre, the grid threshold with the best F1 on these rows, shrunk toward the best global
-    threshold: t = (n t_genre + shrink t_global) / (n + shrink), n = the genre's positives here."""
+    threshold: t = (n t_genre + shrink t_global) / (n + shrink), n = the genre's positives here (a genre
+    with none and no pull takes the global threshold)."""
+    if len(y) == 0:
+        raise ValueError("no rows to tune thresholds on")
     t_global = global_threshold(probs, y)
     if np.isinf(shrink):
         return np.full(y.shape[1], t_global)
-    tp, pp, ap = f1_curves(probs, y)
-    t_genre = GRID[(2 * tp / np.maximum(pp + ap, 1)).argmax(0)]
+    t_genre = GRID[genre_f1_curves(probs, y).argmax(0)]
     n = y.sum(0)
-    return (n * t_genre + shrink * t_global) / (n + shrink)
+    weight = n + shrink
+    return np.where(weight > 0, (n * t_genre + shrink * t_global) / np.maximum(weight, 1e-12), t_global)
 
 
 def f1_pair(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
@@ -76,13 +94,18 @@ def cv_f1(probs, y, fold, tuner) -> tuple[float, float]:
     scores = []
     for k in fold_ids(fold):
         fit, held = (fold >= 0) & (fold != k), fold == k
-        scores.append(f1_pair(y[held], decide(probs[held], tuner(probs[fit], y[fit]))))
+        scores.append(f1_pair(y[held], rules.decide(probs[held], tuner(probs[fit], y[fit]))))
     return tuple(float(v) for v in np.mean(scores, axis=0))
+
+
+def strength_cv(probs, y, fold, shrinks: list[float]) -> dict:
+    """{strength: (micro, macro)} by CV over the folds of these rows: what choose_shrink decides on."""
+    return {s: cv_f1(probs, y, fold, lambda p, t, s=s: tune(p, t, s)) for s in shrinks}
 
 
 def choose_shrink(probs, y, fold, shrinks: list[float]) -> float:
     """The strength this module's docstring describes, by CV over the folds of these rows."""
-    cv = {s: cv_f1(probs, y, fold, lambda p, t, s=s: tune(p, t, s)) for s in shrinks}
+    cv = strength_cv(probs, y, fold, shrinks)
     eligible = [s for s in shrinks if cv[s][0] >= cv[np.inf][0]]
     return max(reversed(eligible), key=lambda s: sum(cv[s]) / 2)
 
@@ -102,6 +125,6 @@ def oof_decisions(probs, y, fold, shrinks: list[float]) -> tuple[np.ndarray, dic
     pred, chosen = np.zeros(probs.shape, bool), {}
     for k in fold_ids(fold):
         others = np.where((fold >= 0) & (fold != k), fold, -1)
-        thresholds, chosen[str(k)] = fit(probs, y, others, shrinks)
-        pred[fold == k] = decide(probs[fold == k], thresholds)
+        cut, chosen[str(k)] = fit(probs, y, others, shrinks)
+        pred[fold == k] = rules.decide(probs[fold == k], cut)
     return pred, chosen

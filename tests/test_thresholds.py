@@ -71,6 +71,7 @@ def test_per_genre_thresholds_are_chosen_where_the_genres_are_scaled_differently
     assert np.isfinite(shrink)
     micro = {s: thresholds.cv_f1(scaled, y, fold, lambda p, t, s=s: thresholds.tune(p, t, s))[0] for s in grid}
     assert micro[shrink] >= micro[np.inf]
+    # calibrated scores: the micro-F1 optimum is one common threshold, so per genre earns no micro here
     assert thresholds.choose_shrink(probs, y, fold, grid) == np.inf
 
 
@@ -83,8 +84,8 @@ def test_one_fold_of_rows_gets_the_global_threshold():
     np.testing.assert_array_equal(cut, np.full(y.shape[1], thresholds.global_threshold(probs[50:], y[50:])))
 
 
-@pytest.mark.parametrize("text", ["0,10", "-1,inf", "nan,inf", ""])
-def test_a_grid_without_inf_or_with_a_negative_is_refused(text):
+@pytest.mark.parametrize("text", ["0,10", "-1,inf", "nan,inf", "", "ten,inf", "1e400,inf", 10, None])
+def test_a_grid_without_inf_or_with_a_bad_value_is_refused(text):
     with pytest.raises(ValueError, match="threshold_shrinks"):
         thresholds.parse_shrinks(text)
 
@@ -92,3 +93,40 @@ def test_a_grid_without_inf_or_with_a_negative_is_refused(text):
 def test_grid_parses_sorted_and_json_has_no_infinity():
     assert thresholds.parse_shrinks("inf, 30,0") == [0.0, 30.0, np.inf]
     assert [thresholds.as_json(s) for s in (0.0, 30.0, np.inf)] == [0.0, 30.0, "inf"]
+
+
+def test_a_genre_without_positives_and_no_pull_takes_the_global_threshold():
+    probs, y, _ = calibrated(4, n=300, g=3)
+    y[:, 1] = 0
+    cut = thresholds.tune(probs, y, 0.0)
+    assert np.isfinite(cut).all() and cut[1] == thresholds.global_threshold(probs, y)
+
+
+def test_no_tuning_rows_is_an_error():
+    probs, y, _ = calibrated(5, n=30, g=3)
+    with pytest.raises(ValueError, match="no rows"):
+        thresholds.fit(probs, y, np.full(len(y), -1), [0.0, np.inf])
+
+
+def test_the_global_threshold_is_tuned_under_the_shipped_rule():
+    """A movie with no genre over the threshold gets its most likely one: at the top of the grid every
+    movie still has a genre, so micro F1 stays above zero where a bare >= would predict nothing."""
+    probs = np.array([[0.5, 0.1], [0.2, 0.4], [0.6, 0.3]])
+    y = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
+    assert thresholds.micro_curve(probs, y)[-1] == 1.0
+    assert (probs >= thresholds.GRID[-1]).sum() == 0
+
+
+def test_cv_scores_ignore_fold_ids_that_are_not_there():
+    """Folds 0, 2 and 4: the mean is over those three, not over five with two empty ones."""
+    from pipeline import evaluate
+
+    probs, y, fold = calibrated(6, n=600)
+    gappy = fold * 2
+    shrinks = [0.0, 10.0, np.inf]
+    assert evaluate.cv_scores(probs, y, gappy, shrinks) == evaluate.cv_scores(probs, y, fold, shrinks) | {
+        "cv_threshold_shrink_by_fold": {
+            str(2 * int(k)): v
+            for k, v in evaluate.cv_scores(probs, y, fold, shrinks)["cv_threshold_shrink_by_fold"].items()
+        }
+    }

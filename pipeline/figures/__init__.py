@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cache, data, evaluate, export, finetune, fusion, topics
+from .. import cache, data, evaluate, export, finetune, fusion, rules, thresholds, topics
 from . import architecture, dataset, results, scheme, topic_plots, training
 
-CODE = cache.source_digest(*sorted(str(p) for p in Path(__file__).parent.glob("*.py")))
+CODE = cache.source_digest(
+    *sorted(str(p) for p in Path(__file__).parent.glob("*.py")), thresholds.__file__, rules.__file__
+)
 KEYS = ("seed", "sample_rows", "default_threshold", "topics_shown")
 
 

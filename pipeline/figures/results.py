@@ -142,18 +142,13 @@ def pr_curves(probs, y, te, metrics, path: Path):
     save(fig, path)
 
 
-def global_curve(p, y) -> np.ndarray:
-    """Micro F1 at each grid threshold, one threshold for every genre (same decision rule as shipped)."""
-    return np.array([thresholds.f1_pair(y, thresholds.decide(p, np.full(y.shape[1], t)))[0] for t in thresholds.GRID])
-
-
 def threshold_curve(probs, y, dev, te, default: float, ours: dict, path: Path) -> dict:
     """Micro F1 against one global threshold: out-of-fold on dev rows (where choices are made) and on test."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     facts = {}
     for mode, ls in (("plot+poster", "-"), ("plot", "--")):
         p = probs[ours[mode]]
-        on_dev, on_test = global_curve(p[dev], y[dev]), global_curve(p[te], y[te])
+        on_dev, on_test = thresholds.micro_curve(p[dev], y[dev]), thresholds.micro_curve(p[te], y[te])
         ax.plot(thresholds.GRID, on_dev, ls, color=ORANGE, label=f"{MODE_NAMES[mode]}, dev out-of-fold")
         ax.plot(thresholds.GRID, on_test, ls, color=BLUE, label=f"{MODE_NAMES[mode]}, test")
         best = int(on_dev.argmax())
