@@ -116,10 +116,15 @@ def wait_ready(page, timeout=60_000):
     try:
         page.wait_for_selector("#demo-app[data-ready='1']", timeout=timeout)
     except Exception as e:
-        status = page.evaluate("document.getElementById('status')?.textContent")
-        raise AssertionError(
-            f"the demo never became ready: status {status!r}, errors {getattr(page, 'errors', [])}"
-        ) from e
+        # what the page knew when it gave up: an intermittent hang on a return visit after a redeploy
+        # (sessions 6-9) showed only an empty status, so the demo's dataset and the service worker's
+        # state go into the message too
+        state = page.evaluate(
+            "({status: document.getElementById('status')?.textContent,"
+            " app: {...document.getElementById('demo-app')?.dataset},"
+            " controller: navigator.serviceWorker?.controller?.state ?? null})"
+        )
+        raise AssertionError(f"the demo never became ready: {state!r}, errors {getattr(page, 'errors', [])}") from e
 
 
 def open_page(context, server, width=1366):
