@@ -345,7 +345,7 @@ def run(cfg) -> cache.Output:
         if fmt in format_choice.PACKED_HEAD:
             packed_weights.pack(out / "fusion_head.onnx", format_choice.head_plan(out / "fusion_head.onnx"))
         spec = manifest(cfg, labels, metrics["thresholds"], entries[shipped_encoder], poster, chosen, out)
-        (out / "manifest.json").write_text(json.dumps(spec, indent=1))
+        (out / "manifest.json").write_text(json.dumps(spec, indent=1, allow_nan=False))
         timing_plots = dev_plots[-32:]
         report = {
             "shipped": shipped_check(out, movies, y, metrics, spec),

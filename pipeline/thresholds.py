@@ -9,6 +9,8 @@ out-of-fold micro F1 is at least the global threshold's (issue 14 item 3 asks th
 the eligible, the best mean of micro and macro F1 wins, ties to the stronger pull.
 """
 
+import re
+
 import numpy as np
 
 from . import rules
@@ -20,19 +22,16 @@ def parse_shrinks(text) -> list[float]:
     """config's "0,10,inf" → [0.0, 10.0, inf], ascending. inf (the global threshold, the yardstick of
     every other strength) must be among them; anything but "inf" and finite non-negative numbers is
     refused."""
-    error = ValueError(f"threshold_shrinks: comma-separated non-negative numbers and inf; got {text!r}")
+    error = ValueError(f"threshold_shrinks: distinct non-negative numbers and inf, comma-separated; got {text!r}")
     if not isinstance(text, str):
         raise error
-    shrinks = []
-    for token in (t.strip().lower() for t in text.split(",") if t.strip()):
-        try:
-            s = np.inf if token == "inf" else float(token)
-        except ValueError:
-            raise error from None
-        if not (s >= 0 and (np.isfinite(s) or token == "inf")):
-            raise error
-        shrinks.append(s)
-    if np.inf not in shrinks:
+    tokens = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not all(re.fullmatch(r"inf|\d+(\.\d*)?", t) for t in tokens):
+        raise error
+    shrinks = [np.inf if t == "inf" else float(t) for t in tokens]
+    if np.inf not in shrinks or not np.isfinite([s for s in shrinks if s != np.inf]).all():
+        raise error
+    if len(set(shrinks)) != len(shrinks):
         raise error
     return sorted(shrinks)
 
@@ -107,7 +106,7 @@ def choose_shrink(probs, y, fold, shrinks: list[float]) -> float:
     """The strength this module's docstring describes, by CV over the folds of these rows."""
     cv = strength_cv(probs, y, fold, shrinks)
     eligible = [s for s in shrinks if cv[s][0] >= cv[np.inf][0]]
-    return max(reversed(eligible), key=lambda s: sum(cv[s]) / 2)
+    return max(sorted(eligible, reverse=True), key=lambda s: sum(cv[s]) / 2)  # first maximum: the stronger pull
 
 
 def fit(probs, y, fold, shrinks: list[float]) -> tuple[np.ndarray, float]:

@@ -119,11 +119,18 @@ def wait_ready(page, timeout=60_000):
         # what the page knew when it gave up: an intermittent hang on a return visit after a redeploy
         # (sessions 6-9) showed only an empty status, so the demo's dataset and the service worker's
         # state go into the message too
-        state = page.evaluate(
-            "({status: document.getElementById('status')?.textContent,"
-            " app: {...document.getElementById('demo-app')?.dataset},"
-            " controller: navigator.serviceWorker?.controller?.state ?? null})"
-        )
+        try:
+            state = page.evaluate(
+                "(async () => { const r = await navigator.serviceWorker?.getRegistration();"
+                " const sw = (w) => w?.state ?? null;"
+                " return {status: document.getElementById('status')?.textContent,"
+                " app: {...document.getElementById('demo-app')?.dataset},"
+                " controller: sw(navigator.serviceWorker?.controller),"
+                " registration: r ? {installing: sw(r.installing), waiting: sw(r.waiting), active: sw(r.active)} : null};"
+                " })()"
+            )
+        except Exception as unreadable:  # a crashed or closed page: say so, keep the timeout as the cause
+            state = f"unreadable ({unreadable})"
         raise AssertionError(f"the demo never became ready: {state!r}, errors {getattr(page, 'errors', [])}") from e
 
 

@@ -149,6 +149,12 @@ def test_cv_decisions_use_thresholds_and_strength_from_the_other_folds():
     dev = fold >= 0
     leaky = [thresholds.choose_shrink(probs[dev], labels[dev], fold[dev], shrinks) for labels in (y, changed)]
     assert leaky[0] != leaky[1]
+    # and the test rows' flip moves thresholds tuned with them, so tuning on test rows would fail too
+    with_test = np.where(fold == -1, 3, fold)
+    cuts = [
+        thresholds.fit(probs, labels, np.where(with_test != 2, with_test, -1), shrinks)[0] for labels in (y, changed)
+    ]
+    assert not np.array_equal(*cuts)
 
 
 def test_student_ships_only_within_the_bound_in_every_mode():

@@ -510,3 +510,18 @@ def test_phone_thumbnails_tables_and_figures(built, tmp_path):
             browser.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("chosen", [10.0, "inf"])
+def test_the_pull_table_marks_the_shipped_pull_once_per_mode(tmp_path, chosen):
+    """#threshold-pull-cv: exactly one row per mode says "ships", the one whose pull the run chose, for a
+    number (10.0) as for "inf"."""
+    data = json.loads(json.dumps(site.site_data()))
+    metrics = data["metrics.json"]
+    metrics["threshold_shrink"] = dict.fromkeys(metrics["threshold_shrink_cv"], chosen)
+    html = site.build_source(tmp_path / "site", data)
+    table = html[html.index('id="threshold-pull-cv"') :]
+    table = table[: table.index("</table>")]
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td>.*?<td>([^<]*)</td></tr>", table, re.S)
+    marked = [(mode, pull) for mode, pull, ships in rows if ships == "ships"]
+    assert sorted(marked) == sorted((m, str(chosen)) for m in metrics["threshold_shrink_cv"])
