@@ -104,11 +104,20 @@ def browser(playwright):
 
 
 def watch(page):
-    """page.errors: uncaught errors and console errors/warnings, the worker's included."""
+    """page.errors: uncaught errors and console errors/warnings, the worker's included; page.pending: the
+    requests started and not yet finished or failed (what a load that never ends is waiting for)."""
     page.errors = []
+    page.pending = {}
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     page.on("console", lambda m: m.type in ("error", "warning") and page.errors.append(f"console.{m.type}: {m.text}"))
+    page.on("request", lambda r: page.pending.__setitem__(id(r), r.url))
+    page.on("requestfinished", lambda r: page.pending.pop(id(r), None))
+    page.on("requestfailed", lambda r: page.pending.pop(id(r), None))
     return page
+
+
+def pending(page) -> list[str]:
+    return sorted(set(getattr(page, "pending", {}).values()))
 
 
 def wait_ready(page, timeout=60_000):
@@ -131,7 +140,9 @@ def wait_ready(page, timeout=60_000):
             )
         except Exception as unreadable:  # a crashed or closed page: say so, keep the timeout as the cause
             state = f"unreadable ({unreadable})"
-        raise AssertionError(f"the demo never became ready: {state!r}, errors {getattr(page, 'errors', [])}") from e
+        raise AssertionError(
+            f"the demo never became ready: {state!r}, errors {getattr(page, 'errors', [])}, pending {pending(page)}"
+        ) from e
 
 
 def open_page(context, server, width=1366):
@@ -1035,7 +1046,10 @@ def test_a_redeploy_reaches_returning_visitors_and_offline_still_works(browser, 
         )
         page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30_000)
         context.set_offline(True)
-        page.reload()
+        try:
+            page.reload()
+        except Exception as e:  # seen once in session 9 (Page.reload: 30 s, "waiting for navigation until load")
+            raise AssertionError(f"the offline reload never loaded; pending requests {pending(page)}") from e
         wait_ready(page, timeout=30_000)
         offline = run_demo(page, PLOTS[0])["probabilities"]
         assert offline == second
