@@ -1046,10 +1046,14 @@ def test_a_redeploy_reaches_returning_visitors_and_offline_still_works(browser, 
         )
         page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=30_000)
         context.set_offline(True)
+        deploy.httpd.served.clear()
         try:
             page.reload()
-        except Exception as e:  # seen once in session 9 (Page.reload: 30 s, "waiting for navigation until load")
-            raise AssertionError(f"the offline reload never loaded; pending requests {pending(page)}") from e
+        except Exception as e:  # seen in session 9 (Page.reload: 30 s, "waiting for navigation until load")
+            raise AssertionError(
+                f"the offline reload never loaded; pending requests {pending(page)};"
+                f" the server answered meanwhile (offline emulation does not reach the service worker): {deploy.httpd.served}"
+            ) from e
         wait_ready(page, timeout=30_000)
         offline = run_demo(page, PLOTS[0])["probabilities"]
         assert offline == second
