@@ -80,12 +80,15 @@ bench: install
 # a RUFF that is a path is a prerequisite (the venv's is installed), a bare command name is taken from PATH
 LINTED := pipeline tests notebooks bench
 RUFF ?= $(VENV)/bin/ruff
+# the package's layering (pyproject.toml's [tool.importlinter] contracts), read from the source, nothing imported
+LINT_IMPORTS ?= $(VENV)/bin/lint-imports
 
-$(VENV)/bin/ruff: $(VENV)/.installed
+$(VENV)/bin/ruff $(VENV)/bin/lint-imports: $(VENV)/.installed
 
-lint: $(if $(findstring /,$(RUFF)),$(RUFF))
+lint: $(if $(findstring /,$(RUFF)),$(RUFF)) $(if $(findstring /,$(LINT_IMPORTS)),$(LINT_IMPORTS))
 	$(RUFF) check $(LINTED)
 	$(RUFF) format --check $(LINTED)
+	$(LINT_IMPORTS) --no-cache
 
 format: $(if $(findstring /,$(RUFF)),$(RUFF))
 	$(RUFF) format $(LINTED)

@@ -57,7 +57,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from pipeline import image, packed_weights, predictor, quantize, rules
+from pipeline.export import packing, quantize
+from pipeline.runtime import image_io, packed_weights, predictor, rules
 from tests import site
 from tests.tiny_data import poster
 
@@ -158,7 +159,7 @@ def preoptimized(tmp: Path, folder: Path) -> tuple[Path, dict]:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         opts.optimized_model_filepath = str(tmp / "optimized.onnx")
         opts.log_severity_level = 3
-        ort.InferenceSession(packed_weights.model_source(path), opts, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(packing.model_source(path), opts, providers=["CPUExecutionProvider"])
         sizes[path.name] = (
             sum(f.stat().st_size for f in packed_weights.shipped_files(path)),
             (tmp / "optimized.onnx").stat().st_size,
@@ -192,7 +193,7 @@ def native_ms(models: Path, part: str, poster_path: Path, runs: int) -> dict:
     tok.no_padding()
     tok.no_truncation()
     window = spec["rules"]["truncation"]  # as predict reads it
-    x = np.ascontiguousarray(image.load_image(poster_path).transpose(2, 0, 1)[None], dtype=np.float32)
+    x = np.ascontiguousarray(image_io.load_image(poster_path).transpose(2, 0, 1)[None], dtype=np.float32)
     dim = spec["poster_encoder"]["dim"]
 
     def predict(with_poster, times):

@@ -21,18 +21,11 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from pipeline import (
-    config,
-    data,
-    export,
-    finetune,
-    gptq,
-    packed_weights,
-    quantize,
-    select_extra,
-    text,
-    text_export,
-)
+from pipeline import config
+from pipeline.export import gptq, packing, quantize, text_export
+from pipeline.learn import text
+from pipeline.runtime import packed_weights
+from pipeline.stages import data, export, finetune, select
 
 
 def main():
@@ -45,9 +38,9 @@ def main():
     if args.work:
         cfg["work"] = args.work
     torch.set_num_threads(cfg.threads)
-    curated, tuned, selected = data.run(cfg), finetune.run(cfg), select_extra.run(cfg)
+    curated, tuned, selected = data.run(cfg), finetune.run(cfg), select.run(cfg)
     extra, _ = data.load_extra(curated)
-    plots = extra.overview.iloc[select_extra.load(selected)].tolist()
+    plots = extra.overview.iloc[select.load(selected)].tolist()
     calibration, held_out = export.gptq_calibration(cfg, plots, args.held_out, args.plots)
     model = text.TextEncoder(cfg.text_backbone, tuned / "encoder.safetensors").eval()
     parts = (model, None, text.tokenizer_json(cfg.text_backbone), cfg.text_backbone)
@@ -72,7 +65,7 @@ def main():
     for name, (bits, block, scale) in plan.items():
         w, hw = weights[name], h[name]
         for variant, (q, s) in (
-            ("nearest rounding", packed_weights.quantize(w, bits, block, scale)),
+            ("nearest rounding", packing.quantize(w, bits, block, scale)),
             ("GPTQ, row order", gptq.quantize(w, hw, bits, block, scale, act_order=False)),
             ("GPTQ, act order (shipped)", gptq.quantize(w, hw, bits, block, scale)),
         ):

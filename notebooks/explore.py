@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-from pipeline import config, data  # noqa: E402
+from pipeline import config
+from pipeline.stages import data
 
 
 def main():

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-from pipeline import cache, config, publish  # noqa: E402
+from pipeline import cache, config
+from pipeline.stages import publish
 
 REDRAWN = {"figures", "errors"}  # the stages this script may (re)compute: drawing only
 

@@ -1,9 +1,10 @@
 """python -m pipeline STAGE [--key value ...]: one command line for every stage."""
 
 import argparse
+import importlib
 import sys
 
-from . import config
+from pipeline import config
 
 STAGES = {
     "data": "curate the movies (and the extra rows), set the test split aside, split the rest into dev folds",
@@ -22,28 +23,37 @@ STAGES = {
 }
 
 
-def parser() -> argparse.ArgumentParser:
+# commands that are not stages: module and help. Only the command being run imports its module, so
+# `predict` and `serve` load the torch-free runtime alone (not flask, requests or the stages).
+COMMANDS = {
+    "predict": ("pipeline.runtime.predict", "genres for a CSV of plots (and posters) with the ONNX models"),
+    "fetch": ("pipeline.fetch", "build a data folder from IMDb title.basics + the TMDB API (key in TMDB_API_KEY)"),
+    "serve": ("pipeline.runtime.serve", "local HTTP API over the ONNX models: POST /predict, GET /healthz"),
+}
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every stage and command; a command's own flags only for `command` (None: all, for --help)."""
     defaults = config.load()
     top = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = top.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, help_text in STAGES.items():
         config.add_overrides(sub.add_parser(name, help=help_text, description=help_text), defaults)
-    for name, module, help_text in (
-        ("predict", "predict", "genres for a CSV of plots (and posters) with the ONNX models"),
-        ("fetch", "fetch", "build a data folder from IMDb title.basics + the TMDB API (key in TMDB_API_KEY)"),
-        ("serve", "serve", "local HTTP API over the ONNX models: POST /predict, GET /healthz"),
-    ):
+    for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        __import__(f"pipeline.{module}", fromlist=["add_arguments"]).add_arguments(p)
+        if command in (None, name):
+            importlib.import_module(module).add_arguments(p)
     return top
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    if args.stage in ("predict", "fetch", "serve"):
-        return __import__(f"pipeline.{args.stage}", fromlist=["main"]).main(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    args = parser(command).parse_args(argv)
+    if args.stage in COMMANDS:
+        return importlib.import_module(COMMANDS[args.stage][0]).main(args)
     cfg = config.from_args(args)
-    from . import (
+    from pipeline.stages import (
         data,
         distil,
         embed,
@@ -52,18 +62,18 @@ def main(argv=None) -> int:
         export,
         figures,
         finetune,
-        fusion,
         publish,
-        select_extra,
+        select,
         topics,
+        train,
     )
 
     stage = {
         "data": data.run,
         "embed": embed.run,
-        "select": select_extra.run,
+        "select": select.run,
         "finetune": finetune.run,
-        "train": lambda cfg: (fusion.run(cfg), fusion.run(cfg, "student")),
+        "train": lambda cfg: (train.run(cfg), train.run(cfg, "student")),
         "evaluate": evaluate.run,
         "distil": distil.run,
         "export": export.run,

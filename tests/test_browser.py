@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline import packed_weights, text_export
+from pipeline.export import packing, text_export
+from pipeline.runtime import packed_weights
 from tests import site
 from tests.conftest import ROOT, cli
 from tests.tiny_data import poster
@@ -190,7 +191,7 @@ def thresholds(spec, mode):
 
 def assert_agree(server, got, expected, mode):
     """Probabilities within the tolerance; the same decision for every genre not within it of its threshold."""
-    from pipeline import rules
+    from pipeline.runtime import rules
 
     tol = tolerance(server, mode)
     b, n = got["probabilities"], expected["probabilities"]
@@ -275,14 +276,14 @@ POSTER_FILES = ["plain.jpg", "exif.jpg", "cmyk.jpg", "alpha.png", "tiny.png", "h
 
 @pytest.mark.parametrize("name", POSTER_FILES)
 def test_posters_match_predict(page, server, posters, tmp_path, name):
-    from pipeline import image
+    from pipeline.runtime import image_io
 
     folder, _ = posters
     shutil.copy(folder / name, tmp_path / name)
     page.set_input_files("#poster", str(tmp_path / name))
     page.wait_for_selector("#poster-preview:not([hidden])", timeout=120_000)
     try:
-        pixels = image.load_image(tmp_path / name)
+        pixels = image_io.load_image(tmp_path / name)
         size = page.evaluate(
             "[document.getElementById('poster-preview').width, document.getElementById('poster-preview').height]"
         )
@@ -296,7 +297,7 @@ def test_posters_match_predict(page, server, posters, tmp_path, name):
 
 def test_browser_pixels_equal_python_pixels(page, server, posters):
     """Stronger than probabilities: the poster embedding from the browser's pixels equals Python's."""
-    from pipeline import image
+    from pipeline.runtime import image_io
 
     folder, _ = posters
     session = ort.InferenceSession(str(server.models / server.spec["poster_encoder"]["file"]))
@@ -308,7 +309,7 @@ def test_browser_pixels_equal_python_pixels(page, server, posters):
             " return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); })()"
         )
         page.click("#clear-poster")
-        pixels = image.load_image(folder / name)
+        pixels = image_io.load_image(folder / name)
         browser_pixels = np.array(rgba, np.uint8).reshape(pixels.shape[0], pixels.shape[1], 4)[..., :3]
         worst = int(np.abs(browser_pixels.astype(int) - pixels.astype(int)).max())
         print(f"{name}: largest pixel difference browser vs Python {worst}")
@@ -378,7 +379,7 @@ def test_caution_for_text_that_is_not_a_plot(page, text, caution):
 
 
 def test_sentence_highlights_match_python(page, server):
-    from pipeline.predict import GenrePredictor, sentence_importance
+    from pipeline.runtime.predict import GenrePredictor, sentence_importance
 
     plot = PLOTS[2] + " Nobody believes them until the youngest disappears. A priest is called."
     run_demo(page, plot)
@@ -398,7 +399,7 @@ def test_sentence_highlights_match_python(page, server):
 
 
 def test_sentences_past_the_window_are_exact_zeros(page, server):
-    from pipeline.predict import GenrePredictor, sentence_importance
+    from pipeline.runtime.predict import GenrePredictor, sentence_importance
 
     run_demo(page, LONG_PLOT)
     page.wait_for_selector("#demo-app[data-why-ms]", timeout=300_000)
@@ -414,8 +415,8 @@ def test_sentences_past_the_window_are_exact_zeros(page, server):
 
 def test_poster_heatmap_is_computed_in_the_browser(page, server, posters):
     """Grad-CAM from the poster encoder's features F and the head's Jacobian J, as pipeline/poster_cam.py defines it."""
-    from pipeline import image
-    from pipeline.predict import GenrePredictor
+    from pipeline.runtime import image_io
+    from pipeline.runtime.predict import GenrePredictor
 
     spec = server.spec
     folder, _ = posters
@@ -426,9 +427,9 @@ def test_poster_heatmap_is_computed_in_the_browser(page, server, posters):
         run_demo(page, PLOTS[2], "plot+poster")
         page.wait_for_selector("#cam:not([hidden])", timeout=60_000)
         cam = json.loads(page.get_attribute("#demo-app", "data-cam"))
-        pixels = image.load_image(folder / "plain.jpg")
+        pixels = image_io.load_image(folder / "plain.jpg")
         poster_session = ort.InferenceSession(str(server.models / spec["poster_encoder"]["file"]))
-        head = ort.InferenceSession(packed_weights.model_source(server.models / spec["fusion_head"]["file"]))
+        head = ort.InferenceSession(packing.model_source(server.models / spec["fusion_head"]["file"]))
         x = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
         emb, features = poster_session.run(["embedding", spec["gradcam"]["features"]["output"]], {"image": x})
         text = GenrePredictor(server.models).embed_plot(PLOTS[2])
@@ -792,18 +793,18 @@ def synthetic_blobs(folder):
             two_matmuls(path, k, n, seed=i)
             inits = {t.name: t for t in onnx.load(str(path)).graph.initializer}
             plan = {w: (bits, block or (inits[w].dims[0], 1), scale) for w in ("w1", "w2")}
-            names.append(packed_weights.pack(path, plan).name)
+            names.append(packing.pack(path, plan).name)
     for bits in (4, 8):
         path = folder / f"table{bits}.onnx"
         gather_graph(path, 50, 128, seed=bits)
-        names.append(packed_weights.pack(path, {"table": (bits, (1, 64), "f16")}, gathered={"table"}).name)
+        names.append(packing.pack(path, {"table": (bits, (1, 64), "f16")}, gathered={"table"}).name)
     # every half but NaN (never a scale) as a scale of 1: zeros, subnormals, normals and infinities decoded
     halves = np.arange(65536, dtype=np.uint16).view(np.float16)
     halves = halves[~np.isnan(halves)]
     tensor = {"name": "w", "rows": 1, "cols": len(halves), "bits": 8, "block": [1, 1], "scale": "f16", "at": 0}
     chunks = [(np.ones(len(halves), np.int8).tobytes(), halves.astype("<f2").tobytes())]
     about = {"location": "halves.float32", "bytes": 4 * len(halves)}
-    names.append(packed_weights.write_blob(folder / "halves.weights", about, [tensor], chunks).name)
+    names.append(packing.write_blob(folder / "halves.weights", about, [tensor], chunks).name)
     return names
 
 
@@ -940,7 +941,7 @@ def second_version(v1, v2, shift=2.0, runtime=False):
 
     shutil.copytree(v1, v2, copy_function=os.link)
     models = v2 / "assets/models"
-    head = packed_weights.load_graph(models / "fusion_head.onnx")  # its packed weights file stays as it is
+    head = packing.load_graph(models / "fusion_head.onnx")  # its packed weights file stays as it is
     for init in head.graph.initializer:
         if init.name.endswith("text_head.bias"):  # the plot head's (and any mode's) text logits
             bias = numpy_helper.to_array(init).copy()
@@ -976,7 +977,7 @@ def second_version(v1, v2, shift=2.0, runtime=False):
 
 
 def native_probs(models, plot):
-    from pipeline.predict import GenrePredictor
+    from pipeline.runtime.predict import GenrePredictor
 
     predictor = GenrePredictor(models)
     return dict(zip(predictor.labels, map(float, predictor.probabilities(plot))))

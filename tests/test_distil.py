@@ -8,7 +8,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline import augment, config, distil, packed_weights, quantize, student_model, student_vocab, text, text_export
+from pipeline import config
+from pipeline.export import packing, quantize, text_export
+from pipeline.learn import augment, student_model, student_vocab, text
+from pipeline.stages import distil
 from tests.conftest import TINY
 
 TRAIN_PLOTS = [
@@ -196,9 +199,7 @@ def test_text_export_writes_a_runnable_encoder_that_cannot_saturate(distilled, t
     assert check["onnx_fp32_vs_torch_max_abs"] < 1e-4  # the same float32 graph: reassociation only
     assert check["cosine_to_fp32"]["min"] >= text_export.MIN_COSINE  # the export's own acceptance bound
     assert check["cannot_saturate"] and check["batchable"]
-    sess = ort.InferenceSession(
-        packed_weights.model_source(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"]
-    )
+    sess = ort.InferenceSession(packing.model_source(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
     ids = np.array([text.encode(tok, "A haunted cabin and a zyxwvut demon.", cfg.max_len)], np.int64)
     emb = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
     assert emb.shape == (1, student.dim) and np.isfinite(emb).all()

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from pipeline import fetch
-from pipeline.data import read_movies
+from pipeline.stages.data import read_movies
 
 KEY = "test-key-123"
 TIMEOUT = 0.5  # client timeout; the slow endpoint sleeps well past it

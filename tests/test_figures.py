@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pipeline.figures import architecture, scheme, style
+from pipeline.stages.figures import architecture, scheme, style
 from tests.conftest import ROOT, cli
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -194,7 +194,7 @@ def test_error_analysis_counts_on_a_hand_made_split(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from pipeline import errors
+    from pipeline.stages import errors
 
     labels = ["Action", "Comedy", "Documentary"]
     poster = tmp_path / "p.jpg"
@@ -251,7 +251,7 @@ def test_figure_text_is_at_least_9_px_at_natural_size():
     import matplotlib
 
     dpi = style.plt.rcParams["figure.dpi"]
-    sources = [*(ROOT / "pipeline/figures").glob("*.py"), ROOT / "pipeline/errors.py"]
+    sources = [*(ROOT / "pipeline/stages/figures").glob("*.py"), ROOT / "pipeline/stages/errors.py"]
     sizes = [float(s) for p in sources for s in re.findall(r"fontsize=(\d+(?:\.\d+)?)", p.read_text())]
     sizes += [matplotlib.rcParams[k] for k in ("font.size", "legend.fontsize")]
     assert sizes and min(sizes) * dpi / 72 >= 9, (min(sizes), dpi)

@@ -7,7 +7,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from pipeline import config, export, format_choice, fusion, packed_weights
+from pipeline import config
+from pipeline.export import head_packing, packing
+from pipeline.learn import fusion
+from pipeline.stages import export, format_check
 
 
 def tiny_cfg():
@@ -29,15 +32,14 @@ def test_store_like_rounds_exactly_as_the_packed_head_file_stores(tmp_path):
     head = random_head()
     export.export_head(fusion.ShippedHead(head, head), tmp_path, 48, 400)
     path = tmp_path / "fusion_head.onnx"
-    plan = format_choice.head_plan(path)
-    assert plan and all(bits == format_choice.HEAD_WEIGHTS[0] for bits, _, _ in plan.values())
+    plan = head_packing.head_plan(path)
+    assert plan and all(bits == head_packing.HEAD_WEIGHTS[0] for bits, _, _ in plan.values())
     assert not [n for n in plan if "text_head" in n]  # the encoder's genre head stays float
-    packed_weights.pack(path, plan)
+    packing.pack(path, plan)
     stored = {
-        i.name: numpy_helper.to_array(i)
-        for i in onnx.load_from_string(packed_weights.model_source(path)).graph.initializer
+        i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(packing.model_source(path)).graph.initializer
     }
-    rounded = format_choice.store_like(random_head())
+    rounded = head_packing.store_like(random_head())
     for name in plan:
         want = dict(rounded.named_parameters())[name.split(".", 1)[1]].detach().numpy()
         assert stored[name].tobytes() == want.astype("<f4").tobytes(), name
@@ -58,12 +60,12 @@ def test_the_format_check_reads_no_test_row(pack_head):
     text_head = torch.nn.Linear(d, g)
     shipped = {"plot": "plot_head", "plot+poster": "fusion"}
     args = (e32, e_file, image, has_poster, y, fold, text_head, shipped)
-    first = format_choice.cv_of_format(cfg, *args, pack_head=pack_head)
+    first = format_check.cv_of_format(cfg, *args, pack_head=pack_head)
     test = fold < 0  # the rows the check must never read
     changed = [a.copy() for a in (e32, e_file, image, y)]
     for a in changed:
         a[test] = rng.normal(size=a[test].shape) * 100
-    second = format_choice.cv_of_format(
+    second = format_check.cv_of_format(
         cfg, *changed[:3], has_poster, changed[3], fold, text_head, shipped, pack_head=pack_head
     )
     assert first == second

@@ -6,7 +6,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import gptq, packed_weights
+from pipeline.export import gptq, packing
+from pipeline.runtime import packed_weights
 
 
 def correlated_inputs(tokens: int, k: int, seed: int) -> np.ndarray:
@@ -33,7 +34,7 @@ def test_gptq_keeps_a_layers_outputs_closer_to_float_than_nearest_rounding(k, n,
     w = np.random.default_rng(n).normal(0, 0.05, (k, n)).astype(np.float32)
     h = x.astype(np.float64).T @ x / len(x)
     q, s = gptq.quantize(w, h, bits, block, "f16")
-    q_near, s_near = packed_weights.quantize(w, bits, block, "f16")
+    q_near, s_near = packing.quantize(w, bits, block, "f16")
     # the same scales (GPTQ chooses integers only), in the layout pack() stores
     assert q.dtype == np.int8 and q.shape == w.shape and np.abs(q).max() <= packed_weights.LEVELS[bits]
     assert s.dtype == np.float16 and np.array_equal(s, s_near)
@@ -46,7 +47,7 @@ def paper_gptq(w, h, bits, block, scale, act_order):
     """The paper's Algorithm 1 without lazy batches (after each row is rounded, every row after it is updated
     at once), with the reference code's act order permutation when asked. Independent of gptq.quantize's
     batching and transposes."""
-    _, scales = packed_weights.quantize(w, bits, block, scale)
+    _, scales = packing.quantize(w, bits, block, scale)
     s = packed_weights.per_weight(scales, block, w.shape).astype(np.float64)  # [K, N]
     b, h = w.astype(np.float64), h.copy()
     order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(len(h))
@@ -78,7 +79,7 @@ def test_with_uncorrelated_inputs_gptq_is_nearest_rounding():
     """H = identity: no input predicts another, so no error has anywhere to go."""
     w = np.random.default_rng(3).normal(0, 1, (96, 24)).astype(np.float32)
     q, s = gptq.quantize(w, np.eye(96), 4, (32, 1), "f16")
-    q_near, s_near = packed_weights.quantize(w, 4, (32, 1), "f16")
+    q_near, s_near = packing.quantize(w, 4, (32, 1), "f16")
     assert np.array_equal(q, q_near) and np.array_equal(s, s_near)
 
 
@@ -125,7 +126,7 @@ def test_pack_stores_given_integers_and_refuses_another_layout(tmp_path):
     matmul_graph(tmp_path / "g.onnx", w)
     plan = {"w": (4, (32, 1), "f16")}
     q, s = gptq.quantize(w, np.cov(rng.normal(0, 1, (64, 500))), *plan["w"])
-    blob = packed_weights.pack(tmp_path / "g.onnx", plan, quantized={"w": (q, s)}).read_bytes()
+    blob = packing.pack(tmp_path / "g.onnx", plan, quantized={"w": (q, s)}).read_bytes()
     stored_q, stored_s = packed_weights.tensor(blob, packed_weights.read_blob(blob)["tensors"][0])
     assert np.array_equal(stored_q, q) and np.array_equal(stored_s, s)
     matmul_graph(tmp_path / "h.onnx", w)
@@ -136,6 +137,6 @@ def test_pack_stores_given_integers_and_refuses_another_layout(tmp_path):
     # scale type, shape, levels, a NaN scale (its payload would not survive the browser's rebuild)
     for wrong in ((q, s.astype(np.float32)), (q[:, :40], s), (q * 2, s), (low, s), (q, nan)):
         with pytest.raises(ValueError, match="layout"):
-            packed_weights.pack(tmp_path / "h.onnx", plan, quantized={"w": wrong})
+            packing.pack(tmp_path / "h.onnx", plan, quantized={"w": wrong})
     with pytest.raises(ValueError, match="does not name"):
-        packed_weights.pack(tmp_path / "h.onnx", plan, quantized={"w": (q, s), "v": (q, s)})
+        packing.pack(tmp_path / "h.onnx", plan, quantized={"w": (q, s), "v": (q, s)})

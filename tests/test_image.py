@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import image
+from pipeline.learn import poster_encoder
+from pipeline.runtime import image_io
 
 
 def png(im: Image.Image, **kw) -> bytes:
@@ -22,7 +23,7 @@ def test_transparent_pixels_are_composited_over_white():
     rgba[0, 1] = (200, 100, 0, 255)  # opaque: unchanged
     rgba[0, 2] = (200, 100, 0, 128)  # half: round(c*a/255) + 255 - a
     rgba[1] = (10, 20, 30, 1)
-    got = image.load_image(png(Image.fromarray(rgba, "RGBA")))
+    got = image_io.load_image(png(Image.fromarray(rgba, "RGBA")))
     assert got[0, 0].tolist() == [255, 255, 255]
     assert got[0, 1].tolist() == [200, 100, 0]
     assert got[0, 2].tolist() == [round(200 * 128 / 255) + 127, round(100 * 128 / 255) + 127, 127]
@@ -33,10 +34,10 @@ def test_palette_transparency_and_grey_alpha_are_composited():
     p = Image.new("P", (4, 4), 0)
     p.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     p.putpixel((1, 1), 1)
-    got = image.load_image(png(p, transparency=0))
+    got = image_io.load_image(png(p, transparency=0))
     assert got[0, 0].tolist() == [255, 255, 255] and got[1, 1].tolist() == [255, 0, 0]
     la = Image.fromarray(np.dstack([np.full((2, 2), 50, np.uint8), np.zeros((2, 2), np.uint8)]), "LA")
-    assert (image.load_image(png(la)) == 255).all()
+    assert (image_io.load_image(png(la)) == 255).all()
 
 
 def test_exif_orientation_is_applied():
@@ -46,7 +47,7 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # rotate 90° clockwise to display
     buf = io.BytesIO()
     im.save(buf, "JPEG", exif=exif, quality=95)
-    got = image.load_image(buf.getvalue())
+    got = image_io.load_image(buf.getvalue())
     assert got.shape == (40, 20, 3)
     assert got[5, 10, 2] > 200 and got[35, 10, 0] > 200  # blue on top after the rotation
 
@@ -54,7 +55,7 @@ def test_exif_orientation_is_applied():
 def test_cmyk_jpeg_is_read_as_rgb():
     buf = io.BytesIO()
     Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(buf, "JPEG", quality=95)
-    got = image.load_image(buf.getvalue())
+    got = image_io.load_image(buf.getvalue())
     assert got.shape == (16, 16, 3)
     assert got[8, 8, 0] > 200 and got[8, 8, 1] < 60 and got[8, 8, 2] < 60  # red
 
@@ -62,7 +63,7 @@ def test_cmyk_jpeg_is_read_as_rgb():
 def test_block_mean_is_integer_exact():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
-    got = image.block_mean(x, 3)
+    got = image_io.block_mean(x, 3)
     assert got.shape == (3, 2, 3)
     for i, j in [(0, 0), (2, 1), (1, 1)]:
         block = x[3 * i : 3 * i + 3, 3 * j : 3 * j + 3].astype(int)
@@ -74,22 +75,22 @@ def test_block_mean_is_integer_exact():
     "size,reduced", [((4000, 50), (1000, 13)), ((2048, 1024), (1024, 512)), ((1025, 10), (513, 5))]
 )
 def test_large_images_are_reduced_by_an_integer_factor(size, reduced):
-    got = image.load_image(png(Image.new("RGB", size, (9, 99, 199))))
+    got = image_io.load_image(png(Image.new("RGB", size, (9, 99, 199))))
     assert got.shape == (reduced[1], reduced[0], 3)
     assert (got == (9, 99, 199)).all()
 
 
 def test_tiny_image():
-    got = image.load_image(png(Image.new("RGB", (1, 1), (1, 2, 3))))
+    got = image_io.load_image(png(Image.new("RGB", (1, 1), (1, 2, 3))))
     assert got.tolist() == [[[1, 2, 3]]]
 
 
 def test_decompression_bomb_is_refused_before_decoding():
-    side = int(image.MAX_PIXELS**0.5) + 100
+    side = int(image_io.MAX_PIXELS**0.5) + 100
     data = png(Image.new("1", (side, side)))  # a few kB that would decode to ~170 MB of RGBA
     assert len(data) < 200_000
     with pytest.raises(ValueError, match="megapixel limit"):
-        image.load_image(data)
+        image_io.load_image(data)
 
 
 @pytest.mark.parametrize(
@@ -98,14 +99,14 @@ def test_decompression_bomb_is_refused_before_decoding():
 )
 def test_unusable_bytes_raise_value_error(data, message):
     with pytest.raises(ValueError, match=message):
-        image.load_image(data)
+        image_io.load_image(data)
 
 
 def test_area_resize_is_a_box_filter():
     x = torch.arange(12, dtype=torch.float32).reshape(1, 1, 12, 1).expand(1, 1, 12, 2)
-    out = image.area_resize_rows(x, 4)
+    out = poster_encoder.area_resize_rows(x, 4)
     assert torch.allclose(out[0, 0, :, 0], torch.tensor([1.0, 4.0, 7.0, 10.0]))  # means of 3-row blocks
-    up = image.area_resize_rows(torch.tensor([[[[0.0], [8.0]]]]), 4)
+    up = poster_encoder.area_resize_rows(torch.tensor([[[[0.0], [8.0]]]]), 4)
     assert torch.allclose(up[0, 0, :, 0], torch.tensor([0.0, 0.0, 8.0, 8.0]))
-    odd = image.area_resize_rows(torch.tensor([[[[0.0], [3.0], [6.0]]]]), 2)  # rows [0, 1.5) and [1.5, 3)
+    odd = poster_encoder.area_resize_rows(torch.tensor([[[[0.0], [3.0], [6.0]]]]), 2)  # rows [0, 1.5) and [1.5, 3)
     assert torch.allclose(odd[0, 0, :, 0], torch.tensor([1.0, 5.0]))

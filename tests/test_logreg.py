@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from pipeline import logreg
+from pipeline.learn import logreg
 
 
 @pytest.mark.parametrize("c", [0.01, 1.0])

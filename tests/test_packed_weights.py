@@ -8,7 +8,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import packed_weights, quantize
+from pipeline.export import packing, quantize
+from pipeline.runtime import packed_weights
 
 
 def two_matmuls(path, k: int, n: int, seed: int):
@@ -51,9 +52,9 @@ def test_int8_packed_graph_gives_the_cast_mul_graphs_outputs_bit_for_bit(tmp_pat
     two_matmuls(folded, k, n, seed=k + n)
     packed.write_bytes(folded.read_bytes())
     quantize.weights_only_int8(folded, min_size=1)  # every weight int8 x per-column scale: Cast + Mul
-    blob = packed_weights.pack(packed, plan_for(packed, *FORMATS["int8 per column"]))
+    blob = packing.pack(packed, plan_for(packed, *FORMATS["int8 per column"]))
     assert blob == tmp_path / "packed.weights"
-    ops = [node.op_type for node in packed_weights.load_graph(packed).graph.node]
+    ops = [node.op_type for node in packing.load_graph(packed).graph.node]
     assert ops == ["MatMul", "Relu", "MatMul"]  # no dequantizing node in the graph
     header = packed_weights.read_blob(blob.read_bytes())
     tensors = header["tensors"]
@@ -74,7 +75,7 @@ def test_float_weights_are_one_rounded_product_per_weight(tmp_path, fmt):
     two_matmuls(path, 96, 40, seed=1)
     original = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
     bits, block, scale = FORMATS[fmt]
-    packed_weights.pack(path, plan_for(path, bits, block, scale))
+    packing.pack(path, plan_for(path, bits, block, scale))
     raw = packed_weights.blob_path(path).read_bytes()
     header, data = packed_weights.float_weights(raw)
     floats = np.frombuffer(data, "<f4")
@@ -88,7 +89,7 @@ def test_float_weights_are_one_rounded_product_per_weight(tmp_path, fmt):
         # against plain rounding (each block's scale its largest |w| / levels, as 8 bits always uses): never a
         # larger squared error per block, since the clip search includes that scale
         w = original[t["name"]]
-        blocks = packed_weights.blocks_of
+        blocks = packing.blocks_of
         plain = (blocks(np.abs(w), (br, bc)).max((1, 3)) / packed_weights.LEVELS[bits]).astype(s.dtype)
         plain[plain == 0] = 1
         pf = np.repeat(np.repeat(plain.astype(np.float32), br, 0), bc, 1)[: t["rows"], : t["cols"]]
@@ -103,20 +104,20 @@ def test_float_weights_are_one_rounded_product_per_weight(tmp_path, fmt):
 
 def test_four_bit_values_are_stored_two_to_a_byte(tmp_path):
     q = np.array([[-7, 7, 0], [1, -1, 3], [-8, 5, 2]], np.int8)  # 9 values: an odd count pads the last byte
-    assert packed_weights.nibbles(q) == bytes([0x79, 0x10, 0x3F, 0x58, 0x02])
-    assert packed_weights.unnibble(packed_weights.nibbles(q), q.size).tolist() == q.ravel().tolist()
+    assert packing.nibbles(q) == bytes([0x79, 0x10, 0x3F, 0x58, 0x02])
+    assert packed_weights.unnibble(packing.nibbles(q), q.size).tolist() == q.ravel().tolist()
 
 
 def test_a_packed_graph_without_its_weights_file_fails_loudly(tmp_path):
     path = tmp_path / "m.onnx"
     two_matmuls(path, 64, 64, seed=2)
-    packed_weights.pack(path, plan_for(path, *FORMATS["int4 32-row blocks"]))
+    packing.pack(path, plan_for(path, *FORMATS["int4 32-row blocks"]))
     with pytest.raises(Exception, match="(?i)external"):
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # no m.float32 file: not run on zeros
     blob = packed_weights.blob_path(path)
     blob.write_bytes(b"nope" + bytes(8))
     with pytest.raises(ValueError, match="PKW1"):
-        packed_weights.model_source(path)
+        packing.model_source(path)
 
 
 @pytest.mark.parametrize("change", ["nothing", "location", "name", "offset", "extra tensor"])
@@ -124,7 +125,7 @@ def test_a_weights_file_that_does_not_match_its_graph_is_refused(tmp_path, chang
     """A stale or foreign NAME.weights (another export's) is never read as this graph's weights."""
     path = tmp_path / "m.onnx"
     two_matmuls(path, 64, 32, seed=4)
-    blob = packed_weights.pack(path, plan_for(path, *FORMATS["int8 per column"]))
+    blob = packing.pack(path, plan_for(path, *FORMATS["int8 per column"]))
     data = blob.read_bytes()
     header = packed_weights.read_blob(data)
     tensors = header.pop("tensors")
@@ -141,19 +142,19 @@ def test_a_weights_file_that_does_not_match_its_graph_is_refused(tmp_path, chang
     elif change == "extra tensor":
         tensors.append(dict(tensors[1], name="spare"))
         chunks.append(chunks[1])
-    packed_weights.write_blob(blob, header, tensors, chunks)  # the same values, the header changed
+    packing.write_blob(blob, header, tensors, chunks)  # the same values, the header changed
     if change == "nothing":  # the rewrite alone is no reason to refuse
-        assert isinstance(packed_weights.model_source(path), bytes)
+        assert isinstance(packing.model_source(path), bytes)
         return
     with pytest.raises(ValueError, match="export them together"):
-        packed_weights.model_source(path)
+        packing.model_source(path)
 
 
 def test_predict_refuses_a_manifest_naming_another_weights_file(tmp_path):
     """Python finds NAME.weights beside NAME.onnx: a manifest naming another file would mean two truths."""
     import json
 
-    from pipeline.manifest import ModelsMissing, check_models
+    from pipeline.runtime.manifest import ModelsMissing, check_models
 
     entry = {"file": "text_encoder.onnx", "weights_file": "text_encoder.weights"}
     (tmp_path / "manifest.json").write_text(json.dumps({"text_encoder": entry, "files": {}}))
@@ -188,8 +189,8 @@ def test_a_gathered_table_gives_the_float_tables_rows_bit_for_bit(tmp_path, bits
     for path in (as_float, gathered):
         gather_graph(path, 300, 128, seed=5)
     plan = {"table": (bits, (1, 64), "f16")}
-    packed_weights.pack(as_float, plan)
-    packed_weights.pack(gathered, plan, gathered={"table"})
+    packing.pack(as_float, plan)
+    packing.pack(gathered, plan, gathered={"table"})
     ids = np.random.default_rng(1).integers(0, 300, (2, 7)).astype(np.int64)
     want = quantize.session(as_float).run(None, {"ids": ids})[0]
     got = quantize.session(gathered).run(None, {"ids": ids})[0]

@@ -18,20 +18,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline import (
-    cache,
-    export,
-    finetune,
-    format_choice,
-    fusion,
-    image,
-    int8_reference,
-    packed_weights,
-    student_model,
-    text,
-    text_export,
-)
-from pipeline.predict import GenrePredictor
+from pipeline import cache
+from pipeline.export import head_packing, int8_reference, packing, text_export
+from pipeline.learn import fusion, poster_encoder, student_model, text
+from pipeline.runtime import image_io
+from pipeline.runtime.predict import GenrePredictor
+from pipeline.stages import export, finetune
 
 INT8_COSINE = text_export.MIN_COSINE - 0.005  # the export's bound on dev inputs, margin for other inputs (docstring)
 INT4_COSINE = 0.9  # int4 is accepted by CV, not a cosine: 0.9 tells rounding from a broken rebuild (test_quantize)
@@ -109,9 +101,9 @@ def test_poster_encoder_matches_torch(predictor, tmp_path, size, genres):
     from tests.tiny_data import poster
 
     poster(tmp_path / "p.jpg", random.Random(size[0]), genres, size=size)
-    pixels = image.load_image(tmp_path / "p.jpg")
+    pixels = image_io.load_image(tmp_path / "p.jpg")
     with torch.no_grad():
-        expected = image.PosterEncoder(224).eval()(image.to_tensor(pixels)).numpy()
+        expected = poster_encoder.PosterEncoder(224).eval()(poster_encoder.to_tensor(pixels)).numpy()
     got = predictor.embed_poster(pixels)
     assert got.shape == (1, predictor.spec["poster_encoder"]["dim"])
     int8 = "int8" in str(predictor.spec["poster_encoder"].get("quantization", ""))
@@ -138,9 +130,9 @@ def test_fusion_head_matches_torch(tiny):
     text_head = finetune.load_head(stage_output(tiny, "finetune"))
     heads = {m: export.head_for(i, trained, text_head, 1280) for m, i in spec["fusion_head"]["heads"].items()}
     if spec["fusion_head"].get("weights_file"):  # its matrices as the packed file stores them
-        heads = {m: format_choice.store_like(h) for m, h in heads.items()}
+        heads = {m: head_packing.store_like(h) for m, h in heads.items()}
     head = fusion.ShippedHead(heads["plot"], heads["plot+poster"]).eval()
-    session = ort.InferenceSession(packed_weights.model_source(tiny.models / "fusion_head.onnx"))
+    session = ort.InferenceSession(packing.model_source(tiny.models / "fusion_head.onnx"))
     rng = np.random.default_rng(0)
     for has in (0.0, 1.0):
         feed = {
@@ -156,7 +148,7 @@ def test_fusion_head_matches_torch(tiny):
 
 
 def test_no_poster_ignores_the_image_input(tiny):
-    session = ort.InferenceSession(packed_weights.model_source(tiny.models / "fusion_head.onnx"))
+    session = ort.InferenceSession(packing.model_source(tiny.models / "fusion_head.onnx"))
     t = np.random.default_rng(1).normal(size=(1, 384)).astype(np.float32)
     off = np.zeros((1, 1), np.float32)
     a = session.run(None, {"text": t, "image": np.zeros((1, 1280), np.float32), "has_poster": off})[0]
@@ -168,11 +160,11 @@ def test_no_poster_ignores_the_image_input(tiny):
 def exported_poster(tmp_path_factory):
     from types import SimpleNamespace
 
-    from pipeline import poster_cam
+    from pipeline.export import poster_cam
 
     out = tmp_path_factory.mktemp("poster")
     entry = poster_cam.export_poster(SimpleNamespace(image_size=224), out)
-    return image.PosterEncoder(224).eval(), ort.InferenceSession(str(out / entry["file"])), entry
+    return poster_encoder.PosterEncoder(224).eval(), ort.InferenceSession(str(out / entry["file"])), entry
 
 
 @pytest.mark.parametrize("size", [(1, 1), (185, 278), (1024, 13), (50, 1000), (683, 1024)])
@@ -182,9 +174,9 @@ def test_exported_poster_encoder_is_the_torch_encoder_at_any_size(exported_poste
     rng = np.random.default_rng(size[0] * 7 + size[1])
     pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     with torch.no_grad():
-        expected = encoder(image.to_tensor(pixels)).numpy()
-        features = encoder.feature_maps(image.to_tensor(pixels)).numpy()
-    got, got_features = session.run(None, {"image": image.to_tensor(pixels).numpy()})
+        expected = encoder(poster_encoder.to_tensor(pixels)).numpy()
+        features = encoder.feature_maps(poster_encoder.to_tensor(pixels)).numpy()
+    got, got_features = session.run(None, {"image": poster_encoder.to_tensor(pixels).numpy()})
     assert got.shape == (1, encoder.dim) and list(got_features.shape) == entry["outputs"]["features"]
     # fp16-stored weights, float compute: relative weight rounding 2^-11 ~ 5e-4 through 49 convolutions
     # (errors add in quadrature, not coherently): cosine 0.9999, largest element within 1% of the scale

@@ -153,7 +153,7 @@ def test_manifest_describes_the_exported_files(tiny):
     assert spec["text_encoder"]["max_len"] == 64
     assert spec["poster_encoder"]["preprocessing"]["resize_in_model"] == [224, 224]
     # the rules Python and the browser share, as data (pipeline/rules.py)
-    from pipeline import rules
+    from pipeline.runtime import rules
 
     assert spec["rules"]["decision"] == rules.RULES["decision"]
     assert spec["rules"]["sentence_pattern"] == rules.RULES["sentence_pattern"]

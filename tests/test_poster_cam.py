@@ -22,7 +22,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline import export, fusion, image, packed_weights, poster_cam
+from pipeline.export import packing, poster_cam
+from pipeline.learn import fusion, poster_encoder
+from pipeline.runtime import image_io
+from pipeline.stages import export
 from tests.tiny_data import poster
 
 POSTERS = [("Horror", (185, 278)), ("Romance", (300, 450)), ("Action", (640, 360))]
@@ -34,14 +37,14 @@ TEXT_DIM, N_LABELS = 384, 8
 def setup(tmp_path_factory):
     out = tmp_path_factory.mktemp("cam")
     torch.manual_seed(0)
-    encoder = image.PosterEncoder(224).eval()
+    encoder = poster_encoder.PosterEncoder(224).eval()
     pixels = []
     for i, (genre, size) in enumerate(POSTERS):
         poster(out / f"p{i}.jpg", random.Random(i), [genre], size=size)
-        pixels.append(image.load_image(out / f"p{i}.jpg"))
+        pixels.append(image_io.load_image(out / f"p{i}.jpg"))
     head = fusion.FusionHead(TEXT_DIM, encoder.dim, N_LABELS, 32, 0.0)
     with torch.no_grad():
-        embs = torch.cat([encoder(image.to_tensor(p)) for p in pixels])
+        embs = torch.cat([encoder(poster_encoder.to_tensor(p)) for p in pixels])
         head.image_mean.copy_(embs.mean(0))
         head.image_std.copy_(embs.std(0) + 1e-3)
     head.eval()
@@ -56,7 +59,7 @@ def setup(tmp_path_factory):
         pixels=pixels,
         text=text,
         poster=ort.InferenceSession(str(out / poster_entry["file"])),
-        fusion=ort.InferenceSession(packed_weights.model_source(out / "fusion_head.onnx")),
+        fusion=ort.InferenceSession(packing.model_source(out / "fusion_head.onnx")),
         entries=(
             poster_entry,
             poster_cam.gradcam_entry("fusion_head.onnx", poster_entry["file"], N_LABELS, encoder.dim),
@@ -90,7 +93,7 @@ def gradcam(setup, pixels, genre):
 
     model = Classifier(setup.encoder, setup.head, setup.text).eval()
     with GradCAM(model=model, target_layers=[setup.encoder.features]) as cam:
-        return cam(input_tensor=image.to_tensor(pixels), targets=[ClassifierOutputTarget(genre)])[0]
+        return cam(input_tensor=poster_encoder.to_tensor(pixels), targets=[ClassifierOutputTarget(genre)])[0]
 
 
 def cam_maps(jacobian: np.ndarray, features: np.ndarray) -> np.ndarray:
@@ -110,7 +113,7 @@ def scaled(raw, shape):
 def test_manifest_entries(setup):
     poster_entry, gradcam_entry = setup.entries
     assert poster_entry["outputs"]["features"] == [1, setup.encoder.dim, 7, 7]
-    assert poster_entry["preprocessing"]["max_pixels"] == image.MAX_PIXELS
+    assert poster_entry["preprocessing"]["max_pixels"] == image_io.MAX_PIXELS
     assert gradcam_entry["jacobian"]["shape"] == ["batch", N_LABELS, setup.encoder.dim]
     assert [o.name for o in setup.fusion.get_outputs()] == ["probabilities", "image_jacobian"]
     assert [o.name for o in setup.poster.get_outputs()] == ["embedding", "features"]
@@ -118,7 +121,7 @@ def test_manifest_entries(setup):
 
 def test_image_jacobian_is_the_autograd_jacobian(setup):
     with torch.no_grad():
-        emb = setup.encoder(image.to_tensor(setup.pixels[0]))
+        emb = setup.encoder(poster_encoder.to_tensor(setup.pixels[0]))
     auto = torch.autograd.functional.jacobian(lambda e: setup.head.logits(setup.text, e, torch.ones(1, 1))[0], emb)[
         :, 0
     ]  # [G, D]
@@ -147,7 +150,7 @@ def test_cam_from_the_jacobian_matches_pytorch_grad_cam(setup, which, genre):
     pixels = setup.pixels[which]
     expected = reference(setup, pixels, genre)
     with torch.no_grad():
-        features = setup.encoder.feature_maps(image.to_tensor(pixels))
+        features = setup.encoder.feature_maps(poster_encoder.to_tensor(pixels))
         emb = features.mean(dim=(2, 3))
         jac = setup.head.image_jacobian(setup.text, emb)[0].numpy()
     onnx_jac = setup.fusion.run(
@@ -166,7 +169,7 @@ def test_shipped_graphs_match_pytorch_grad_cam(setup, which):
     x = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
     emb, features = setup.poster.run(None, {"image": x})
     with torch.no_grad():
-        torch_emb = setup.encoder(image.to_tensor(pixels)).numpy()
+        torch_emb = setup.encoder(poster_encoder.to_tensor(pixels)).numpy()
     np.testing.assert_allclose(features.mean(axis=(2, 3)), emb, atol=1e-5)  # the embedding is F's mean
     assert np.abs(emb - torch_emb).max() <= 0.01 * np.abs(torch_emb).max()  # fp16 storage (docstring)
     jac = setup.fusion.run(None, {"text": setup.text.numpy(), "image": emb, "has_poster": np.ones((1, 1), np.float32)})[
@@ -180,7 +183,7 @@ def test_shipped_graphs_match_pytorch_grad_cam(setup, which):
 
 def test_different_genres_look_at_different_places(setup):
     with torch.no_grad():
-        features = setup.encoder.feature_maps(image.to_tensor(setup.pixels[1]))
+        features = setup.encoder.feature_maps(poster_encoder.to_tensor(setup.pixels[1]))
         jac = setup.head.image_jacobian(setup.text, features.mean(dim=(2, 3)))[0].numpy()
     maps = cam_maps(jac, features.numpy()[0])
     a, b = scaled(maps[GENRES[0]], (7, 7)), scaled(maps[GENRES[1]], (7, 7))
@@ -193,7 +196,7 @@ def test_fp32_export_is_the_fp16_export_without_rounding(setup, tmp_path):
     fp32 = ort.InferenceSession(str(tmp_path / entry["file"]))
     x = np.ascontiguousarray(setup.pixels[0].transpose(2, 0, 1)[None], dtype=np.float32)
     with torch.no_grad():
-        expected = setup.encoder(image.to_tensor(setup.pixels[0])).numpy()
+        expected = setup.encoder(poster_encoder.to_tensor(setup.pixels[0])).numpy()
     got = fp32.run(None, {"image": x})[0]
     assert np.abs(got - expected).max() <= 1e-3 * np.abs(expected).max()  # fp32 either side, Lite0's depth
     assert (tmp_path / entry["file"]).stat().st_size > 10_000_000  # fp32 weights (the fp16-stored file is ~7 MB)

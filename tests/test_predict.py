@@ -16,9 +16,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.serve import bomb_png
-from pipeline import image, rules
-from pipeline.predict import GenrePredictor, sentence_importance
-from pipeline.predictor import MAX_PADDING, MAX_TOKENS, length_batches, padded
+from pipeline.runtime import image_io, rules
+from pipeline.runtime.predict import GenrePredictor, sentence_importance
+from pipeline.runtime.predictor import MAX_PADDING, MAX_TOKENS, length_batches, padded
 from tests.conftest import ROOT, cli
 from tests.tiny_data import poster
 
@@ -157,7 +157,7 @@ def test_oversized_posters_are_refused_before_decoding(inputs, models, kind, mes
         path.write_bytes(bomb_png(30_000, 30_000))  # 900 megapixels claimed in a few hundred bytes
     elif kind == "over-20-MB":
         with open(path, "wb") as f:
-            f.truncate(image.MAX_BYTES + 1)  # sparse: costs no disk
+            f.truncate(image_io.MAX_BYTES + 1)  # sparse: costs no disk
     else:
         path.mkdir()
     src = write_csv(inputs / "in.csv", ["tmdb_id", "overview", "poster"], [[1, PLOTS[0], "img/x.png"]])
@@ -330,7 +330,7 @@ def one_at_a_time(models, rows, base):
     predictor = GenrePredictor(models)
     out = []
     for plot, path in rows:
-        pixels = image.load_image(base / path) if path else None
+        pixels = image_io.load_image(base / path) if path else None
         probs = predictor.probabilities(plot, pixels)
         out.append((probs, predictor.decide(probs, "plot+poster" if path else "plot")))
     return out

@@ -19,7 +19,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import image, int8_reference, packed_weights, quantize, text
+from pipeline.export import int8_reference, packing, quantize
+from pipeline.learn import poster_encoder, text
+from pipeline.runtime import image_io, packed_weights
 from tests import tiny_data
 
 # operators a statically quantized poster graph may contain: the float front (area resize,
@@ -139,7 +141,7 @@ def test_cosine_and_batch_checks_detect_differences(tiny_cnn, tmp_path):
 def lite0(tmp_path_factory):
     path = tmp_path_factory.mktemp("lite0") / "poster_fp32.onnx"
     quantize.export_onnx(
-        image.PosterEncoder(224),
+        poster_encoder.PosterEncoder(224),
         (torch.rand(1, 3, 278, 185) * 255,),
         path,
         ["image"],
@@ -154,7 +156,7 @@ def test_lite0_int8_is_under_4_mb_cannot_saturate_and_is_close_to_fp32(lite0, tm
     the real poster model, checked on the invented posters: neither can saturate (so this CPU's
     numbers are every CPU's), and each keeps item 1's bound for its format."""
     folder = tiny_data.make(tmp_path / "data", n=24)
-    posters = [image.load_image(p) for p in sorted((folder / "posters").glob("1*.jpg"))]
+    posters = [image_io.load_image(p) for p in sorted((folder / "posters").glob("1*.jpg"))]
     shipped, static = tmp_path / "poster_int8.onnx", tmp_path / "poster_static.onnx"
     info = quantize.quantize_poster(lite0, shipped, posters[:16])
     assert quantize.POSTER_MODE == "weights" and info["calibration_images"] == 0
@@ -337,9 +339,7 @@ def test_shipped_text_formats_have_no_integer_kernels(minilm_fp32, tmp_path, mod
     assert int8_reference.cannot_saturate(out)["integer_nodes"] == 0
     # the packed weights ship in text_MODE.weights, rebuilt before onnxruntime is handed the graph
     assert len(packed_weights.read_blob(packed_weights.blob_path(out).read_bytes())["tensors"]) == tensors
-    assert not [
-        n for n in packed_weights.load_graph(out).graph.node if n.op_type == "Cast" and n.input[0].endswith("_int8")
-    ]
+    assert not [n for n in packing.load_graph(out).graph.node if n.op_type == "Cast" and n.input[0].endswith("_int8")]
     # at most the embedding tables' DequantizeLinear after their Gather remains: float arithmetic
     assert quantize.quantized_ops(out, optimized=True) <= {"DequantizeLinear"}, quantize.quantized_ops(out, True)
     assert info["bytes"] < max_bytes

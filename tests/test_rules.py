@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from pipeline import rules
+from pipeline.runtime import rules
 from tests.conftest import ROOT
 
 RULES = rules.RULES

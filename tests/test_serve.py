@@ -17,9 +17,9 @@ from PIL import Image
 from werkzeug.serving import make_server
 
 from bench.serve import Server, bomb_png, flood
-from pipeline.image import load_image
-from pipeline.predict import GenrePredictor, ModelsMissing
-from pipeline.serve import create_app
+from pipeline.runtime.image_io import load_image
+from pipeline.runtime.predict import GenrePredictor, ModelsMissing
+from pipeline.runtime.serve import create_app
 from tests.conftest import ROOT, cli
 from tests.test_predict import models_with, poster_matters
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import text_export
+from pipeline.export import text_export
 from tests import site
 
 ROOT = site.ROOT

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline import publish
+from pipeline.stages import publish
 
 CFG = {"target_plot_micro": 0.65, "target_plot_macro": 0.58, "target_margin_points": 3.0}
 

@@ -4,7 +4,7 @@ strength chosen by CV, a per-genre strength eligible only when it costs no out-o
 import numpy as np
 import pytest
 
-from pipeline import thresholds
+from pipeline.choose import thresholds
 
 
 def calibrated(seed, n=900, g=5):
@@ -128,14 +128,14 @@ def test_the_global_threshold_is_tuned_under_the_shipped_rule():
 
 def test_cv_scores_ignore_fold_ids_that_are_not_there():
     """Folds 0, 2 and 4: the mean is over those three, not over five with two empty ones."""
-    from pipeline import evaluate
+    from pipeline.choose import model_choice
 
     probs, y, fold = calibrated(6, n=600)
     gappy = fold * 2
     shrinks = [0.0, 10.0, np.inf]
-    assert evaluate.cv_scores(probs, y, gappy, shrinks) == evaluate.cv_scores(probs, y, fold, shrinks) | {
+    assert model_choice.cv_scores(probs, y, gappy, shrinks) == model_choice.cv_scores(probs, y, fold, shrinks) | {
         "cv_threshold_shrink_by_fold": {
             str(2 * int(k)): v
-            for k, v in evaluate.cv_scores(probs, y, fold, shrinks)["cv_threshold_shrink_by_fold"].items()
+            for k, v in model_choice.cv_scores(probs, y, fold, shrinks)["cv_threshold_shrink_by_fold"].items()
         }
     }

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import packed_weights, quantize, web_session
+from pipeline.export import packing, quantize, web_session
 from tests.conftest import ROOT
 from tests.test_packed_weights import two_matmuls
 
@@ -48,7 +48,7 @@ def with_identity(path):
         (
             lambda p: (
                 two_matmuls(p, 32, 32, seed=3),
-                packed_weights.pack(p, {w: (4, (32, 1), "f16") for w in ("w1", "w2")}),
+                packing.pack(p, {w: (4, (32, 1), "f16") for w in ("w1", "w2")}),
             ),
             "disabled",
         ),

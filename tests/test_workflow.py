@@ -166,15 +166,41 @@ def test_every_pin_names_its_tag():
         assert re.search(r"@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line), line
 
 
-def test_lint_passes_with_the_pinned_ruff_and_ci_runs_the_same_target():
-    """`make lint` (the Makefile names the folders once) passes with this venv's ruff, which is the version
-    requirements.txt pins, and CI's lint job runs that same target: an unformatted file fails `make test`
-    (it failed on the tiny_data.py of 3a7a4fd), not only the lint job."""
+def test_lint_passes_with_the_pinned_tools_and_ci_runs_the_same_target():
+    """`make lint` (the Makefile names the folders once) passes with this venv's ruff and import-linter, the
+    versions requirements.txt pins, and CI's lint job runs that same target: an unformatted file or a broken
+    layer fails `make test` (it failed on the tiny_data.py of 3a7a4fd), not only the lint job."""
     lint = commands(load()["jobs"]["lint"])
-    assert "make lint RUFF=" in lint and "grep '^ruff==' requirements.txt" in lint, lint
-    ruff = Path(sys.executable).parent / "ruff"
+    assert "make lint RUFF=" in lint and "LINT_IMPORTS=" in lint, lint
+    assert "grep '^ruff==' requirements.txt" in lint and "grep '^import-linter==' requirements.txt" in lint, lint
+    bin_dir = Path(sys.executable).parent
+    ruff = bin_dir / "ruff"
     pin = re.search(r"^ruff==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
     version = subprocess.run([str(ruff), "--version"], capture_output=True, text=True, check=True).stdout
     assert version.split() == ["ruff", pin], (version, pin)
-    proc = subprocess.run(["make", "-s", "lint", f"RUFF={ruff}"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["make", "-s", "lint", f"RUFF={ruff}", f"LINT_IMPORTS={bin_dir / 'lint-imports'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "module, line",
+    [
+        ("runtime/rules.py", "import torch"),  # the runtime is torch-free
+        ("runtime/manifest.py", "from pipeline.learn import text"),  # a layer imports only those below it
+        ("choose/thresholds.py", "import onnxruntime"),  # choices are pure
+    ],
+)
+def test_the_layer_contracts_catch_a_broken_import(tmp_path, module, line):
+    """The contracts can fail: a copy of the package with one forbidden import does not pass lint-imports."""
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    target = tmp_path / "pipeline" / module
+    target.write_text(line + "\n" + target.read_text())
+    lint = Path(sys.executable).parent / "lint-imports"
+    proc = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0 and "BROKEN" in proc.stdout.upper(), proc.stdout + proc.stderr

@@ -1,0 +1,1 @@
+"""Choices as pure functions of scores: thresholds, extra rows, format, model and student."""

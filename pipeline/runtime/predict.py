@@ -1,0 +1,325 @@
+"""`predict`: genres for a CSV of plots (and optional posters) from the exported ONNX files.
+
+    python -m pipeline predict movies.csv --out genres.csv [--workers N] [--batch N] [--allow-outside]
+
+The CSV is read as a stream (pipeline/csv_stream.py), a chunk of rows at a time, so memory does not
+grow with its length; a malformed line is reported with its line number and skipped. Chunks go to
+`--workers` processes (default: one per core), each with its own single-threaded GenrePredictor
+(pipeline/predictor.py), which runs `--batch` rows per model call where the manifest allows it.
+
+Exit status: 0 when every row got a prediction, 1 when some rows were skipped (each reported on
+stderr with its line number), 2 when the input or the models cannot be used at all.
+
+GenrePredictor, sentence_importance, check_models, ModelsMissing and MODES are importable from here too.
+"""
+
+import argparse
+import csv
+import multiprocessing
+import os
+import stat
+import sys
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline import config
+from pipeline.runtime import image_io
+from pipeline.runtime.csv_stream import CsvRecords
+from pipeline.runtime.manifest import MODES, ModelsMissing, check_models
+from pipeline.runtime.occlusion import sentence_importance
+from pipeline.runtime.predictor import GenrePredictor
+
+__all__ = ["MODES", "GenrePredictor", "ModelsMissing", "check_models", "predict_csv", "sentence_importance"]
+
+
+class Unusable(Exception):
+    """The input or the models cannot be used at all: a one-line message, exit status 2."""
+
+
+@dataclass
+class Row:
+    line: int
+    tmdb_id: str | None
+    overview: str | None  # None: no prediction for this row (reported already)
+    poster: str | None = None  # the poster's path (allowed by the caller), or None
+    poster_name: str = ""  # as the CSV writes it, for messages
+
+
+# ---------------------------------------------------------------------------------------------
+# In each worker process: one predictor, a chunk of rows per call.
+
+_worker: dict = {}
+
+
+def _init(models: str, batch: int) -> None:
+    _worker["predictor"], _worker["batch"] = GenrePredictor(Path(models), threads=1), batch
+
+
+def _predict(jobs: list[tuple[int, str, str | None, str]]) -> tuple[np.ndarray, list[str], list[list[str]], list[str]]:
+    """(line, overview, poster path or None, poster as written) for each row → probabilities [N, G],
+    each row's mode and genres, and the warnings to print."""
+    predictor, batch = _worker["predictor"], _worker["batch"]
+    text = predictor.embed_plots([job[1] for job in jobs], batch)
+    posters = np.zeros((len(jobs), predictor.image_dim), np.float32)
+    has_poster = np.zeros(len(jobs), np.float32)
+    warnings, loaded, where = [], [], []
+    for i, (line, _, poster, name) in enumerate(jobs):
+        if poster is None:
+            continue
+        try:
+            loaded.append(read_poster(poster))
+            where.append(i)
+        except (OSError, ValueError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+            warnings.append(f"warning: line {line}: poster {name!r} unusable ({reason}); plot-only prediction")
+        if len(loaded) >= max(1, batch) or (loaded and not predictor.poster_batchable):  # decoded pixels held briefly
+            posters[where], has_poster[where] = predictor.embed_posters(loaded), 1
+            loaded, where = [], []
+    if loaded:
+        posters[where], has_poster[where] = predictor.embed_posters(loaded), 1
+    probs = predictor.combine_many(text, posters, has_poster, batch)
+    modes = [MODES[int(h)] for h in has_poster]
+    return probs, modes, [predictor.decide(p, m) for p, m in zip(probs, modes)], warnings
+
+
+def read_poster(path: str) -> np.ndarray:
+    """Pixels of a poster file; its size is checked before it is read (image_io.load_image then checks
+    the pixel count from the header before decoding)."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file")
+    if info.st_size > image_io.MAX_BYTES:
+        raise ValueError(f"file is {info.st_size / 2**20:.1f} MB, over the {image_io.MAX_BYTES // 2**20} MB limit")
+    return image_io.load_image(path)
+
+
+def run_chunks(chunks: Iterator[list[Row]], models: Path, workers: int, batch: int) -> Iterator[tuple[list, tuple]]:
+    """(chunk, _predict's answer for its rows) in input order; at most 2 chunks per worker in flight."""
+
+    def jobs(chunk):
+        return [(r.line, r.overview, r.poster, r.poster_name) for r in chunk if r.overview is not None]
+
+    if workers <= 1:
+        _init(str(models), batch)
+        for chunk in chunks:
+            yield chunk, _predict(jobs(chunk))
+        return
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init, initargs=(str(models), batch)) as pool:
+        inflight: deque = deque()
+        for chunk in chunks:
+            inflight.append((chunk, pool.submit(_predict, jobs(chunk))))
+            if len(inflight) >= 2 * workers:
+                chunk, future = inflight.popleft()
+                yield chunk, future.result()
+        while inflight:
+            chunk, future = inflight.popleft()
+            yield chunk, future.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# In the main process: the CSV's rows in, the predictions out.
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def poster_path(base: Path, poster: str, allow_outside: bool) -> Path:
+    """The poster's path, relative to the CSV's folder; ValueError when it leaves that folder."""
+    path = base / poster
+    if not allow_outside:
+        if Path(poster).is_absolute():
+            raise ValueError("is an absolute path")
+        if not path.resolve().is_relative_to(base.resolve()):
+            raise ValueError("leaves the CSV's folder")
+    return path
+
+
+class CsvInput:
+    """The rows of an input CSV, header checked (Unusable when it cannot be used); counts the rows
+    skipped, each reported as a warning."""
+
+    def __init__(self, f, name: Path, allow_outside: bool):
+        self.records = CsvRecords(f)
+        self.stream = iter(self.records)
+        header = next(self.stream, None)
+        if header is None:
+            raise Unusable(f"{name} is empty")
+        if header.fields is None:
+            raise Unusable(f"{name} line {header.line}: cannot read the header: {header.problem}")
+        columns = [c.strip() for c in header.fields]
+        if "overview" not in columns:
+            raise Unusable(f"{name} has no 'overview' column (columns: {', '.join(columns)})")
+        self.records.width = len(columns)
+        self.col = {c: columns.index(c) for c in ("overview", "poster", "tmdb_id") if c in columns}
+        self.base, self.allow_outside, self.skipped = Path(name).parent, allow_outside, 0
+
+    def rows(self) -> Iterator[Row]:
+        for rec in self.stream:
+            if rec.fields is None:
+                warn(f"line {rec.line}: skipped: {rec.problem}")
+                self.skipped += 1
+                continue
+            tmdb_id = rec.fields[self.col["tmdb_id"]] if "tmdb_id" in self.col else None
+            overview = rec.fields[self.col["overview"]]
+            if not overview.strip():
+                warn(f"line {rec.line}: empty overview; no prediction")
+                self.skipped += 1
+                yield Row(rec.line, tmdb_id, None)
+                continue
+            poster = rec.fields[self.col["poster"]].strip() if "poster" in self.col else ""
+            yield Row(rec.line, tmdb_id, overview, self.allowed(rec.line, poster), poster)
+
+    def allowed(self, line: int, poster: str) -> str | None:
+        """The poster's path, or None (no poster, or one refused with a warning)."""
+        if not poster:
+            return None
+        try:
+            return str(poster_path(self.base, poster, self.allow_outside))
+        except ValueError as e:
+            warn(f"line {line}: poster {poster!r} refused: it {e} (--allow-outside permits it); plot-only prediction")
+            return None
+
+    def chunks(self, size: int) -> Iterator[list[Row]]:
+        chunk = []
+        for row in self.rows():
+            chunk.append(row)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def open_csv(path: Path):
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise Unusable(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(2**20), b""))
+
+
+def predict_csv(
+    input_csv: Path,
+    out_csv: Path,
+    models: Path,
+    workers: int = 1,
+    batch: int = 32,
+    allow_outside: bool = False,
+    chunk_rows: int = 64,
+) -> int:
+    """Predictions for every row of `input_csv` into `out_csv`; the exit status (see the module docstring)."""
+
+    def fail(e: Exception) -> int:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    try:
+        labels = check_models(models)["labels"]
+    except (ModelsMissing, ValueError) as e:  # ValueError: not JSON, or a rule this code cannot apply
+        return fail(e)
+    try:
+        with open_csv(input_csv) as f:
+            source = CsvInput(f, input_csv, allow_outside)
+            rows = max(count_lines(input_csv) - 1, 0)  # for the progress bar: physical lines after the header
+            written = write_predictions(source, rows, out_csv, labels, models, workers, batch, max(chunk_rows, batch))
+    except Unusable as e:
+        return fail(e)
+    note = f"; {source.skipped} rows skipped (see the warnings above)" if source.skipped else ""
+    print(f"wrote {written} predictions to {out_csv}{note}", file=sys.stderr)
+    return 1 if source.skipped else 0
+
+
+def write_predictions(
+    source: CsvInput,
+    rows: int,
+    out_csv: Path,
+    labels: list[str],
+    models: Path,
+    workers: int,
+    batch: int,
+    chunk_rows: int,
+) -> int:
+    """Writes the output CSV, a row for every input row (empty cells where there is no prediction);
+    returns how many rows were predicted."""
+    has_id = "tmdb_id" in source.col
+    written = 0
+    progress = tqdm(total=rows, unit=" rows", desc="predicting", disable=None)  # shown on a terminal only
+    with open(out_csv, "w", newline="", encoding="utf-8") as out:
+        w = csv.writer(out)
+        w.writerow((["tmdb_id"] if has_id else []) + labels + ["genres", "mode"])
+        try:
+            for chunk, (probs, modes, genres, warnings) in run_chunks(
+                source.chunks(chunk_rows), models, workers, batch
+            ):
+                for message in warnings:
+                    print(message, file=sys.stderr)
+                k = 0
+                for row in chunk:
+                    cells = [] if row.tmdb_id is None else [row.tmdb_id]
+                    if row.overview is None:
+                        cells += [""] * (len(labels) + 2)
+                    else:
+                        cells += [f"{x:.6f}" for x in probs[k]] + ["|".join(genres[k]), modes[k]]
+                        k += 1
+                    w.writerow(cells)
+                written += k
+                progress.update(len(chunk))
+        except BrokenProcessPool:  # a worker killed (out of memory?): say so, keep what was written
+            raise Unusable(f"a worker process died after {written} predictions were written to {out_csv}") from None
+        finally:
+            progress.close()
+    return written
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "input",
+        type=Path,
+        help="CSV with an 'overview' column; optional 'poster' (path relative to the CSV's folder) and 'tmdb_id'",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="CSV to write: tmdb_id, one probability column per genre, genres, mode"
+    )
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=config.ROOT / config.load()["models"],
+        help="folder with manifest.json and the ONNX files",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+        help="worker processes, each running single-threaded models (default: this machine's cores)",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=32,
+        help="rows per model call for the models whose manifest entry says batchable, and the fusion head "
+        "(1: one row per call everywhere)",
+    )
+    p.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="read poster paths that are absolute or leave the CSV's folder (refused by default)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    return predict_csv(
+        args.input, args.out, args.models, workers=args.workers, batch=args.batch, allow_outside=args.allow_outside
+    )

@@ -1,0 +1,161 @@
+"""GenrePredictor: genre probabilities from a plot (and a poster) with the exported ONNX files.
+
+The same files, tokenizer and rules as the in-browser demo: the text truncation, the decision rule
+and the sentence pattern come from the manifest's "rules" (pipeline/rules.py applies them).
+
+A model runs several inputs per call only when the manifest marks it "batchable" (its outputs do
+not depend on what else is in the call: float, or int8 with fixed activation scales) and its graph
+takes a batch. Plots are then grouped by token count, so a call pads little; the attention mask
+keeps the padding out of every embedding. The float fusion head is always batched.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from pipeline.runtime import packed_weights, rules
+from pipeline.runtime.manifest import check_models, mode_thresholds
+
+LOG_ERRORS_ONLY = 3  # onnxruntime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+MAX_PADDING = 1.25  # a batch's longest plot has at most this many times the tokens of its shortest
+# tokens per call, padding included: bounds a call's activations (its attention scores grow with rows x
+# tokens^2); on 2 cores, 1 thread, a batchable MiniLM (fp16 or static int8) ran no faster per plot past
+# 8 plots of 256 tokens (0.8-1.2x one at a time, machine under load), and slower at 32 of them (0.6-0.8x)
+MAX_TOKENS = 2048
+
+
+def session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session on `threads` threads that logs only errors (no "Removing initializer" warnings)."""
+    ort.set_default_logger_severity(LOG_ERRORS_ONLY)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = LOG_ERRORS_ONLY
+    weights = packed_weights.in_memory(path)
+    if weights:
+        opts.add_external_initializers_from_files_in_memory([weights[0]], [weights[1]], [len(weights[1])])
+    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    s.float_weights = weights  # held with the session: onnxruntime may read the buffer after creation
+    return s
+
+
+def takes_batches(s: ort.InferenceSession) -> bool:
+    """Whether every input's first dimension is free (not fixed at 1)."""
+    return all(not isinstance(i.shape[0], int) or i.shape[0] > 1 for i in s.get_inputs())
+
+
+def length_batches(lengths: list[int], size: int) -> list[np.ndarray]:
+    """Row indices, one array per call: sorted by length, at most `size` rows and MAX_TOKENS padded
+    tokens, the longest at most MAX_PADDING times the shortest (so padding is under a fifth of a call)."""
+    order = np.argsort(lengths, kind="stable")
+    out, start = [], 0
+    for end in range(1, len(order) + 1):
+        longest = lengths[order[end]] if end < len(order) else 0
+        full = end - start == size or (end - start + 1) * longest > MAX_TOKENS
+        if end == len(order) or full or longest > MAX_PADDING * lengths[order[start]]:
+            out.append(order[start:end])
+            start = end
+    return out
+
+
+def padded(encoded: list[list[int]]) -> dict[str, np.ndarray]:
+    """The text encoder's feeds for several plots: ids padded with 0 to the longest, and the mask."""
+    ids = np.zeros((len(encoded), max(map(len, encoded))), np.int64)
+    mask = np.zeros_like(ids)
+    for row, e in enumerate(encoded):
+        ids[row, : len(e)], mask[row, : len(e)] = e, 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+class GenrePredictor:
+    def __init__(self, models: Path, threads: int = 1):
+        models = Path(models)
+        self.spec = check_models(models)
+        self.rules = self.spec["rules"]
+        self.labels = self.spec["labels"]
+        self.thresholds = mode_thresholds(self.spec)
+        self.text_dim = self.spec["text_encoder"]["dim"]
+        self.image_dim = self.spec["poster_encoder"]["dim"]
+        parts = ("text_encoder", "poster_encoder", "fusion_head")
+        self.text, self.poster, self.head = (session(models / self.spec[part]["file"], threads) for part in parts)
+        # the one output each call needs (the head's Grad-CAM Jacobian, the poster's feature maps are not computed)
+        self.text_out, self.poster_out, self.head_out = ([self.spec[part]["output"]] for part in parts)
+        # several inputs per call only when the manifest says outputs stay the same and the graph takes a batch
+        self.text_batchable = bool(self.spec["text_encoder"].get("batchable")) and takes_batches(self.text)
+        self.poster_batchable = bool(self.spec["poster_encoder"].get("batchable")) and takes_batches(self.poster)
+        self.tokenizer = Tokenizer.from_file(str(models / self.spec["text_encoder"]["tokenizer"]))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+
+    def encode(self, plot: str) -> list[int]:
+        """Token ids by the manifest's truncation rule: the first max_chars characters, cut to the window."""
+        cut = self.rules["truncation"]
+        return rules.truncate(self.tokenizer.encode(plot[: cut["max_chars"]]).ids, cut)
+
+    def sentences(self, plot: str) -> list[str]:
+        """The plot split by the manifest's sentence pattern (the pieces join back into the plot)."""
+        return rules.sentences(plot, self.rules["sentence_pattern"])
+
+    def embed_plot(self, plot: str) -> np.ndarray:
+        """[1, text dim]: one plot, one call, no padding."""
+        return self.text.run(self.text_out, padded([self.encode(plot)]))[0]
+
+    def embed_plots(self, plots: list[str], batch: int = 1) -> np.ndarray:
+        """[N, text dim]; `batch` plots per call (of similar token counts) when the encoder is batchable."""
+        if not self.text_batchable or batch <= 1:
+            return np.concatenate([self.embed_plot(p) for p in plots]) if plots else np.zeros((0, self.text_dim))
+        encoded = [self.encode(p) for p in plots]
+        out = np.zeros((len(plots), self.text_dim), np.float32)
+        for rows in length_batches([len(e) for e in encoded], batch):
+            out[rows] = self.text.run(self.text_out, padded([encoded[i] for i in rows]))[0]
+        return out
+
+    def embed_poster(self, pixels: np.ndarray) -> np.ndarray:
+        """[1, image dim] from [h, w, 3] pixels (the graph resizes and normalises)."""
+        x = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
+        return self.poster.run(self.poster_out, {"image": x})[0]
+
+    def embed_posters(self, images: list[np.ndarray]) -> np.ndarray:
+        """[N, image dim]; one call per poster unless the encoder is batchable (then one call per
+        group of equal-sized posters)."""
+        out = np.zeros((len(images), self.image_dim), np.float32)
+        if not self.poster_batchable:
+            for i, pixels in enumerate(images):
+                out[i] = self.embed_poster(pixels)[0]
+            return out
+        groups: dict[tuple, list[int]] = {}
+        for i, pixels in enumerate(images):
+            groups.setdefault(pixels.shape, []).append(i)
+        for rows in groups.values():
+            x = np.ascontiguousarray(np.stack([images[i] for i in rows]).transpose(0, 3, 1, 2), dtype=np.float32)
+            out[rows] = self.poster.run(self.poster_out, {"image": x})[0]
+        return out
+
+    def combine_many(self, text: np.ndarray, image: np.ndarray, has_poster: np.ndarray, batch: int = 1) -> np.ndarray:
+        """[N, G] probabilities; the fusion head is float, so `batch` rows per call change nothing but speed."""
+        out = np.zeros((len(text), len(self.labels)), np.float32)
+        step = max(1, batch)
+        for s in range(0, len(text), step):
+            feeds = {
+                "text": np.ascontiguousarray(text[s : s + step], np.float32),
+                "image": np.ascontiguousarray(image[s : s + step], np.float32),
+                "has_poster": np.asarray(has_poster[s : s + step], np.float32).reshape(-1, 1),
+            }
+            out[s : s + step] = self.head.run(self.head_out, feeds)[0]
+        return out
+
+    def combine(self, text_emb: np.ndarray, poster_emb: np.ndarray | None = None) -> np.ndarray:
+        """Genre probabilities [G] from one plot embedding and, when there is one, a poster embedding."""
+        has = poster_emb is not None
+        image = poster_emb if has else np.zeros((1, self.image_dim), np.float32)
+        return self.combine_many(text_emb, image, np.array([float(has)]))[0]
+
+    def probabilities(self, plot: str, pixels: np.ndarray | None = None) -> np.ndarray:
+        return self.combine(self.embed_plot(plot), None if pixels is None else self.embed_poster(pixels))
+
+    def decide(self, probs: np.ndarray, mode: str) -> list[str]:
+        """The predicted genres by the manifest's decision rule, with `mode`'s thresholds ("plot" or "plot+poster")."""
+        chosen = rules.decide(probs, self.thresholds[mode], self.rules["decision"])
+        return [g for g, yes in zip(self.labels, chosen) if yes]

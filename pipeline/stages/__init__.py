@@ -1,0 +1,1 @@
+"""One module per pipeline stage: reads upstream outputs through the cache, writes its own."""
