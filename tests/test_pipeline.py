@@ -280,3 +280,32 @@ def test_same_data_and_config_give_the_same_metrics(tiny, tmp_path):
             assert abs(a[key] - b[key]) <= 1e-6, (a["id"], key)
     assert first["thresholds"] == second["thresholds"]
     assert first["shipped"] == second["shipped"]
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_without_extra_rows(tmp_path):
+    """`make pipeline EXTRA=''` (the README promises it): no extra rows, so the encoder stays the pretrained one
+    with a genre head that adds no prior (all zeros; no main-set label ever reaches the encoder), the heads
+    learn from the dev rows alone, and predict runs what was exported."""
+    import re
+
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from tests.conftest import TinyRun
+
+    run = TinyRun(tmp_path)
+    args = run.args("all")
+    args[args.index("--extra") + 1] = ""
+    first = cli(*args)
+    (folder,) = set(re.findall(r"^\[finetune\] (?:running ->|cached:) (\S+)$", first.stdout, re.M))
+    history = json.loads((tmp_path / folder / "history.json").read_text())
+    assert history == {"epochs": [], "extra_rows": 0}
+    head = load_file(str(tmp_path / folder / "head.safetensors"))
+    assert not np.any(head["weight"]) and not np.any(head["bias"])
+    assert run.json("metrics.json")["extra_rows"] == 0
+    plots = tmp_path / "plots.csv"
+    plots.write_text("overview\nA detective hunts a killer through the rain-soaked city at night.\n")
+    out = tmp_path / "genres.csv"
+    cli("predict", plots, "--out", out, "--models", run.models)
+    assert out.read_text().count("\n") == 2

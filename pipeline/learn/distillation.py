@@ -48,7 +48,8 @@ def distil(cfg, teacher, head: nn.Linear, teacher_tok, plots: list[str], base_js
 
     sched = get_linear_schedule_with_warmup(opt, int(0.06 * steps), steps)
     history = []
-    for epoch in range(int(cfg.student_epochs)):
+    # no plots (no extra rows): the student stays as initialised from the teacher's layers; its CV check decides
+    for epoch in range(int(cfg.student_epochs) if plots else 0):
         start = time.perf_counter()
         texts, e_t = list(plots), [targets]
         for _ in range(views):

@@ -33,7 +33,9 @@ def freeze_bottom(model: nn.Module, n: int):
 
 
 def batches(lengths: np.ndarray, rows: np.ndarray, size: int, rng=None) -> list[np.ndarray]:
-    """Batches of similar length (little padding); shuffled when rng is given."""
+    """Batches of similar length (little padding); shuffled when rng is given. No rows, no batches."""
+    if len(rows) == 0:
+        return []
     if rng is not None:
         rows = rng.permutation(rows)
         chunks = [rows[i : i + size * 20] for i in range(0, len(rows), size * 20)]

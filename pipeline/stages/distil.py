@@ -13,8 +13,7 @@ embeddings of every main row are honest features: `train` cross-fits the student
 and `evaluate` compares student and teacher by CV on the same folds (no check fold, no second student).
 
 Output: student.safetensors + student.json (architecture), tokenizer.json (pruned), embeddings.npy
-(every main row), calibration.json (token ids of dev plots: static scales and export checks),
-history.json (losses, timings, sizes).
+(every main row), history.json (losses, timings, sizes).
 """
 
 import json
@@ -76,9 +75,6 @@ def run(cfg) -> cache.Output:
         student_tok = student_vocab.load_tokenizer_json(tok_json)
         enc = [text.encode(student_tok, p, cfg.max_len) for p in movies.overview]
         np.save(out / "embeddings.npy", embed_rows(student, enc, np.array([len(e) for e in enc]), np.arange(len(enc))))
-        dev = np.flatnonzero(movies.fold.to_numpy() >= 0)
-        pick = np.random.default_rng(cfg.seed).choice(dev, min(256, len(dev)), replace=False)
-        (out / "calibration.json").write_text(json.dumps([enc[i] for i in pick]))
         record["vocab"] = student.spec["vocab"]
         record["parameters"] = sum(p.numel() for p in student.parameters())
         (out / "history.json").write_text(json.dumps(record, indent=1))

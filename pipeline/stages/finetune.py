@@ -60,7 +60,13 @@ def run(cfg) -> cache.Output:
         targets = np.vstack([y, y_extra[rows]]).astype(np.float32)
         fit = np.arange(n, len(encoded))
         dev = np.flatnonzero(movies.fold.to_numpy() >= 0)
-        model, history, _ = train(cfg, encoded, lengths, targets, fit, dev)
+        if len(fit):
+            model, history, _ = train(cfg, encoded, lengths, targets, fit, dev)
+        else:  # no extra rows: the pretrained encoder as it is and a head that adds no prior (all zeros), so the
+            # heads (`train`, cross-fitted) learn from the dev rows alone; no main-set label reaches the encoder
+            model, history = text_classifier.TextClassifier(cfg.text_backbone, y.shape[1]).eval(), []
+            nn.init.zeros_(model.head.weight)
+            nn.init.zeros_(model.head.bias)
         save_file({k: v.contiguous() for k, v in model.encoder.state_dict().items()}, str(out / "encoder.safetensors"))
         save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(out / "head.safetensors"))
         np.save(out / "embeddings.npy", embeddings(model, encoded, lengths, np.arange(n)))
