@@ -1,0 +1,65 @@
+"""End to end, the test split decides nothing: the whole tiny pipeline run again with the test rows' labels
+shuffled among themselves (same split, same plots and posters) makes every choice the first run made (models,
+student, thresholds and their pull, format, every logistic-regression C, extra rows) and every cross-validated
+figure equal, while the test scores move (so the shuffle reached what reads test labels)."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import TinyRun, cli
+
+
+def choices(site_data) -> dict:
+    """Everything chosen, and every figure computed on dev folds only, as the site's data records them."""
+    metrics = json.loads((site_data / "metrics.json").read_text())
+    models = json.loads((site_data / "models.json").read_text())
+    return {
+        "chosen": metrics["chosen"],
+        "shipped": metrics["shipped"],
+        "student": metrics["student"],
+        "thresholds": metrics["thresholds"],
+        "threshold_shrink": metrics["threshold_shrink"],
+        "threshold_shrink_cv": metrics["threshold_shrink_cv"],
+        "every_c": metrics["peers"]["c_by_fold"],
+        "best_peer": metrics["peers"]["best"],
+        "extra_choice": metrics["extra_choice"],
+        "cv": {
+            m["id"]: (m["cv_micro_f1"], m["cv_macro_f1"], m["cv_threshold_shrink_by_fold"]) for m in metrics["models"]
+        },
+        "format": {name: enc.get("format_choice") for name, enc in models["shipped"]["encoders"].items()},
+        "manifest_thresholds": models["thresholds"],
+    }
+
+
+def scores_on_test(site_data) -> dict:
+    metrics = json.loads((site_data / "metrics.json").read_text())
+    return {m["id"]: (m["micro_f1"], m["macro_f1"]) for m in metrics["models"]}
+
+
+@pytest.mark.slow
+def test_shuffling_the_test_labels_changes_no_choice(tiny, tmp_path):
+    again = TinyRun.__new__(TinyRun)  # the same data folders, its own cache and outputs
+    again.base, again.data, again.extra = tmp_path, tiny.data, tiny.extra
+    again.work, again.site_data, again.models = tmp_path / "cache", tmp_path / "_data", tmp_path / "models"
+    again.figures = tmp_path / "figures"
+    # the data stage's output, copied under the same key (so the split is the first run's), with the test
+    # rows' genres shuffled among the test rows; every later stage runs anew on it
+    data_stage = tiny.stage("data")
+    copy = again.work / "data" / data_stage.name
+    shutil.copytree(data_stage, copy)
+    movies = pd.read_csv(copy / "movies.csv", keep_default_na=False, dtype={"poster": str})
+    test = np.flatnonzero(movies.fold.to_numpy() < 0)
+    shuffled = np.random.default_rng(0).permutation(test)
+    assert (movies.genres.to_numpy()[shuffled] != movies.genres.to_numpy()[test]).sum() >= len(test) // 2
+    movies.loc[test, "genres"] = movies.genres.to_numpy()[shuffled]
+    movies.to_csv(copy / "movies.csv", index=False)
+
+    second = cli(*again.args("all"))
+    assert f"[data] cached: {copy}" in second.stdout  # the shuffled table, not a new split
+    assert choices(again.site_data) == choices(tiny.site_data)
+    first, moved = scores_on_test(tiny.site_data), scores_on_test(again.site_data)
+    assert first.keys() == moved.keys() and first != moved
