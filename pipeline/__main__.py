@@ -13,7 +13,7 @@ STAGES = {
     "finetune": "fine-tune the text transformer on the chosen extra rows (the seed's recipe)",
     "distil": "teach a web-sized student text encoder from the fine-tuned one, on plots (no labels read)",
     "train": "cross-fit the heads (plot, fusion, poster) on the dev rows, for the teacher and the student",
-    "evaluate": "tune thresholds on out-of-fold rows, choose by CV, score every model once on test",
+    "evaluate": "tune thresholds on out-of-fold rows, choose by CV, score every model on test for the report",
     "export": "export the ONNX models and manifest.json (the chosen encoder, poster encoder, heads, Grad-CAM)",
     "topics": "BERTopic on the plots, reusing the frozen plot embeddings",
     "explain": "Grad-CAM heatmaps of the poster model on a gallery of test posters",

@@ -30,47 +30,53 @@ def svg(spec: dict, hidden: int) -> str:
         b.w = width_col
     width = 2 * MARGIN + 2 * width_col + GAP
     inner = width - 2 * MARGIN - 24
-    fusion = Box(
-        "Fusion head",
+    heads = spec["fusion_head"]["heads"]  # input mode -> the head the graph runs for it
+    names = {"plot_head": "plot head (text only)", "fusion": "fusion head (text + poster)"}
+    head = Box(
+        "Head (one graph, switched by the poster)",
         [
-            f"text → linear → {g} logits z",
-            "z + MLP([z, poster·has, has])",
-            "has: 1 with a poster, else 0",
+            f"no poster → {names.get(heads['plot'], heads['plot'])}",
+            f"poster → {names.get(heads['plot+poster'], heads['plot+poster'])}",
+            f"z = linear(text) → {g} logits; z + MLP(...)",
             f"{hidden} hidden, GELU → {g} sigmoids",
         ],
     )
-    decision = Box(
-        "Decision",
-        wrap(
-            "per-genre thresholds of the input mode (plot, or plot\u00a0+\u00a0poster); none over → the top genre",
-            inner,
-        ),
-        fill="#e3f4ea",
-        stroke="#2f9e66",
-    )
+    decision = Box("Decision", wrap(threshold_text(spec), inner), fill="#e3f4ea", stroke="#2f9e66")
     cl, cr, cm = MARGIN + width_col / 2, width - MARGIN - width_col / 2, width / 2
     bottom = place_rows(
-        [[(left[0], cl), (right[0], cr)], [(left[1], cl), (right[1], cr)], [(fusion, cm)], [(decision, cm)]],
+        [[(left[0], cl), (right[0], cr)], [(left[1], cl), (right[1], cr)], [(head, cm)], [(decision, cm)]],
         MARGIN,
         GAP,
     )
-    body = [b.svg() for b in (*left, *right, fusion, decision)]
-    body += [down(left[0], left[1]), down(right[0], right[1], dashed=True), down(fusion, decision)]
+    body = [b.svg() for b in (*left, *right, head, decision)]
+    body += [down(left[0], left[1]), down(right[0], right[1], dashed=True), down(head, decision)]
     for enc, dx in ((left[1], -40), (right[1], 40)):  # both embeddings into the head
         body.append(
-            f'<line x1="{enc.cx:.1f}" y1="{enc.bottom:.1f}" x2="{cm + dx:.1f}" y2="{fusion.y - 2:.1f}" '
+            f'<line x1="{enc.cx:.1f}" y1="{enc.bottom:.1f}" x2="{cm + dx:.1f}" y2="{head.y - 2:.1f}" '
             f'stroke="{MUTED}" stroke-width="2" marker-end="url(#arrow)"/>'
         )
     return document(
         width,
         bottom + MARGIN,
-        "Model architecture: text encoder, poster encoder, fusion head",
+        "Model architecture: text encoder, poster encoder, two heads switched by the poster, one threshold per mode",
         f"Plot text (up to {te['max_len']} tokens) goes through the {' '.join(encoder)} text encoder to a {te['dim']}-d "
-        f"embedding; an optional poster goes through EfficientNet-Lite0 to a {pe['dim']}-d embedding. The fusion head "
-        f"turns the text embedding into {g} genre logits and corrects them with an MLP that also sees the poster "
-        "embedding and a has-poster flag; per-genre thresholds of the input mode decide the genres.",
+        f"embedding; an optional poster goes through EfficientNet-Lite0 to a {pe['dim']}-d embedding. Without a "
+        f"poster the {names.get(heads['plot'], heads['plot'])} turns the text embedding into {g} genre probabilities; "
+        f"with one, the {names.get(heads['plot+poster'], heads['plot+poster'])} also sees the poster. "
+        f"{threshold_text(spec)}.",
         body,
     )
+
+
+def threshold_text(spec: dict) -> str:
+    """The decision as the manifest ships it: one threshold per input mode when every genre shares it."""
+    parts = []
+    for mode, label in (("plot", "plot only"), ("plot+poster", "plot + poster")):
+        cuts = sorted(set(spec["thresholds"][mode]))
+        parts.append(f"{cuts[0]:.2f} {label}" if len(cuts) == 1 else f"per-genre thresholds {label}")
+    one = all(len(set(spec["thresholds"][m])) == 1 for m in ("plot", "plot+poster"))
+    lead = "one threshold per input mode" if one else "thresholds per input mode"
+    return f"{lead} ({', '.join(parts)}); a genre at or over it is predicted; none over → the top genre"
 
 
 def draw(spec: dict, hidden: int, out: Path) -> dict:

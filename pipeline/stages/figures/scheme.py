@@ -125,7 +125,10 @@ def svg_extra(n_extra: int, fold_sizes: list[int], n_test: int, passes: int, hea
     y += ROW
     report = Box(
         "Test report",
-        wrap("F1 with bootstrap 95 % intervals: no choice ever touched these rows", inner),
+        wrap(
+            "F1 with bootstrap 95 % intervals, for the report: read after the choices (the decision log lists every reading)",
+            inner,
+        ),
         fill="#e3f4ea",
         stroke=GREEN,
     )
