@@ -5,6 +5,7 @@ stages it reads and the source of the code that computes it, so a change to any 
 new folder and a re-run; nothing changed means the folder exists and `build` is skipped.
 """
 
+import ast
 import fcntl
 import hashlib
 import json
@@ -48,8 +49,23 @@ def files_digest(paths: list[Path], desc: str = "hashing") -> str:
 
 
 def source_digest(*files: str) -> str:
-    """The code that computes a stage is part of its key."""
-    return digest([Path(f).read_text() for f in files])
+    """The code that computes a stage is part of its key: its syntax tree, without docstrings, so that
+    comments, docstrings and blank lines (which compute nothing) change without re-running a stage."""
+    return digest([code_tree(Path(f).read_text()) for f in files])
+
+
+def code_tree(text: str) -> str:
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
+            first = node.body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)  # no line numbers: code moved down a line is the same code
 
 
 class Output:

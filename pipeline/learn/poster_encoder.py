@@ -50,7 +50,7 @@ class PosterEncoder(torch.nn.Module):
         )
         self.net._fc = torch.nn.Identity()
         # the final feature maps (after the head's BN + ReLU6), the ones pooled into the embedding;
-        # Grad-CAM's target layer (pipeline/poster_cam.py, pipeline/explain.py)
+        # Grad-CAM's target layer (pipeline/export/poster_cam.py, pipeline/stages/explain.py)
         self.features = torch.nn.Identity()
         self.dim = self.net._conv_head.out_channels
 

@@ -44,7 +44,7 @@ MAX_CHARS = rules.MAX_CHARS
 
 
 def encode(tok: Tokenizer, text: str, max_len: int) -> list[int]:
-    """Ids with special tokens by the shared truncation rule (pipeline/rules.py; the manifest carries it
+    """Ids with special tokens by the shared truncation rule (pipeline/runtime/rules.py; the manifest carries it
     to predict and the browser): the first max_chars characters, then the window of max_len tokens."""
     rule = rules.truncation(max_len)
     return rules.truncate(tok.encode(text[: rule["max_chars"]]).ids, rule)

@@ -1,6 +1,6 @@
 """Stage `distil`: a web-sized student text encoder taught by the fine-tuned teacher, from plots alone.
 
-No label is read. The student (pipeline/student_model.py, vocabulary pipeline/student_vocab.py) learns
+No label is read. The student (pipeline/learn/student_model.py, vocabulary pipeline/learn/student_vocab.py) learns
 from up to `student_plots` plots of the chosen extra rows, at random; never a plot of the main data, dev
 or test, not even for its vocabulary. Its check against the teacher is CV on the dev folds: a student
 taught on dev plots would be scored there on plots it learned to copy, and so look closer to the teacher

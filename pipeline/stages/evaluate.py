@@ -3,7 +3,7 @@
 Each model has out-of-fold probabilities for every dev row and test probabilities from its version
 trained on all dev rows (and the chosen extra rows). Thresholds per genre and per input mode are
 tuned on the out-of-fold rows, shrunk toward one global threshold by a strength chosen by CV
-(pipeline/thresholds.py); every CV score is that of thresholds fitted on the other folds, strength
+(pipeline/choose/thresholds.py); every CV score is that of thresholds fitted on the other folds, strength
 included (nested). The peers (logistic regression on
 TF-IDF, on the frozen plot embedding, on the poster embedding, on both) train on exactly the rows the
 shipped model learned from (dev + chosen extra rows) with C chosen inside each fold.

@@ -133,7 +133,7 @@ def run(cfg) -> None:
     summary = {
         **spec,
         "plot_only_mb": mb(plot_only),  # what a plot-only visitor downloads (runtime aside)
-        # the text encoder itself: its graph and its packed weights file (pipeline/packed_weights.py)
+        # the text encoder itself: its graph and its packed weights file (pipeline/runtime/packed_weights.py)
         "text_encoder_mb": mb(
             [f for f in text_export.files(spec["text_encoder"]) if f != spec["text_encoder"]["tokenizer"]]
         ),
