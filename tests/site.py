@@ -3,6 +3,7 @@
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -14,12 +15,28 @@ ROOT = Path(__file__).resolve().parent.parent
 BASEURL = os.environ.get("SITE_BASEURL") or "/mm-genre"
 
 
+PAGES = ("index.html", "methods/index.html")  # the story page and "Methods and evidence"
+
+
+def repository_config() -> list[str]:
+    """The repository the page may print a clone URL for: only one the build knows, GitHub Actions'
+    GITHUB_REPOSITORY (owner/name of the repository being built); without it, none (no guessed URL)."""
+    import tempfile
+
+    repo = os.environ.get("GITHUB_REPOSITORY", "")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        return []
+    extra = Path(tempfile.mkdtemp()) / "repository.yml"
+    extra.write_text(f'repository: "{repo}"\n')
+    return ["--config", f"{ROOT / '_config.yml'},{extra}"]
+
+
 def build(dest: Path, baseurl: str = BASEURL) -> subprocess.CompletedProcess:
     # always (< 1 s): the vendored runtime and the service worker's shell list follow the sources
     subprocess.run(["npm", "run", "-s", "vendor"], cwd=ROOT, check=True)
     env = {**os.environ, "JEKYLL_NO_BUNDLER_REQUIRE": "true"}
     cmd = ["jekyll", "build", "--source", str(ROOT), "--destination", str(dest), "--baseurl", baseurl]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return subprocess.run(cmd + repository_config(), cwd=ROOT, env=env, capture_output=True, text=True, check=True)
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -79,15 +96,21 @@ def launch(playwright):
 
 
 def build_source(dest: Path, data: dict[str, object], baseurl: str = BASEURL) -> str:
-    """Build only the page (index.md, _includes, _layouts, _config.yml) from the given _data files
-    ({file name: parsed content}); returns index.html's text. No assets: a couple of seconds."""
+    """Build only the pages (index.md, methods.md, _includes, _layouts, _config.yml) from the given _data
+    files ({file name: parsed content}); returns index.html's text (build_pages: every page's). No assets:
+    a couple of seconds."""
+    return build_pages(dest, data, baseurl)["index.html"]
+
+
+def build_pages(dest: Path, data: dict[str, object], baseurl: str = BASEURL) -> dict[str, str]:
+    """build_source's build; {page: its HTML} for each of PAGES."""
     import json
 
     import yaml
 
     src = dest / "src"
     (src / "_data").mkdir(parents=True)
-    for name in ("_config.yml", "index.md", "_includes", "_layouts"):
+    for name in ("_config.yml", "index.md", "methods.md", "_includes", "_layouts"):
         (src / name).symlink_to(ROOT / name)
     for name, content in data.items():
         text = json.dumps(content) if name.endswith(".json") else yaml.safe_dump(content, allow_unicode=True)
@@ -105,7 +128,7 @@ def build_source(dest: Path, data: dict[str, object], baseurl: str = BASEURL) ->
         baseurl,
     ]
     subprocess.run(cmd, cwd=src, env=env, check=True, capture_output=True, text=True)
-    return (dest / "_site" / "index.html").read_text()
+    return {page: (dest / "_site" / page).read_text() for page in PAGES}
 
 
 def site_data() -> dict[str, object]:

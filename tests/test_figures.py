@@ -18,7 +18,21 @@ def manifest(text_dim=384, image_dim=1280, labels=18, max_len=256, size=224) -> 
         "labels": [f"Genre {i}" for i in range(labels)],
         "text_encoder": {"dim": text_dim, "max_len": max_len},
         "poster_encoder": {"dim": image_dim, "preprocessing": {"resize_in_model": [size, size]}},
+        "fusion_head": {"heads": {"plot": "plot_head", "plot+poster": "fusion"}},
+        "thresholds": {"plot": [0.34] * labels, "plot+poster": [0.05 * (i % 7) for i in range(labels)]},
     }
+
+
+@pytest.mark.parametrize(
+    "cuts, says",
+    [
+        ({"plot": [0.34] * 3, "plot+poster": [0.33] * 3}, "one threshold per input mode (0.34 plot only, 0.33 plot"),
+        ({"plot": [0.34] * 3, "plot+poster": [0.3, 0.4, 0.5]}, "per-genre thresholds plot + poster"),
+    ],
+)
+def test_the_architecture_says_the_thresholds_the_manifest_ships(cuts, says):
+    spec = {**manifest(labels=3), "thresholds": cuts}
+    assert says in architecture.svg(spec, 64).replace("\u00a0", " ")
 
 
 SVGS = {
@@ -118,13 +132,13 @@ def test_svg_text_fits_as_rendered(tmp_path):
 
 
 def site_figures() -> set[str]:
-    """Figure files the write-up references by name (gradcam/ and thumbs/ come from _data lists)."""
-    pages = [ROOT / "index.md", *(ROOT / "_includes").glob("*.html")]
+    """Figure files either page references by name (gradcam/ and thumbs/ come from _data lists)."""
+    pages = [ROOT / "index.md", ROOT / "methods.md", *(ROOT / "_includes").glob("*.html")]
     found = set()
     for p in pages:
         text = p.read_text()
         found |= set(re.findall(r"/assets/figures/([\w./-]+\.(?:png|svg|html))", text))
-        found |= set(re.findall(r'include img\.html f="([\w./-]+\.(?:png|svg))"', text))
+        found |= set(re.findall(r'include (?:img|figure)\.html f="([\w./-]+\.(?:png|svg))"', text))
     return found
 
 

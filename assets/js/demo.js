@@ -30,12 +30,13 @@ function post(m) {
 startWorker(true); // first thing: the worker's modules and the stored models load while this page finishes
 
 let spec = null, parts = null, plotParts = null; // the manifest; each part's files; the parts a plot needs (models.js's PLOT)
-let started = false; // downloads begun
 let busy = false; // a prediction is waiting for its genres
 let posterState = null; // null | {id, pending: Promise, ok, preview, w, h}
 let posterSeq = 0, predictSeq = 0;
-let run = null; // the latest prediction: {id, t0, mode, genres, probs, parts, drops}
+let run = null; // the latest prediction: {id, t0, posterId, fallback, mode, genres, probs, parts, drops}
 const waiters = new Map(); // poster id -> resolve
+const have = new Set(); // files downloaded or found stored during this visit (progress messages)
+let withdrawn = ""; // why a shown result was withdrawn: said until the next prediction (the poster's messages keep it)
 
 function status(text, isError = false) {
   $("status").textContent = text;
@@ -46,26 +47,37 @@ function status(text, isError = false) {
 
 // Every figure is bytes on the wire, the runtime included; files already stored in this browser are
 // named as stored, and whatever is still missing is listed file by file.
+// After a download the note says what is now stored (or, without Cache Storage, loaded for this visit):
+// it never again announces a download that has already happened. data-download-bytes and
+// data-poster-bytes keep what the visit started with (the first-visit figures tests compare).
 function describeDownload() {
   const files = (ps) => ps.flatMap((p) => parts[p].map((f) => ({ ...f, part: p })));
-  const missing = (ps) => files(ps).filter((f) => !f.cached);
+  const here = (f) => f.cached || have.has(f.name);
+  const missing = (ps) => files(ps).filter((f) => !here(f));
   const sum = (fs) => fs.reduce((n, f) => n + f.bytes, 0);
   const list = (fs) => fs.map((f) => `${f.name} ${size(f.bytes)}`).join(", ");
   const plot = plotParts, withPoster = ["poster"];
   const base = missing(plot), extra = missing(withPoster);
-  app.dataset.downloadBytes = String(sum(base));
-  app.dataset.posterBytes = String(sum(extra));
-  app.dataset.totalBytes = String(sum(files([...plot, ...withPoster])));
-  const keep = self.caches ? "kept in this browser for later visits and offline use" : "not kept: this page is not on a secure (https) origin, so every visit downloads them again";
+  if (app.dataset.downloadBytes === undefined) {
+    const atStart = (ps) => files(ps).filter((f) => !f.cached);
+    app.dataset.downloadBytes = String(sum(atStart(plot)));
+    app.dataset.posterBytes = String(sum(atStart(withPoster)));
+    app.dataset.totalBytes = String(sum(files([...plot, ...withPoster])));
+  }
+  const kept = !!self.caches;
+  const keep = kept ? "kept in this browser for later visits and offline use" : "not kept: this page is not on a secure (https) origin, so every visit downloads them again";
+  const where = kept ? "Stored in this browser" : "Loaded for this visit (not kept: this page is not on a secure (https) origin)";
   let text;
-  if (!base.length && !extra.length) text = "The models are stored in this browser: nothing to download, and the demo works offline.";
-  else if (base.length === files(plot).length) {
+  if (!base.length && !extra.length) {
+    text = kept ? "The models are stored in this browser: nothing to download, and the demo works offline."
+      : `${where}: every model. Nothing more to download on this visit.`;
+  } else if (base.length === files(plot).length) {
     text = `Runs in your browser. The first prediction downloads ${mb(sum(base))} (${list(base)}, onnxruntime included); ` +
       `a poster adds ${mb(sum(extra))} (${list(extra)}). Downloads start when you begin typing and are ${keep}.`;
   } else {
-    const stored = files([...plot, ...withPoster]).filter((f) => f.cached);
-    text = `Stored in this browser: ${mb(sum(stored))} (${list(stored)}). Still to download: ` +
-      (base.length ? `${mb(sum(base))} for the first prediction (${list(base)})` : "nothing for a plot") +
+    const stored = files([...plot, ...withPoster]).filter(here);
+    text = `${where}: ${mb(sum(stored))} (${list(stored)}). Still to download: ` +
+      (base.length ? `${mb(sum(base))} before the next prediction (${list(base)})` : "nothing for a plot") +
       (extra.length ? `; ${mb(sum(extra))} when you add a poster (${list(extra)}).` : "; nothing for a poster.");
   }
   $("download").textContent = text;
@@ -75,12 +87,7 @@ let wanted = null; // parts asked for before the manifest arrived
 function warm(extra = []) {
   if (!spec) { wanted = [...(wanted ?? []), ...extra]; return; }
   const want = [...plotParts, ...extra];
-  if (!started) {
-    started = true;
-    // offline copy of the page; its update check bypasses the HTTP cache (GitHub Pages: max-age=600), so
-    // a deploy's new shell version (assets/vendor/shell.js) is seen on the next visit
-    navigator.serviceWorker?.register(abs(app.dataset.sw), { updateViaCache: "none" }).catch(() => {});
-  }
+  // the service worker (the page's offline copy) is registered by site.js on page load, not here
   post({ type: "warm", parts: want });
 }
 
@@ -100,6 +107,10 @@ function progress({ file, got, total, cached }) {
   r.text.textContent = cached ? "stored" : `${mb(got)} of ${mb(total)}`;
   const done = [...rows.values()].every((x) => x.bar.value >= 1);
   $("loading").hidden = done;
+  if ((cached || (total && got >= total)) && !have.has(file)) {
+    have.add(file);
+    if (parts) describeDownload();
+  }
 }
 
 // ---- poster ---------------------------------------------------------------------------------------
@@ -125,12 +136,13 @@ function toPoster(m) {
 }
 
 function setPoster(file) {
+  const had = !!posterState;
   clearPoster();
-  if (!file) return;
+  if (!file) return posterChanged();
   // before the manifest arrives: the limit the page states, which the build took from the same manifest
   const maxBytes = spec?.rules.poster.max_bytes ?? Number(app.dataset.posterMaxBytes);
-  if (file.type && !TYPES.includes(file.type)) return rejectPoster(`"${file.name}" is not an image file (JPEG, PNG, WebP, GIF).`);
-  if (file.size > maxBytes) return rejectPoster(`The image is ${mb(file.size)}; the limit is ${maxBytes / 1048576} MB.`);
+  if (file.type && !TYPES.includes(file.type)) return rejectPoster(`"${file.name}" is not an image file (JPEG, PNG, WebP, GIF).`, had);
+  if (file.size > maxBytes) return rejectPoster(`The image is ${mb(file.size)}; the limit is ${maxBytes / 1048576} MB.`, had);
   const id = ++posterSeq;
   const state = { id, ok: false };
   state.pending = new Promise((resolve) => waiters.set(id, resolve));
@@ -138,11 +150,35 @@ function setPoster(file) {
   status("Reading the poster…");
   toPoster({ type: "poster", id, blob: file });
   warm(["poster"]);
+  posterChanged();
 }
 
-function rejectPoster(message) {
+function rejectPoster(message, replaced = false) {
   $("poster").value = "";
+  if (replaced) withdraw(); // a result for the poster this one was meant to replace is not shown any more
   status(message, true);
+}
+
+// The poster on screen changed (set, replaced or removed). A result is only ever shown for the poster on
+// screen: a prediction still running starts again with the new one; a result already shown is withdrawn
+// (Predict gives the new one).
+function posterChanged() {
+  if (!run) return;
+  if (busy) predict({ restart: true });
+  else if (!$("demo-results").hidden) {
+    withdraw();
+    withdrawn = "The poster changed: press Predict genres for the genres with it.";
+    status(withdrawn);
+  }
+}
+
+// No result on screen and none coming: the current run (if any) is dropped, its late messages ignored.
+function withdraw() {
+  run = null;
+  $("demo-results").hidden = true;
+  $("announce").textContent = "";
+  delete app.dataset.result;
+  if (busy) done();
 }
 
 function clearPoster() {
@@ -164,7 +200,8 @@ function posterReady(m) {
   c.getContext("2d").putImageData(m.preview, 0, 0);
   c.hidden = false;
   $("clear-poster").hidden = false;
-  status(m.reduced ? `Large image (${m.width}×${m.height}) reduced to ${m.w}×${m.h} before the model.` : "");
+  const reduced = m.reduced ? `Large image (${m.width}×${m.height}) reduced to ${m.w}×${m.h} before the model.` : "";
+  status([reduced, busy ? "" : withdrawn].filter(Boolean).join(" "));
   waiters.get(m.id)?.(true);
 }
 
@@ -172,7 +209,7 @@ function posterFailed(m) {
   if (posterState?.id !== m.id) return;
   waiters.get(m.id)?.(false);
   posterState = null;
-  rejectPoster(m.message);
+  rejectPoster(m.message, true);
 }
 
 // ---- results --------------------------------------------------------------------------------------
@@ -200,17 +237,46 @@ function showGenres(m) {
   const fallback = m.genres.length === 1 && m.probs[m.genres[0]] < t[m.genres[0]];
   $("rule").textContent = (fallback ? "No genre reached its threshold, so the most probable one is shown. " : "") +
     `Rule: a genre is predicted when its probability reaches its threshold (tuned for ${m.mode === "plot" ? "plot-only" : "plot + poster"} input; the tick on each bar).`;
-  const c = m.caution;
+  const c = cautionText(m.caution, $("plot").value);
   $("caution").hidden = !c;
-  $("caution").textContent = !c ? "" : c.kind === "short"
-    ? `Caution: this text has ${c.words} word${c.words === 1 ? "" : "s"}; the model learnt from plots of at least ${c.min}. Treat these genres as a guess.`
-    : `Caution: ${Math.round(100 * c.share)}% of the words are not in the model's vocabulary; this may not be a movie plot. Treat these genres as a guess.`;
+  $("caution").textContent = c;
+  $("fallback").hidden = !run.fallback;
+  $("fallback").textContent = run.fallback ?? "";
   app.dataset.result = JSON.stringify({
     mode: m.mode,
     genres: m.genres.map((i) => labels[i]),
     probabilities: Object.fromEntries(labels.map((g, i) => [g, m.probs[i]])),
   });
   $("demo-results").hidden = false;
+}
+
+// Words as a reader counts them: text written without spaces (Chinese, Japanese, Thai, ...) counts each
+// word the browser's segmenter finds (each such character where it has none), not one word per run.
+const UNSPACED = /[\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}\p{Script=Thai}\p{Script=Lao}\p{Script=Khmer}\p{Script=Myanmar}]/u;
+const segmenter = typeof Intl !== "undefined" && Intl.Segmenter ? new Intl.Segmenter(undefined, { granularity: "word" }) : null;
+function countWords(text) {
+  let n = 0;
+  for (const token of text.split(/\s+/u).filter(Boolean)) {
+    if (!UNSPACED.test(token)) { n += 1; continue; }
+    n += segmenter
+      ? Math.max(1, [...segmenter.segment(token)].filter((s) => s.isWordLike).length)
+      : [...token].filter((ch) => UNSPACED.test(ch)).length;
+  }
+  return n;
+}
+
+// The worker counts words as curation did (runs between spaces, Python's str.split): a plot written
+// without spaces is one "word" there. The caution says what that means in words a reader counts.
+function cautionText(c, plot) {
+  if (!c) return "";
+  if (c.kind !== "short") {
+    return `Caution: ${Math.round(100 * c.share)}% of the words are not in the model's vocabulary; this may not be a movie plot. Treat these genres as a guess.`;
+  }
+  const words = countWords(plot);
+  if (words <= c.words) {
+    return `Caution: this text has ${words} word${words === 1 ? "" : "s"}; the model learnt from plots of at least ${c.min}. Treat these genres as a guess.`;
+  }
+  return `Caution: this text has ${words} words but is written mostly without spaces; every plot the model learnt from had at least ${c.min} words separated by spaces. Treat these genres as a guess.`;
 }
 
 function drawCam(k) {
@@ -223,7 +289,7 @@ function drawCam(k) {
 }
 
 function showCam(m) {
-  if (m.error || !posterState?.ok) return;
+  if (m.error || !posterState?.ok || run.posterId !== posterState.id) return; // only for the poster on screen
   run.cam = m;
   app.dataset.cam = JSON.stringify({ dims: m.dims, maps: Object.fromEntries(m.genres.map((g, k) => [spec.labels[g], m.raw[k]])) });
   $("cam-genres").replaceChildren(...m.genres.map((g, k) => button(spec.labels[g], () => drawCam(k))));
@@ -320,38 +386,68 @@ function whyDone(m) {
 
 // ---- predict --------------------------------------------------------------------------------------
 
-async function predict() {
-  if (busy) return; // one prediction at a time (also for Ctrl+Enter and clicks while aria-disabled)
+// restart: the poster changed while a prediction ran (that one is dropped); fallback: the poster could not
+// be used (its model not stored, and offline), so the plot alone is scored and the result says why.
+async function predict({ restart = false, fallback = null } = {}) {
+  if (busy && !restart) return; // one prediction at a time (also for Ctrl+Enter and clicks while aria-disabled)
   const plot = $("plot").value.trim();
   if (!plot) {
+    if (restart) withdraw();
     status("Please paste a plot first: a sentence or more about the movie.", true);
     $("plot").focus();
     return;
   }
   busy = true;
+  withdrawn = "";
   // aria-disabled, not disabled: a disabled button drops the keyboard focus to <body>; this one keeps it
   $("predict").setAttribute("aria-disabled", "true");
   app.setAttribute("aria-busy", "true");
-  run = { id: ++predictSeq, t0: performance.now() };
+  const id = ++predictSeq;
+  run = { id, t0: performance.now(), fallback };
   app.dataset.runs = String(predictSeq);
   delete app.dataset.whyMs;
   delete app.dataset.shownMs;
-  warm(posterState ? ["poster"] : []);
+  const poster = fallback ? null : posterState; // the poster on screen when Predict was pressed
+  warm(poster ? ["poster"] : []);
   try {
-    if (posterState && !posterState.ok) {
+    if (poster && !poster.ok) {
       status("Waiting for the poster to be read…");
-      await posterState.pending;
+      await poster.pending;
     }
-    const withPoster = !!posterState?.ok;
-    const stored = parts && Object.entries(parts).every(([p, fs]) => (p === "poster" && !withPoster) || fs.every((f) => f.cached));
-    status(stored ? "Predicting…" : "Loading the models (progress below)…");
+    if (run?.id !== id) return; // the poster changed meanwhile: a newer run has taken over
+    const withPoster = !!poster?.ok && poster === posterState;
+    run.posterId = withPoster ? poster.id : null;
+    const ready = [...plotParts ?? [], ...(withPoster ? ["poster"] : [])].every(stored);
+    status(parts && ready ? "Predicting…" : "Loading the models (progress below)…");
     $("why").hidden = true;
     $("cam").hidden = true;
-    post({ type: "predict", id: run.id, plot, posterId: withPoster ? posterState.id : null });
+    post({ type: "predict", id, plot, posterId: run.posterId });
   } catch (e) {
     status(`Something went wrong: ${e.message}`, true);
     done();
   }
+}
+
+// Offline, or the network failed: what the demo still has stored decides what it can do.
+const OFFLINE = /failed to fetch|networkerror|network error|load failed|err_internet_disconnected/i;
+const offline = (message) => !navigator.onLine || OFFLINE.test(message ?? "");
+const stored = (part) => !!parts?.[part]?.every((f) => f.cached || have.has(f.name));
+
+// A prediction failed. With a poster whose model is not stored (and the network gone), the plot alone is
+// scored instead, and the result says so; otherwise the failure is explained in plain words.
+function failed(m) {
+  const withPoster = !!run?.posterId;
+  if (withPoster && !stored("poster")) {
+    const why = offline(m.message)
+      ? `You seem to be offline, and the poster model is not stored in this browser yet, so your poster could not be read.`
+      : `Your poster could not be used (${m.message}).`;
+    predict({ restart: true, fallback: `${why} These genres come from the plot alone; press Predict genres again when you are back online to add the poster.` });
+    return;
+  }
+  if (offline(m.message) && !(stored("text") && stored("head") && stored("runtime"))) {
+    status("You seem to be offline, and the models are not stored in this browser yet: the demo needs the network once to download them.", true);
+  } else status(`Something went wrong: ${m.message}`, true);
+  done();
 }
 
 function done() {
@@ -360,11 +456,23 @@ function done() {
   app.removeAttribute("aria-busy");
 }
 
+// The genres, and only they (not the timing line), are read out by screen readers: a polite live region.
+function announce(m) {
+  const names = m.genres.map((i) => spec.labels[i]).join(", ");
+  const text = `Predicted genres: ${names} (${m.mode === "plot" ? "plot only" : "plot + poster"}).` +
+    (run.fallback ? " Your poster was not used: see the note above the genres." : "");
+  const region = $("announce");
+  region.textContent = "";
+  // emptied, then filled a moment later: a change screen readers announce even when the genres repeat
+  setTimeout(() => { if (run?.id === m.id) region.textContent = text; }, 100);
+}
+
 function genres(m) {
   if (m.id !== run?.id) return;
   const ms = performance.now() - run.t0;
   run.genres = m.genres;
   showGenres(m);
+  announce(m);
   status("");
   app.dataset.genresMs = ms.toFixed(1);
   // ms since navigation at the start of the frame that paints the genres (now, in a hidden tab, which
@@ -412,9 +520,13 @@ function onMessage({ data: m }) {
     case "why": if (m.id === run?.id) whyStep(m); break;
     case "why-done": if (m.id === run?.id) whyDone(m); break;
     case "error":
-      if (m.during === "predict" && m.id !== run?.id) break;
+      if (m.during === "predict") { if (m.id === run?.id) failed(m); break; }
+      if (m.during === "warm" && offline(m.message)) {
+        // typing started downloads the network cannot deliver: a prediction that needs them says so again
+        status("You seem to be offline: the models this needs are not stored in this browser yet.", true);
+        break;
+      }
       status(`Something went wrong: ${m.message}`, true);
-      if (m.during === "predict") done();
       if (m.during === "init") $("download").textContent = `The demo could not start: ${m.message}.`;
       break;
   }
