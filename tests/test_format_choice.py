@@ -1,5 +1,5 @@
-"""pipeline/format_choice.py: the head it judges is the head the packed file holds, bit for bit, and its
-CV check reads no test row (fold -1)."""
+"""The format check (pipeline/stages/format_check.py, export/head_packing.py, choose/format_rule.py): the
+head it judges is the head the packed file holds, bit for bit, and its CV check reads no test row (fold -1)."""
 
 import numpy as np
 import onnx

@@ -1,4 +1,4 @@
-"""pipeline/gptq.py: GPTQ's integers in packed_weights' layout, its calibration statistics, and why it is
+"""pipeline/export/gptq.py: GPTQ's integers in packed_weights' layout, its calibration statistics, and why it is
 used (a layer's outputs stay closer to float than with nearest rounding)."""
 
 import numpy as np

@@ -1,6 +1,8 @@
-"""pipeline/packed_weights.py: the 8-bit packed graph computes exactly what the Cast + Mul graph computed,
-every format rebuilds one rounded product per weight, and a graph fails loudly without its weights file. The browser's copy of the rebuild is checked against this one in
-tests/test_browser.py (test_browser_rebuilds_the_same_float_weights)."""
+"""pipeline/runtime/packed_weights.py and pipeline/export/packing.py: an 8-bit packed graph computes exactly
+what the same integers dequantized in the graph (Cast + Mul, folded by onnxruntime) computed, for MatMul and
+convolution weights; every format rebuilds one rounded product per weight; a graph fails loudly without its
+weights file. The browser's copy of the rebuild is checked against this one in tests/test_browser.py
+(test_browser_rebuilds_the_same_float_weights)."""
 
 import numpy as np
 import onnx
@@ -10,6 +12,36 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.export import packing, quantize
 from pipeline.runtime import packed_weights
+
+
+def cast_mul(path, plan):
+    """The reference for the packed graph: each planned weight of `path` replaced, in the graph, by its
+    integers (packing.quantize, as pack rounds them) and a Cast + Mul by its scales, which onnxruntime
+    folds at load: float32(q) * scale, one rounding. (The poster encoder shipped this way until its weights
+    moved to the packed format.)"""
+    model = onnx.load(str(path))
+    g = model.graph
+    nodes = []
+    for init in g.initializer:
+        if init.name not in plan:
+            continue
+        bits, block, scale = plan[init.name]
+        w = numpy_helper.to_array(init)
+        q, s = packing.quantize(w.reshape(packing.matrix_shape(w.shape)), bits, block, scale)
+        if block[0] == 1 and block[1] == q.shape[1]:  # a scale per row (a convolution's filter)
+            s = s.astype(np.float32).reshape(-1, *[1] * (w.ndim - 1))
+        elif block == (q.shape[0], 1) and w.ndim == 2:  # a scale per column
+            s = s.astype(np.float32).reshape(1, -1)
+        else:
+            raise ValueError("cast_mul covers per-row and per-column scales")
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(q.reshape(w.shape), name + "_int8"))
+        g.initializer.append(numpy_helper.from_array(s, name + "_scale"))
+        nodes.append(helper.make_node("Cast", [name + "_int8"], [name + "_float"], to=TensorProto.FLOAT))
+        nodes.append(helper.make_node("Mul", [name + "_float", name + "_scale"], [name]))
+    for node in reversed(nodes):
+        g.node.insert(0, node)
+    onnx.save(model, str(path))
 
 
 def two_matmuls(path, k: int, n: int, seed: int):
@@ -51,8 +83,9 @@ def test_int8_packed_graph_gives_the_cast_mul_graphs_outputs_bit_for_bit(tmp_pat
     folded, packed = tmp_path / "folded.onnx", tmp_path / "packed.onnx"
     two_matmuls(folded, k, n, seed=k + n)
     packed.write_bytes(folded.read_bytes())
-    quantize.weights_only_int8(folded, min_size=1)  # every weight int8 x per-column scale: Cast + Mul
-    blob = packing.pack(packed, plan_for(packed, *FORMATS["int8 per column"]))
+    plan = plan_for(packed, *FORMATS["int8 per column"])
+    cast_mul(folded, plan)  # every weight int8 x per-column scale: Cast + Mul
+    blob = packing.pack(packed, plan)
     assert blob == tmp_path / "packed.weights"
     ops = [node.op_type for node in packing.load_graph(packed).graph.node]
     assert ops == ["MatMul", "Relu", "MatMul"]  # no dequantizing node in the graph
@@ -62,6 +95,47 @@ def test_int8_packed_graph_gives_the_cast_mul_graphs_outputs_bit_for_bit(tmp_pat
     assert all(t["scales"] % 4 == 0 for t in tensors)  # a Float32Array view of the scales needs it
     assert [t["at"] for t in tensors] == [0, 4 * k * n] and header["bytes"] == 4 * (k * n + n * 3)
     x = np.random.default_rng(0).normal(0, 1, (1, k)).astype(np.float32)
+    want = ort.InferenceSession(str(folded), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = quantize.session(packed).run(None, {"x": x})[0]
+    assert np.array_equal(want, got)
+
+
+def two_convs(path, seed: int):
+    """image [1, 3, 9, 7] → Conv 3x3 (8 filters) → Relu → depthwise Conv 3x3 → Conv 1x1 (5 filters)."""
+    rng = np.random.default_rng(seed)
+    shapes = {"c1": (8, 3, 3, 3), "c2": (8, 1, 3, 3), "c3": (5, 8, 1, 1)}
+    w = {k: (rng.normal(0, 1, v) * rng.uniform(0.01, 3, (v[0], 1, 1, 1))).astype(np.float32) for k, v in shapes.items()}
+    nodes = [
+        helper.make_node("Conv", ["x", "c1"], ["a"], name="first", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "c2"], ["b"], name="depthwise", pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Conv", ["b", "c3"], ["y"], name="pointwise"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 9, 7])],
+        [numpy_helper.from_array(v, k) for k, v in w.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_packed_convolutions_give_the_cast_mul_graphs_outputs_bit_for_bit(tmp_path):
+    """The poster encoder's format: each filter of a [M, C, kh, kw] weight 8-bit with its own float32 scale,
+    packed as M rows of C * kh * kw values, the graph keeping the weight's own dimensions."""
+    folded, packed = tmp_path / "folded.onnx", tmp_path / "packed.onnx"
+    two_convs(folded, seed=3)
+    packed.write_bytes(folded.read_bytes())
+    plan = quantize.packing_plan(packed, conv=quantize.POSTER_WEIGHTS, min_size=0)
+    assert plan == {"c1": (8, (1, 27), "f32"), "c2": (8, (1, 9), "f32"), "c3": (8, (1, 8), "f32")}
+    cast_mul(folded, plan)
+    packing.pack(packed, plan)
+    inits = {i.name: i for i in packing.load_graph(packed).graph.initializer}
+    assert [list(inits[k].dims) for k in ("c1", "c2", "c3")] == [[8, 3, 3, 3], [8, 1, 3, 3], [5, 8, 1, 1]]
+    header = packed_weights.read_blob(packed_weights.blob_path(packed).read_bytes())
+    assert [(t["rows"], t["cols"]) for t in header["tensors"]] == [(8, 27), (8, 9), (5, 8)]
+    x = np.random.default_rng(0).normal(0, 50, (1, 3, 9, 7)).astype(np.float32)
     want = ort.InferenceSession(str(folded), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     got = quantize.session(packed).run(None, {"x": x})[0]
     assert np.array_equal(want, got)

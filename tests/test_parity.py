@@ -1,14 +1,14 @@
 """The exported ONNX models compute what the torch models compute.
 
-Bounds (issue 15's error model): an int8 file differs from fp32 by its quantization error, which the
-export checks on dev inputs (cosine >= MIN_COSINE = 0.99, text_export / export) and item 1 measured
-per format (pipeline/quantize.py's docstring: 8-bit weights with float compute, the poster encoder's
-and the 8-bit text format, worst 0.9985 on 200 real dev plots, 0.997 on 60 real dev posters); the inputs here are not the
-checked ones: margin 0.005 below the export's 0.99. The shipped files cannot saturate
-(int8_reference.cannot_saturate, asserted below) and compute in float, so another CPU adds float
-rounding only (relative ~1e-6); fp16-stored float files: weight rounding 2^-11, cosine >= 0.999. A 4-bit
-text file is accepted by export's CV check (format_choice), not by a cosine: INT4_COSINE only tells
-rounding from a broken rebuild.
+Bounds (issue 15's error model): a shipped file differs from fp32 by its weights' rounding, which the
+export checks on dev inputs (cosine >= MIN_COSINE = 0.99, text_export / export) and which was measured per
+format (pipeline/export/quantize.py's docstring: 8-bit weights with float compute, the poster encoder's and
+the 8-bit text format, worst 0.9985 on 200 real dev plots, 0.997 on 60 real dev posters); the inputs here
+are not the checked ones: margin 0.005 below the export's 0.99. The shipped files compute in float (no
+integer operator: quantize.integer_ops, asserted below), so another CPU adds float rounding only (relative
+~1e-6); fp16-stored float files: weight rounding 2^-11, cosine >= 0.999. A 4-bit text file is accepted by
+export's CV check (format_check), not by a cosine: INT4_COSINE is the tiny run's own measurement less a
+margin, so a worse rebuild or rounding fails here.
 """
 
 import json
@@ -19,14 +19,20 @@ import pytest
 import torch
 
 from pipeline import cache
-from pipeline.export import head_packing, int8_reference, packing, text_export
+from pipeline.export import head_packing, packing, quantize, text_export
 from pipeline.learn import fusion, poster_encoder, student_model, text
 from pipeline.runtime import image_io
 from pipeline.runtime.predict import GenrePredictor
-from pipeline.stages import export, finetune
+from pipeline.stages import data, export, finetune, select
+from tests.test_distil import tiny_config
 
 INT8_COSINE = text_export.MIN_COSINE - 0.005  # the export's bound on dev inputs, margin for other inputs (docstring)
-INT4_COSINE = 0.9  # int4 is accepted by CV, not a cosine: 0.9 tells rounding from a broken rebuild (test_quantize)
+# int4 is accepted by CV, not a cosine; this bound is the measured minimum less a margin, so a worse rebuild or
+# rounding fails: the tiny run's teacher as export builds int4 (test_int4_text_encoder_matches_torch) gave
+# 0.921 over PLOTS (the others 0.94-0.97); GPTQ on other subsets of its 48 calibration plots, or nearest
+# rounding, gave minima of 0.927-0.935, so the margin, 0.011, is that spread. (The real shipped 4-bit file
+# measured >= 0.96 on PLOTS, issue 27; the real data's check: dev min 0.985 on 200 plots, shipped.json.)
+INT4_COSINE = 0.91
 FLOAT_COSINE = 0.999  # fp16-stored weights: relative rounding 2^-11 per weight, margin x10 (docstring)
 
 PLOTS = [
@@ -78,6 +84,39 @@ def test_shipped_text_encoder_matches_torch(predictor, torch_text, plot):
     assert cosine(got, expected) >= bound
 
 
+@pytest.fixture(scope="module")
+def int4_teacher(tiny, tmp_path_factory):
+    """The tiny run's teacher as export's "int4" format builds it (export.int4_parts: the vocabulary pruned to
+    the extra rows' word pieces; GPTQ on export.gptq_calibration's extra-row plots, all of the tiny run's):
+    (the torch model it was built from, its tokenizer, a session of the file)."""
+    cfg = tiny_config(tiny)
+    teacher = text.TextEncoder("minilm", tiny.stage("finetune") / "encoder.safetensors").eval()
+    extra, _ = data.load_extra(stage_output(tiny, "data"))
+    plots = extra.overview.iloc[select.load(stage_output(tiny, "select"))].tolist()  # as export reads them
+    parts = (teacher, text.load_tokenizer("minilm"), text.tokenizer_json("minilm"), "minilm")
+    model, tok, _, _ = export.int4_parts(cfg, parts, plots)
+    calibration, _ = export.gptq_calibration(cfg, plots, count=min(export.GPTQ_PLOTS, len(plots)))
+    folder = tmp_path_factory.mktemp("int4")
+    ids = [text.encode(tok, p, cfg.max_len) for p in calibration]
+    text_export.export_fp32(model, folder / "fp32.onnx", ids[0])
+    info = quantize.quantize_text(folder / "fp32.onnx", folder / "int4.onnx", "int4", quantize.text_feeds(ids))
+    assert "GPTQ" in info["quantization"] and info["integer_ops"] == []
+    return model, tok, quantize.session(folder / "int4.onnx"), cfg.max_len
+
+
+@pytest.mark.parametrize("plot", PLOTS)
+def test_int4_text_encoder_matches_torch(int4_teacher, plot):
+    """The 4-bit format (the real data's shipped one) against its torch model: within INT4_COSINE (where it
+    comes from: there)."""
+    model, tok, session, max_len = int4_teacher
+    x = np.array([text.encode(tok, plot, max_len)], np.int64)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x), torch.ones_like(torch.from_numpy(x))).numpy()
+    got = session.run(None, {"input_ids": x, "attention_mask": np.ones_like(x)})[0]
+    print("int4 cosine", round(cosine(got, expected), 4))
+    assert cosine(got, expected) >= INT4_COSINE
+
+
 def test_truncation_keeps_the_final_separator():
     tok = text.load_tokenizer("minilm")
     ids = text.encode(tok, PLOTS[2], 64)
@@ -110,16 +149,14 @@ def test_poster_encoder_matches_torch(predictor, tmp_path, size, genres):
     assert cosine(got, expected) >= (INT8_COSINE if int8 else FLOAT_COSINE)
 
 
-def test_shipped_int8_files_cannot_saturate(tiny):
-    """Every encoder the manifest ships computes the same integers on every CPU path (AVX2 without
-    VNNI included): no u8 x s8 pair sum can exceed int16 (pipeline/int8_reference.py), so the
-    checks above, run on this machine, hold on any machine."""
-    import json
-
+def test_shipped_files_hold_no_integer_operator(tiny):
+    """Every graph the manifest ships computes in float, after onnxruntime's own optimizations too: no integer
+    product (which x86 without VNNI may saturate) and no activation rounding (which float differences between
+    CPUs or wasm can flip), so the checks above, run on this machine, hold on any machine up to float rounding.
+    This is what is left of the int8 formats' saturation proof: a file with no integer operator needs none."""
     spec = json.loads((tiny.models / "manifest.json").read_text())
-    for part in ("text_encoder", "poster_encoder"):
-        proof = int8_reference.cannot_saturate(tiny.models / spec[part]["file"])
-        assert proof["ok"], (part, [n for n in proof["nodes"] if not n["ok"]][:3])
+    for part in ("text_encoder", "poster_encoder", "fusion_head"):
+        assert quantize.integer_ops(tiny.models / spec[part]["file"]) == set(), part
 
 
 def test_fusion_head_matches_torch(tiny):

@@ -256,7 +256,10 @@ def test_figures_are_written(tiny):
         assert (tiny.figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert (tiny.figures / "crossfit.svg").read_text().startswith("<svg")
     svg = (tiny.figures / "architecture.svg").read_text()
-    assert svg.startswith("<svg") and "Fusion head" in svg and "64 tokens" in svg
+    assert svg.startswith("<svg") and "switched by the poster" in svg and "64 tokens" in svg
+    heads = json.loads((tiny.models / "manifest.json").read_text())["fusion_head"]["heads"]
+    assert f"no poster → {heads['plot'].replace('_', ' ')}" in svg  # the head the manifest runs for each mode
+    assert f"poster → {heads['plot+poster'].replace('_', ' ')}" in svg
     html = (tiny.figures / "topics_map.html").read_text()
     assert '<script src="../vendor/plotly.min.js">' in html and "https://" not in html.split("<body>")[0]
     gallery = tiny.json("gradcam.json")
@@ -295,7 +298,9 @@ def test_the_pipeline_runs_without_extra_rows(tmp_path):
     from tests.conftest import TinyRun
 
     run = TinyRun(tmp_path)
-    args = run.args("all")
+    # the teacher ships (no student can pass a bound of -1): export must then choose its format with no
+    # extra-row plots to calibrate GPTQ on
+    args = run.args("all", "--student_bound", "-1")
     args[args.index("--extra") + 1] = ""
     first = cli(*args)
     (folder,) = set(re.findall(r"^\[finetune\] (?:running ->|cached:) (\S+)$", first.stdout, re.M))
@@ -304,6 +309,9 @@ def test_the_pipeline_runs_without_extra_rows(tmp_path):
     head = load_file(str(tmp_path / folder / "head.safetensors"))
     assert not np.any(head["weight"]) and not np.any(head["bias"])
     assert run.json("metrics.json")["extra_rows"] == 0
+    teacher = run.json("models.json")["shipped"]["encoders"]["teacher"]["format_choice"]
+    assert run.json("metrics.json")["shipped"]["encoder"] == "teacher"
+    assert "skipped" in teacher["tried"]["int4"] and teacher["ships"] == "weights"
     plots = tmp_path / "plots.csv"
     plots.write_text("overview\nA detective hunts a killer through the rain-soaked city at night.\n")
     out = tmp_path / "genres.csv"

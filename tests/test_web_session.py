@@ -1,4 +1,4 @@
-"""pipeline/web_session.py: the graph optimization level the browser uses for each shipped model."""
+"""pipeline/export/web_session.py: the graph optimization level the browser uses for each shipped model."""
 
 import json
 
@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.export import packing, quantize, web_session
+from pipeline.export import packing, web_session
 from tests.conftest import ROOT
-from tests.test_packed_weights import two_matmuls
+from tests.test_packed_weights import cast_mul, two_matmuls
 
 
 def dequantized(path):
@@ -44,7 +44,7 @@ def with_identity(path):
     [
         (lambda p: two_matmuls(p, 32, 32, seed=1), "disabled"),  # float weights used as they are
         (with_identity, "disabled"),
-        (lambda p: (two_matmuls(p, 32, 32, seed=2), quantize.weights_only_int8(p, min_size=1)), "basic"),  # Cast + Mul
+        (lambda p: (two_matmuls(p, 32, 32, seed=2), cast_mul(p, {"w1": (8, (32, 1), "f32")})), "basic"),
         (
             lambda p: (
                 two_matmuls(p, 32, 32, seed=3),

@@ -1,6 +1,7 @@
 // The poster's own thread, started by the page (demo.js) once the manifest is in: it decodes a poster
 // (poster.js) and runs the poster encoder on it as soon as it is read, while worker.js runs the text
-// encoder. Without cross-origin isolation (GitHub Pages) onnxruntime-web runs one thread per worker, so
+// encoder. The encoder's graph and its packed weights file (weights.js rebuilds the float weights) are
+// loaded by models.load("poster"), as worker.js loads the text encoder's. Without cross-origin isolation (GitHub Pages) onnxruntime-web runs one thread per worker, so
 // a second worker is what lets the two encoders run at the same time: a prediction with a poster waits
 // for the longer, not the sum. The preview goes straight to the page, so a busy worker.js never delays it.
 // The runtime is the one worker.js compiled (runtime.shared): instantiated here, never fetched again.

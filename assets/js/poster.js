@@ -1,4 +1,4 @@
-// A poster file → the pixels the poster encoder takes, as pipeline/image.py `load_image` makes them
+// A poster file → the pixels the poster encoder takes, as pipeline/runtime/image_io.py `load_image` makes them
 // (the manifest's rules.poster): size read from the header before decoding, EXIF orientation, alpha
 // over white, integer block mean for large images. Pixels are read in bands, so memory stays near the
 // decoded bitmap's size.
@@ -74,7 +74,7 @@ export async function decode(blob, pre) {
     const y = Math.floor(i / w), x = i % w;
     const count = Math.min(k, H - y * k) * Math.min(k, W - x * k);
     for (let c = 0; c < 3; c++) {
-      const v = Math.floor((2 * sums[3 * i + c] + count) / (2 * count)); // rounded half up, as image.py
+      const v = Math.floor((2 * sums[3 * i + c] + count) / (2 * count)); // rounded half up, as image_io.py
       pixels[c * n + i] = v;
       rgba[4 * i + c] = v;
     }

@@ -72,7 +72,7 @@ function oneAtATime() {
 // so each phase is that session's own time.
 const creating = oneAtATime();
 // externalData: [{path, data}], the float weights a graph names outside itself (weights.js); level: the
-// graph optimization level the manifest gives the model (pipeline/web_session.py says why)
+// graph optimization level the manifest gives the model (pipeline/export/web_session.py says why)
 export const session = (name, model, { externalData, level = "basic" } = {}) => creating(() => create(name, model, externalData, level));
 
 async function create(name, model, externalData, level) {

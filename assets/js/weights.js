@@ -1,10 +1,11 @@
-// A graph's packed weights file (NAME.weights, written by pipeline/packed_weights.py, whose docstring has
-// the layout) → the bytes the graph reads as external data: each weight float32(q[r][c]) *
-// scale[r / br][c / bc] at the tensor's offset `at`, with 8- or 4-bit q and float32 or float16 scales; a
-// gathered table's int8 values and float32 scales as they are. Rebuilt here rather than by onnxruntime (a Cast + Mul in the graph, folded at session
-// creation) because onnxruntime-web did that folding on every visit in wasm not yet optimised by the
-// browser (return visit: text session 0.66 s with it, 0.35-0.38 s without; this loop, the "weights"
-// phase: bench/browser.py).
+// A graph's packed weights file (NAME.weights: the text encoder's, the poster encoder's, the head's; written
+// by pipeline/export/packing.py, layout in pipeline/runtime/packed_weights.py's docstring) → the bytes the
+// graph reads as external data: each weight float32(q[r][c]) * scale[r / br][c / bc] at the tensor's offset
+// `at`, with 8- or 4-bit q and float32 or float16 scales (a convolution's [M, C, kh, kw] weight is its M rows
+// of C * kh * kw values); a gathered table's int8 values and float32 scales as they are. Rebuilt here rather
+// than by onnxruntime (a Cast + Mul in the graph, folded at session creation) because onnxruntime-web did
+// that folding on every visit in wasm not yet optimised by the browser (return visit: text session 0.66 s
+// with it, 0.35-0.38 s without; this loop, the "weights" phase: bench/browser.py).
 // Returns {path, data}: one entry of onnxruntime-web's externalData session option.
 
 // IEEE half → float, exactly (every half is a float32)

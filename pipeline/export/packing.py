@@ -1,6 +1,8 @@
 """Writing the packed weights format (pipeline/runtime/packed_weights.py describes it): rounding weights to
 8- or 4-bit blocks and moving them out of an ONNX graph into NAME.weights; `model_source` rebuilds a graph with
-its float weights inside and checks the two agree (export checks, tests)."""
+its float weights inside and checks the two agree (export checks, tests). A weight of more than two dimensions
+(a convolution's [M, C, kh, kw]) is packed as the matrix of its row-major values, [M, C * kh * kw]
+(matrix_shape): the float32 bytes the graph reads are the same, and the graph keeps its own dimensions."""
 
 import json
 import struct
@@ -19,9 +21,15 @@ from pipeline.runtime.packed_weights import (
     grid,
     per_weight,
     places,
+    read_blob,
 )
 
 CLIPS = {8: (1.0,), 4: (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)}  # a block's scale: its largest |w| x clip / LEVELS
+
+
+def matrix_shape(dims) -> tuple[int, int]:
+    """The [rows, cols] a weight of dimensions `dims` (2 or more) is packed as: its first dimension by the rest."""
+    return int(dims[0]), int(np.prod(dims[1:], dtype=np.int64))
 
 
 def blocks_of(a: np.ndarray, block: tuple[int, int]) -> np.ndarray:
@@ -117,9 +125,10 @@ def gather_then_scale(g: onnx.GraphProto, table: str, blocks: int, width: int):
 
 def pack(path: Path, plan: dict[str, tuple[int, tuple[int, int], str]], gathered=(), quantized=None) -> Path:
     """Move the float initializers `plan` names ({name: (bits, (br, bc), scale type)}) out of the graph
-    at `path` into NAME.weights; returns that path. Every planned name must be a 2-D float initializer.
-    Each is rounded by `quantize`, unless `quantized` ({name: (q, scales)}, e.g. pipeline/gptq.py's, in
-    `quantize`'s layout for its plan entry) gives its integers and scales.
+    at `path` into NAME.weights; returns that path. Every planned name must be a float initializer of 2 or more
+    dimensions (packed as its matrix_shape). Each is rounded by `quantize`, unless `quantized` ({name: (q,
+    scales)}, e.g. pipeline/export/gptq.py's, in `quantize`'s layout for its plan entry) gives its integers and
+    scales.
     A name in `gathered` (a table only Gather reads, block (1, bc)) is rebuilt as int8 values plus float32
     scales, not as floats: its Gathers scale the rows they read (gather_then_scale), and the table
     takes a byte per value in memory instead of four."""
@@ -134,11 +143,15 @@ def pack(path: Path, plan: dict[str, tuple[int, tuple[int, int], str]], gathered
     tensors, chunks, at = [], [], 0
     for name, (bits, block, scale) in plan.items():
         init = inits[name]
-        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) != 2:
-            raise ValueError(f"{name} is not a 2-D float initializer")
-        q, s = quantized[name] if name in quantized else quantize(numpy_helper.to_array(init), bits, block, scale)
+        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) < 2:
+            raise ValueError(f"{name} is not a float initializer of 2 or more dimensions")
+        dims, shape = list(init.dims), matrix_shape(init.dims)
+        if name in quantized:
+            q, s = quantized[name]
+        else:
+            q, s = quantize(numpy_helper.to_array(init).reshape(shape), bits, block, scale)
         rows, cols = q.shape
-        fits = [rows, cols] == list(init.dims) and s.shape == grid(q.shape, block) and s.dtype == SCALE_TYPES[scale]
+        fits = (rows, cols) == shape and s.shape == grid(q.shape, block) and s.dtype == SCALE_TYPES[scale]
         fits = fits and bool(np.isfinite(s).all())  # no NaN or infinite scale: the rebuilds agree on finite ones
         if not fits or q.dtype != np.int8 or q.min() < -LEVELS[bits] or q.max() > LEVELS[bits]:
             raise ValueError(f"{name}: integers or scales not in the plan's layout")
@@ -146,7 +159,7 @@ def pack(path: Path, plan: dict[str, tuple[int, tuple[int, int], str]], gathered
         chunks.append((values, s.tobytes()))
         entry = {"name": name, "rows": rows, "cols": cols, "bits": bits, "block": list(block), "scale": scale, "at": at}
         if name in gathered:
-            if block[0] != 1 or cols % block[1]:
+            if block[0] != 1 or cols % block[1] or len(dims) != 2:
                 raise ValueError(f"{name}: a gathered table needs whole-row blocks that divide its width")
             entry["gathered"] = True
             entry["scales_at"] = at + rows * cols + (-(rows * cols) % 4)
@@ -165,7 +178,7 @@ def pack(path: Path, plan: dict[str, tuple[int, tuple[int, int], str]], gathered
             gather_then_scale(g, name, cols // block[1], block[1])
             at = entry["scales_at"] + 4 * n_scales
         else:
-            init.CopyFrom(external(name, onnx.TensorProto.FLOAT, [rows, cols], location, at, 4 * rows * cols))
+            init.CopyFrom(external(name, onnx.TensorProto.FLOAT, dims, location, at, 4 * rows * cols))
             at += 4 * rows * cols
         tensors.append(entry)
     onnx.save(model, str(path))  # no tensor is loaded from LOCATION: the external entries are written as they are
@@ -210,10 +223,11 @@ def model_source(path: Path) -> str | bytes:
     if not blob_path(path).exists():
         return str(path)
     model = load_graph(path)
-    header, data = float_weights(blob_path(path).read_bytes())
-    # the graph's external weights and the file's tensors must be the same list: a stale or foreign
-    # weights file is refused, never read as weights
-    wanted = places(header)
+    blob = blob_path(path).read_bytes()
+    header = read_blob(blob)
+    # the graph's external weights and the file's tensors must be the same list (checked before anything is
+    # rebuilt): a stale or foreign weights file is refused, never read as weights
+    wanted, external = places(header), {}
     for init in model.graph.initializer:
         if init.data_location != onnx.TensorProto.EXTERNAL:
             continue
@@ -223,11 +237,14 @@ def model_source(path: Path) -> str | bytes:
             raise ValueError(
                 f"{blob_path(path).name} does not hold {path.name}'s weight {init.name}: export them together"
             )
-        init.raw_data = bytes(data[place[0] : place[0] + place[1]])
-        del init.external_data[:]
-        init.data_location = onnx.TensorProto.DEFAULT
+        external[init.name] = (init, place)
     if wanted:
         raise ValueError(f"{blob_path(path).name} holds weights {path.name} does not name: export them together")
+    _, data = float_weights(blob)
+    for init, (at, length) in external.values():
+        init.raw_data = bytes(data[at : at + length])
+        del init.external_data[:]
+        init.data_location = onnx.TensorProto.DEFAULT
     return model.SerializeToString()
 
 

@@ -10,7 +10,7 @@ Grad-CAM weight of channel k for genre g (the spatial mean of ∂logit_g/∂F_k,
 J_gk / (h·w) with J = ∂logit/∂emb, and no BN or ReLU6 derivative enters. (On _conv_head's output, before
 BN + ReLU6, the weight would also carry the BN scale and the share of positions inside ReLU6's linear range.)
 
-J for the fusion head (pipeline/fusion.py: logits = z + mlp([z, t, (emb − mean)/std · p, p]), p = has_poster
+J for the fusion head (pipeline/learn/fusion.py: logits = z + mlp([z, t, (emb − mean)/std · p, p]), p = has_poster
 = 1, t the standardised text embedding, mlp = Dropout, Linear W1 b1, GELU, Dropout, Linear W2 b2; z and t
 do not depend on the poster; o = head.image_offset, where the poster's columns start):
     a = W1 [z, t, (emb − mean)/std, 1] + b1
@@ -44,7 +44,8 @@ class PosterGraph(nn.Module):
 
 
 def preprocessing(cfg) -> dict:
-    """The poster preprocessing definition (pipeline/image.py's docstring), for the manifest and assets/js/poster.js."""
+    """The poster preprocessing definition (pipeline/runtime/image_io.py's docstring), for the manifest and
+    assets/js/poster.js."""
     return {
         "pixels": "decoded RGB uint8 as float 0..255, channels first; EXIF orientation applied; no colour-profile conversion",
         "alpha": "composited over white in integers: round(c*a/255) + 255 - a",
@@ -61,7 +62,7 @@ def preprocessing(cfg) -> dict:
 
 def export_poster(cfg, out_dir: Path, fp16: bool = True) -> dict:
     """Write poster_encoder.onnx (outputs "embedding", then "features") and return its manifest entry.
-    fp16=False keeps fp32 weights (the input to static quantization)."""
+    fp16=False keeps fp32 weights (what quantize.quantize_poster takes)."""
     encoder = poster_encoder.PosterEncoder(cfg.image_size).eval()
     path = Path(out_dir) / "poster_encoder.onnx"
     dummy = torch.rand(1, 3, 278, 185) * 255

@@ -3,8 +3,8 @@
 fp32 ONNX from torch (parity checked), then quantized by quantize.quantize_text in the mode export
 asks for (export.choose_format: "int4" or "weights", by CV). In mode "weights" (8-bit) which layers stay
 float is chosen on dev plots (never test): the smallest set of FLOAT_CANDIDATES, in order, whose file
-keeps every sampled plot's embedding within MIN_COSINE of fp32; "int4" is judged by format_choice's CV
-instead, its cosine only reported. Checks written beside it: parity, cosine, batched vs single, native
+keeps every sampled plot's embedding within MIN_COSINE of fp32; "int4" is judged by export's CV check
+(stages/format_check) instead, its cosine only reported. Checks written beside it: parity, cosine, batched vs single, native
 one-thread latency, ops.
 """
 
@@ -49,9 +49,9 @@ def export_text_encoder(
     model, out: Path, calibration_ids: list[list[int]], check_ids: list[list[int]], max_len: int, mode: str
 ) -> dict:
     """Write `out` (a text encoder: input_ids, attention_mask → embedding) in quantize_text's `mode`;
-    return the checks. calibration_ids: token ids of the plots quantize_text calibrates on (static scales;
-    in "int4" GPTQ's plots, extra rows: export.gptq_calibration); check_ids: other dev plots. In mode "int4"
-    no layer is chosen to stay float (its cosine is reported; export judges it by CV)."""
+    return the checks. calibration_ids: token ids of the training plots GPTQ fits "int4" to (extra rows:
+    export.gptq_calibration; unused by "weights"); check_ids: dev plots. In mode "int4" no layer is chosen to
+    stay float (its cosine is reported; export judges it by CV)."""
     feeds = quantize.text_feeds(check_ids)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
@@ -69,7 +69,7 @@ def export_text_encoder(
             candidates[name] = quantize.embedding_cosine(fp32, out, feeds)
             if candidates[name]["min"] >= MIN_COSINE or mode == "int4":
                 break
-        assert info["cannot_saturate"], info  # the acceptance checks hold on every CPU only if nothing can saturate
+        assert not info["integer_ops"], info  # float compute: the checks hold on every CPU (quantize.integer_ops)
         fp32_ms = quantize.native_ms(fp32, feeds[:32])
         gate = {} if mode == "int4" else {"kept_float": name, "min_cosine_required": MIN_COSINE}  # int4: CV decides
         check = {

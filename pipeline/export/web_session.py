@@ -5,8 +5,9 @@ decided here from the graph and written into the manifest ("web_optimization"); 
 and ConstantOfShape): the optimizer's passes then have nothing to fold and only cost time, run in wasm
 the browser has not optimised yet on a visit (bench.browser, return visit, plot only, 2026-12-04, load
 1.8, median of 3: 1.02 s at "disabled" against 1.27 s at "basic", warm 53 against 52 ms). Otherwise
-"basic": it folds that work (int8 weights turned to float by Cast + Mul, or a DequantizeLinear of a
-weight) once, at session creation, where "disabled" would redo it at every run.
+"basic": it folds that work (the poster encoder's padding sizes computed from constants, the 8-bit
+text format's embedding tables turned to float by a DequantizeLinear) once, at session creation, where
+"disabled" would redo it at every run. Packed weights (packing.pack) are handed in as float and fold nothing.
 """
 
 from collections import Counter

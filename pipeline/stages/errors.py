@@ -1,14 +1,17 @@
-"""Error analysis of the shipped models on the test split, from the evaluate stage's cached outputs.
+"""Error analysis of the shipped files on the test split, from the stages' cached outputs.
 
-Nothing here trains or re-scores: it reads the data stage's movies.csv (split, title, poster),
-evaluate's probs.npz (every model's probabilities for every row) and metrics.json (the shipped
-model of each input mode and its per-genre thresholds), applies the shipped decision rule and
+Nothing here trains or re-scores: it reads the data stage's movies.csv (split, title, poster), the
+probabilities the shipped files gave every test movie through predict's code (export's
+shipped_probs.npz), evaluate's probs.npz (the peers' probabilities; their thresholds fitted again by the same
+out-of-fold rule, choose/thresholds.fit) and metrics.json (the shipped thresholds of each input mode), applies the shipped decision rule and
 writes errors.json (for _data/errors.json), a confusion figure and small poster thumbnails:
 
 - which genres are predicted for which: false positives of genre B among test movies whose true
   genres include A (a genre-pair table and a heatmap);
 - where the poster helped and where it hurt: per test movie with a poster, the plot-only and the
-  plot + poster predictions against the truth (counts, and the clearest examples both ways);
+  plot + poster predictions against the truth (counts, the clearest examples both ways, and the paired
+  bootstrap interval of plot + poster minus plot only on those movies);
+- the shipped files' margin over the best peer, with its paired bootstrap interval (the targets table);
 - the genres the model gets least right, with the evidence for a likely reason: few examples,
   a genre defined by form rather than plot, the genre it is taken for, confident "false"
   positives (a sign of labels that TMDB's snapshots disagree on);
@@ -25,11 +28,13 @@ import pandas as pd
 from PIL import Image
 
 from pipeline import cache
+from pipeline.choose import thresholds
 from pipeline.runtime import rules
 from pipeline.stages import data, evaluate, export
+from pipeline.stages.evaluate import bootstrap
 
 CODE = cache.source_digest(__file__, rules.__file__)
-KEYS = ("seed", "max_len")
+KEYS = ("seed", "max_len", "threshold_shrinks")
 MODES = ("plot", "plot+poster")
 # Genres whose definition is the film's form (how it is made), not its story: a plot summary says
 # little about them. A judgement, written here once; the page shows the measured numbers beside it.
@@ -108,8 +113,9 @@ def thumb(poster: str, out: Path, tmdb_id) -> str | None:
     return f"thumbs/{name}"
 
 
-def poster_effect(movies, y, pred, labels, out: Path) -> dict:
-    """Per test movie with a poster: did plot + poster do better or worse than plot alone?"""
+def poster_effect(movies, y, pred, labels, out: Path, seed: int = 0) -> dict:
+    """Per test movie with a poster: did plot + poster do better or worse than plot alone? And over those
+    movies, F1 of plot + poster minus plot only with its paired bootstrap interval."""
     has = np.array([bool(p) for p in movies.poster])
     plot, both = pred["plot"], pred["plot+poster"]
     f_plot, f_both = sample_f1(y, plot), sample_f1(y, both)
@@ -152,6 +158,9 @@ def poster_effect(movies, y, pred, labels, out: Path) -> dict:
             "bad": int(bad),
         },
         "mean_f1": {"plot": float(f_plot[has].mean()), "plot+poster": float(f_both[has].mean())} if has.any() else None,
+        "paired": {"movies": int(has.sum()), **paired_points(y[has], both[has], plot[has], seed)}
+        if has.any()
+        else None,
         "helped_examples": [example(i) for i in helped],
         "hurt_examples": [example(i) for i in hurt],
     }
@@ -249,12 +258,39 @@ def draw_confusion(share, labels, path: Path):
     save(fig, path)
 
 
-def analyse(movies, labels, y, probs, metrics, tokenizer: Path | None, window: int, out: Path) -> dict:
+def paired_points(y: np.ndarray, pred: np.ndarray, other: np.ndarray, seed: int) -> dict:
+    """F1 of pred minus F1 of other on the same movies, in points, with its paired bootstrap 95 % interval."""
+    ci = bootstrap(y, pred, seed, other)
+    point = np.subtract(thresholds.f1_pair(y, pred), thresholds.f1_pair(y, other))
+    return {
+        avg: {"diff": 100 * float(point[i]), "lo": 100 * ci[f"{avg}_f1_ci"][0], "hi": 100 * ci[f"{avg}_f1_ci"][1]}
+        for i, avg in enumerate(("micro", "macro"))
+    }
+
+
+def shipped_margin(y, pred, probs, fold, shrinks, test, metrics, seed: int) -> dict:
+    """Per mode: the shipped files' F1 minus the best peer's (fp32: peers do not ship) on the test movies, the
+    peer decided by the thresholds evaluate gave it (thresholds.fit on its out-of-fold rows, deterministic)."""
+    out = {}
+    for mode in MODES:
+        peer = metrics["peers"]["best"][mode]
+        cut, _ = thresholds.fit(probs[peer], y, fold, shrinks)
+        peer_pred = rules.decide(probs[peer][test], cut)
+        out[mode] = {"best_peer": peer, **paired_points(y[test].astype(bool), pred[mode], peer_pred, seed)}
+    return out
+
+
+def analyse(
+    movies, labels, y, shipped, probs, metrics, tokenizer: Path | None, window: int, out: Path, seed=0, shrinks=()
+):
+    """`shipped`: {mode: the shipped files' probabilities of the test movies, in movies.csv order}."""
     test = test_mask(movies, len(next(iter(probs.values()))))
     ids = shipped_ids(metrics)
     yt = y[test].astype(bool)
     tm = movies[test].reset_index(drop=True)
-    p = {mode: probs[ids[mode]][test] for mode in MODES}
+    p = {mode: shipped[mode] for mode in MODES}
+    if any(len(v) != test.sum() for v in p.values()):
+        raise ValueError("shipped_probs.npz does not hold one row per test movie: not the same run")
     pred = {mode: rules.decide(p[mode], thresholds_for(metrics, mode, labels)) for mode in MODES}
     share, counts, pairs = confusion(yt.astype(float), pred["plot+poster"].astype(float), labels)
     dev = ~test
@@ -269,10 +305,11 @@ def analyse(movies, labels, y, probs, metrics, tokenizer: Path | None, window: i
     draw_confusion(share, labels, out / "confusion.png")
     result = {
         "models": ids,
-        "decision": "the shipped thresholds of each mode (fp32 probabilities from evaluate)",
+        "decision": "the shipped files through predict's code, with the shipped thresholds of each mode",
         "test_movies": int(test.sum()),
         "pairs": pairs,
-        "poster": poster_effect(tm, yt, pred, labels, out),
+        "poster": poster_effect(tm, yt, pred, labels, out, seed),
+        "shipped_margin": shipped_margin(y, pred, probs, movies.fold.to_numpy(), shrinks, test, metrics, seed),
         "genres": genres,
         "never_right": never,
         "weakest": weakest,
@@ -295,11 +332,14 @@ def run(cfg) -> cache.Output:
         metrics = evaluate.load(evaluated)
         with np.load(evaluated / "probs.npz") as f:
             probs = {k: f[k] for k in f.files}
+        with np.load(exported / "shipped_probs.npz") as f:
+            shipped = {mode: f[mode] for mode in MODES}
         spec = json.loads((exported / "manifest.json").read_text())
         text = spec.get("text_encoder", {})
         tokenizer = exported / text["tokenizer"] if text.get("tokenizer") else None
         window = int(text.get("max_len") or cfg.max_len)
-        result = analyse(movies, labels, y, probs, metrics, tokenizer, window, out)
+        shrinks = thresholds.parse_shrinks(cfg.threshold_shrinks)
+        result = analyse(movies, labels, y, shipped, probs, metrics, tokenizer, window, out, cfg.seed, shrinks)
         (out / "errors.json").write_text(json.dumps(result, indent=1))
 
     return cache.cached(cfg, "errors", parts, build)

@@ -2,8 +2,9 @@
 
 text_encoder.onnx   the text encoder `evaluate` chose to ship (the student when its CV held up against the
                     teacher, else the teacher), its weights in text_encoder.weights, 4- or 8-bit as the
-                    format check chose (choose_format; pipeline/text_export.py); tokenizer.json beside it
-poster_encoder.onnx EfficientNet-Lite0 with resize and normalisation inside (pipeline/poster_cam.py)
+                    format check chose (choose_format; pipeline/export/text_export.py); tokenizer.json beside it
+poster_encoder.onnx EfficientNet-Lite0 with resize and normalisation inside (pipeline/export/poster_cam.py),
+                    its 8-bit convolution weights in poster_encoder.weights (quantize.quantize_poster)
 fusion_head.onnx    the heads CV chose for each input mode, in one graph (fusion.ShippedHead): the text
                     encoder's genre head and the sigmoid included; its second output, the poster mode's
                     d logits / d poster embedding, gives the browser Grad-CAM of the visitor's poster;
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from pipeline import cache
 from pipeline.choose import format_rule, thresholds
-from pipeline.export import gptq, head_packing, int8_reference, packing, poster_cam, quantize, text_export, web_session
+from pipeline.export import gptq, head_packing, packing, poster_cam, quantize, text_export, web_session
 from pipeline.learn import fusion, poster_encoder, student_model, student_vocab, text
 from pipeline.runtime import image_io, packed_weights, predictor, rules
 from pipeline.runtime import manifest as models_manifest
@@ -38,7 +39,7 @@ CODE = cache.source_digest(
             poster_encoder,
             quantize,
             packed_weights,
-            int8_reference,
+            packing,
             text_export,
             rules,
             predictor,
@@ -54,7 +55,10 @@ CODE = cache.source_digest(
     __file__,
 )
 MIN_COSINE = text_export.MIN_COSINE
-CALIBRATION_PLOTS, CHECK_PLOTS = 128, 200  # dev plots: static scales / the float-layer choice and checks
+# dev plots (shuffled): the first SKIPPED_PLOTS once calibrated the static int8 format (removed) and are still
+# skipped, so the checks run on the plots of the earlier reports; the next CHECK_PLOTS choose the 8-bit format's
+# float layers and are the checks' plots
+SKIPPED_PLOTS, CHECK_PLOTS = 128, 200
 # extra-row plots GPTQ fits the int4 MatMuls to. A prototype (act order, float embeddings, 200 held-out extra
 # plots): mean cosine to fp32 0.9952 with 256, 0.9954 with 1,024; `bench.gptq --plots N` measures any count
 GPTQ_PLOTS = 512
@@ -81,8 +85,8 @@ def encoders(cfg, tuned, distilled) -> dict:
 def export_encoder(
     cfg, name, parts, dev_plots, out: Path, shipped: bool, mode=quantize.TEXT_MODE, calibration_plots=None
 ) -> tuple[dict, dict]:
-    """One text encoder to ONNX in quantize_text's `mode`: (manifest entry, checks). Calibration plots:
-    `calibration_plots` if given, else the first of `dev_plots` (the rest check)."""
+    """One text encoder to ONNX in quantize_text's `mode`: (manifest entry, checks). `calibration_plots`: the
+    training plots GPTQ fits "int4" to; the checks run on `dev_plots` after the first SKIPPED_PLOTS."""
     if mode == "int4" and not calibration_plots:  # GPTQ fits the file to its calibration plots: never dev ones
         raise ValueError("int4 needs calibration plots of training rows (gptq_calibration)")
     model, tok, tok_json, about = parts
@@ -90,11 +94,9 @@ def export_encoder(
         ("text_encoder.onnx", "tokenizer.json") if shipped else (f"{name}_text_encoder.onnx", f"{name}_tokenizer.json")
     )
     ids = [text.encode(tok, p, cfg.max_len) for p in dev_plots]
-    n = min(CALIBRATION_PLOTS, len(ids) // 2)  # small data: half calibrates, half checks
-    calibration = (
-        ids[:n] if calibration_plots is None else [text.encode(tok, p, cfg.max_len) for p in calibration_plots]
-    )
-    check = text_export.export_text_encoder(model, out / file, calibration, ids[n:], cfg.max_len, mode)
+    checked = ids[min(SKIPPED_PLOTS, len(ids) // 2) :]  # small data: the second half
+    calibration = [text.encode(tok, p, cfg.max_len) for p in calibration_plots or ()]
+    check = text_export.export_text_encoder(model, out / file, calibration, checked, cfg.max_len, mode)
     (out / tok_file).write_text(tok_json)
     entry = text_export.manifest_entry(out / file, tok_file, about, model.dim, cfg.max_len, check)
     check["bytes"] = {f: (out / f).stat().st_size for f in text_export.files(entry)}
@@ -123,7 +125,7 @@ def int4_parts(cfg, parts, extra_plots: list[str]) -> tuple:
 
 
 def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shipped: dict) -> tuple[dict, dict, str]:
-    """The shipped teacher in the first of cfg.text_formats that format_choice's CV check passes (the last
+    """The shipped teacher in the first of cfg.text_formats that format_check's CV check passes (the last
     one ships without a check): (manifest entry, checks, format). "int4" also prunes the vocabulary to the
     word pieces of the extra rows the encoder learned from, rounds its MatMuls by GPTQ on GPTQ_PLOTS of those
     rows' plots (never a dev plot: CV judges it on plots it was not fitted to) and stores the head's
@@ -136,6 +138,11 @@ def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shi
     for fmt in formats:
         model, tok, tok_json, about = parts
         calibration = None
+        if fmt == "int4" and fmt != formats[-1] and len(inputs["extra_plots"]) < GPTQ_PLOTS:
+            # nothing to calibrate GPTQ on (a run without extra rows, `--extra ''`): int4 is not tried
+            why = f"GPTQ calibrates on {GPTQ_PLOTS} extra-row plots; {len(inputs['extra_plots'])} here"
+            tried[fmt] = {"cv": None, "ships": False, "skipped": why}
+            continue
         if fmt == "int4":
             calibration, _ = gptq_calibration(cfg, inputs["extra_plots"])
             model, tok, tok_json, about = int4_parts(cfg, parts, inputs["extra_plots"])
@@ -177,7 +184,7 @@ def export_head(head: fusion.ShippedHead, out: Path, text_dim: int, image_dim: i
 def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, out: Path) -> dict:
     text_dim, image_dim = encoder["dim"], poster["dim"]
     head_files = [f.name for f in packed_weights.shipped_files(out / "fusion_head.onnx")]
-    names = [*text_export.files(encoder), poster["file"], *head_files]
+    names = [*text_export.files(encoder), *text_export.files(poster), *head_files]
     files = {f: {"bytes": (out / f).stat().st_size, "sha256": cache.file_digest(out / f)} for f in names}
     return {
         "labels": labels,
@@ -221,6 +228,8 @@ def shipped_check(out: Path, movies, y, metrics, spec: dict) -> dict:
             probs["plot+poster"].append(
                 genre_predictor.combine(t, None if pixels is None else genre_predictor.embed_poster(pixels))
             )
+    # the shipped files' probabilities of every test movie, for the error analysis and the margin target
+    np.savez_compressed(out / "shipped_probs.npz", **{m: np.asarray(p, np.float32) for m, p in probs.items()})
     check = {"test_movies": len(test), "text_encoder": spec["text_encoder"]["file"]}
     for mode in fusion.MODES:
         fp32_id = metrics["shipped"][mode]
@@ -254,34 +263,45 @@ def native_ms(out: Path, entries: dict, plots: list[str]) -> dict:
     return timings
 
 
-POSTER_CALIBRATION, POSTER_CHECK = 64, 60  # dev posters: fit the int8 scales / judge them
+# dev posters (shuffled): the first POSTER_SKIPPED once calibrated the static int8 format (removed) and are
+# still skipped, so the check runs on the posters of the earlier reports; the next POSTER_CHECK judge the file
+POSTER_SKIPPED, POSTER_CHECK = 64, 60
 
 
 def export_poster(cfg, out: Path, movies) -> dict:
-    """The poster encoder: static int8 when, on held-back dev posters, every embedding keeps a cosine
-    of at least MIN_COSINE to fp32 (scales calibrated on other dev posters); else fp16-stored float.
-    The test posters' cosine is measured too, for the report only."""
+    """The poster encoder: 8-bit weights in poster_encoder.weights (quantize.quantize_poster) when, on
+    POSTER_CHECK dev posters, every embedding keeps a cosine of at least MIN_COSINE to fp32; else float
+    (fp16-stored weights, no weights file). The test posters' cosine is measured too, for the report only."""
     rng = np.random.default_rng(cfg.seed)
     fold, has = movies.fold.to_numpy(), (movies.poster != "").to_numpy()
     dev = rng.permutation(np.flatnonzero((fold >= 0) & has))
-    n = min(POSTER_CALIBRATION, len(dev) // 2)  # small data: half calibrates, half judges
-    calibration, check = dev[:n], dev[n : n + POSTER_CHECK]
+    n = min(POSTER_SKIPPED, len(dev) // 2)  # small data: the second half
+    check = dev[n : n + POSTER_CHECK]
     test = np.flatnonzero((fold < 0) & has)
 
     def pixels(rows):
         return (image_io.load_image(movies.poster[r]) for r in rows)
 
+    path = out / "poster_encoder.onnx"
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = poster_cam.export_poster(cfg, Path(tmp), fp16=False)
-        q = quantize.quantize_poster(Path(tmp) / fp32["file"], out / fp32["file"], pixels(calibration))
-        dev_cos = quantize.poster_cosine(Path(tmp) / fp32["file"], out / fp32["file"], pixels(check))
-        test_cos = quantize.poster_cosine(Path(tmp) / fp32["file"], out / fp32["file"], pixels(test))
+        q = quantize.quantize_poster(Path(tmp) / fp32["file"], path)
+        dev_cos = quantize.poster_cosine(Path(tmp) / fp32["file"], path, pixels(check))
+        test_cos = quantize.poster_cosine(Path(tmp) / fp32["file"], path, pixels(test))
     choice = {"dev_posters": len(check), "dev_cosine": dev_cos, "test_cosine": test_cos, "int8_bytes": q["bytes"]}
-    assert q["cannot_saturate"], q  # the acceptance check holds on every CPU only when no product can saturate
+    assert not q["integer_ops"], q  # float compute: the acceptance check holds on every CPU (quantize.integer_ops)
     if dev_cos["min"] >= MIN_COSINE:
-        entry = {**fp32, "weights": q["quantization"], "batchable": q["batchable"], "quantization": q["quantization"]}
-    else:  # int8 does not hold: ship the float model
-        entry = {**poster_cam.export_poster(cfg, out), "quantization": "none"}
+        weights = packed_weights.blob_path(path).name  # the manifest names it, as the text encoder's (text_export)
+        entry = {"file": fp32["file"], "weights_file": weights, **fp32}
+        entry.update(weights=q["quantization"], batchable=q["batchable"], quantization=q["quantization"])
+    else:  # 8 bits do not hold: ship the float model
+        packed_weights.blob_path(path).unlink()
+        entry = {
+            "file": fp32["file"],
+            "weights_file": None,
+            **poster_cam.export_poster(cfg, out),
+            "quantization": "none",
+        }
     return {**entry, "web_optimization": web_session.optimization_level(out / entry["file"]), "choice": choice}
 
 
@@ -316,7 +336,7 @@ def run(cfg) -> cache.Output:
         dev_plots = movies.overview.iloc[
             np.random.default_rng(cfg.seed).permutation(np.flatnonzero(fold >= 0))
         ].tolist()
-        dev_plots = dev_plots[: CALIBRATION_PLOTS + CHECK_PLOTS]
+        dev_plots = dev_plots[: SKIPPED_PLOTS + CHECK_PLOTS]
         shipped_encoder = metrics["shipped"]["encoder"]
         text_head = finetune.load_head(tuned)
         chosen = {m: metrics["shipped"][m].removeprefix("student_") for m in fusion.MODES}
