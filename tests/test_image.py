@@ -1,4 +1,5 @@
-"""pipeline/image.py: the one poster preprocessing definition (the browser's assets/js/poster.js follows it)."""
+"""pipeline/runtime/image_io.py and the poster encoder's in-model resize (pipeline/learn/poster_encoder.py):
+the one poster preprocessing definition (the browser's assets/js/poster.js follows it)."""
 
 import io
 

@@ -5,9 +5,13 @@ Runs the tiny run's models (tests/conftest.py), or copies of their manifest with
 one test runs the committed models (assets/models) through the CLI's defaults."""
 
 import csv
+import hashlib
 import json
+import os
 import random
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bench.serve import bomb_png
 from pipeline.runtime import image_io, rules
-from pipeline.runtime.predict import GenrePredictor, sentence_importance
+from pipeline.runtime.predict import GenrePredictor, sentence_importance, workers_for
 from pipeline.runtime.predictor import MAX_PADDING, MAX_TOKENS, length_batches, padded
 from tests.conftest import ROOT, cli
 from tests.tiny_data import poster
@@ -259,7 +263,7 @@ UNUSABLE_MODELS = {  # (a file removed, a change to the manifest, what the one-l
     "no-manifest": ("manifest.json", None, "manifest.json"),
     "no-text-encoder": ("text_encoder.onnx", None, "text_encoder.onnx"),
     "no-rules": (None, lambda spec: spec.pop("rules"), "has no rules"),
-    "rules-without-truncation": (None, lambda spec: spec["rules"].pop("truncation"), "has no rules (truncation)"),
+    "rules-without-truncation": (None, lambda spec: spec["rules"].pop("truncation"), "has no rules.truncation"),
     "one-threshold-list": (None, lambda spec: spec.update(thresholds=spec["thresholds"]["plot"]), "per-mode"),
 }
 
@@ -376,17 +380,23 @@ def toy_text_encoder(path, dim: int, fixed_int8: bool = False):
 
 
 def with_toy_encoder(folder, source, fixed_int8: bool):
+    toy = folder.parent / f"{folder.name}-toy_text.onnx"
+    toy_text_encoder(toy, json.loads((source / "manifest.json").read_text())["text_encoder"]["dim"], fixed_int8)
+
     def change(spec):
         spec["text_encoder"]["file"] = "toy_text.onnx"
         spec["text_encoder"]["weights_file"] = None  # the toy graph holds its own float weights
         spec["text_encoder"]["batchable"] = True
-        spec["files"]["toy_text.onnx"] = {}
+        spec["files"]["toy_text.onnx"] = file_entry(toy)
 
     models = models_with(folder, change, source)
-    toy_text_encoder(
-        models / "toy_text.onnx", json.loads((source / "manifest.json").read_text())["text_encoder"]["dim"], fixed_int8
-    )
+    toy.rename(models / "toy_text.onnx")
     return models
+
+
+def file_entry(path) -> dict:
+    """A manifest's "files" entry for the file at `path`, as export writes it."""
+    return {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def long_and_short_rows(n: int = 150) -> list[tuple[str, str]]:
@@ -492,3 +502,90 @@ def test_committed_models_predict(tmp_path):
     assert proc.returncode == 0, proc.stderr
     labels = json.loads((COMMITTED / "manifest.json").read_text())["labels"]
     assert list(read(tmp_path / "out.csv").columns) == [*labels, "genres", "mode"]
+
+
+# --out is the input, spelled another way: refused (exit 2, one line) before anything is opened for writing
+SAME_FILE = {
+    "same-path": lambda src: src,
+    "dot-dot": lambda src: src.parent / ".." / src.parent.name / src.name,
+    "symlink": lambda src: (src.parent / "link.csv").symlink_to(src) or src.parent / "link.csv",
+    "hard-link": lambda src: os.link(src, src.parent / "hard.csv") or src.parent / "hard.csv",
+}
+
+
+@pytest.mark.parametrize("spelling", SAME_FILE.values(), ids=SAME_FILE.keys())
+def test_out_that_is_the_input_is_refused_before_anything_is_written(tmp_path, spelling):
+    src = write_csv(tmp_path / "in.csv", ["overview"], [[PLOTS[0]], [PLOTS[1]]])
+    before = src.read_bytes()
+    out = spelling(src)
+    # models that do not exist: the output is checked first, so its message is the one given
+    proc = cli("predict", src, "--out", out, "--models", tmp_path / "no-models", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "is the input file" in proc.stderr and "--out" in proc.stderr
+    assert src.read_bytes() == before  # not truncated
+    # the reverse: the output given as the plain path, the input through the other spelling
+    if out != src:
+        proc = cli("predict", out, "--out", src, check=False)
+        assert proc.returncode == 2 and "is the input file" in proc.stderr and src.read_bytes() == before
+
+
+def test_an_output_that_cannot_be_written_is_a_one_line_error(tmp_path):
+    src = write_csv(tmp_path / "in.csv", ["overview"], [[PLOTS[0]]])
+    proc = cli("predict", src, "--out", tmp_path / "no-such-folder" / "out.csv", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "cannot write" in proc.stderr, proc.stderr
+
+
+def copied_models(tmp_path):
+    """A real copy (not links) of the committed models folder, to change."""
+    return Path(shutil.copytree(COMMITTED, tmp_path / "models"))
+
+
+CHANGED_FILES = [
+    "text_encoder.onnx",
+    "text_encoder.weights",
+    "tokenizer.json",
+    "poster_encoder.onnx",
+    "fusion_head.onnx",
+]
+
+
+@pytest.mark.parametrize("name", CHANGED_FILES)
+@pytest.mark.parametrize("change", ["flip-one-byte", "one-byte-more"])
+def test_a_model_file_that_differs_from_the_manifest_is_refused(tmp_path, name, change):
+    """Each file's size and sha256 are checked against the manifest before anything runs: one byte changed
+    (the size unchanged) or one more byte, and predict exits 2 with one line naming the file and the
+    command that rebuilds it; no output is written. The same copy unchanged predicts."""
+    models = copied_models(tmp_path)
+    src = write_csv(tmp_path / "in.csv", ["overview"], [[PLOTS[0]]])
+    assert cli("predict", src, "--out", tmp_path / "ok.csv", "--models", models).returncode == 0
+    data = bytearray((models / name).read_bytes())
+    if change == "flip-one-byte":
+        data[len(data) // 2] ^= 0x01
+    else:
+        data += b"\0"
+    (models / name).write_bytes(bytes(data))
+    proc = cli("predict", src, "--out", tmp_path / "out.csv", "--models", models, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert str(models / name) in proc.stderr and "make pipeline" in proc.stderr
+    assert "python -m pipeline export" in proc.stderr
+    assert ("sha256" if change == "flip-one-byte" else "bytes") in proc.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_changed_poster_encoder_is_refused_before_a_plot_only_run(tmp_path):
+    """The poster encoder is loaded only when a poster needs it, but checked at start all the same."""
+    models = copied_models(tmp_path)
+    data = bytearray((models / "poster_encoder.onnx").read_bytes())
+    data[100] ^= 0xFF
+    (models / "poster_encoder.onnx").write_bytes(bytes(data))
+    src = write_csv(tmp_path / "in.csv", ["overview", "poster"], [[PLOTS[0], ""]])
+    proc = cli("predict", src, "--out", tmp_path / "out.csv", "--models", models, "--workers", "1", check=False)
+    assert proc.returncode == 2 and "poster_encoder.onnx does not match the manifest" in proc.stderr
+
+
+def test_workers_follow_the_amount_of_input():
+    """A chunk (64 rows) goes to one worker: never more workers than chunks, and one chunk is predicted in
+    the main process (1: no pool)."""
+    assert [workers_for(n, 2, 64) for n in (0, 1, 64, 65, 128, 129, 10_000)] == [1, 1, 1, 2, 2, 2, 2]
+    assert [workers_for(n, 4, 64) for n in (64, 129, 200, 10_000)] == [1, 3, 4, 4]
+    assert workers_for(10_000, 1, 64) == 1

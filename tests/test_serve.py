@@ -18,10 +18,11 @@ from werkzeug.serving import make_server
 
 from bench.serve import Server, bomb_png, flood
 from pipeline.runtime.image_io import load_image
+from pipeline.runtime.manifest import ModelsChanged
 from pipeline.runtime.predict import GenrePredictor, ModelsMissing
 from pipeline.runtime.serve import create_app
 from tests.conftest import ROOT, cli
-from tests.test_predict import models_with, poster_matters
+from tests.test_predict import CHANGED_FILES, copied_models, models_with, poster_matters
 
 PLOTS = [
     "A detective hunts a serial killer through the rain-soaked streets of a corrupt city.",
@@ -295,6 +296,23 @@ def test_models_without_rules_are_refused_at_start(tmp_path, tiny):
     proc = cli("serve", "--port", "0", "--models", models, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "has no rules" in proc.stderr and "python -m pipeline export" in proc.stderr
+
+
+@pytest.mark.parametrize("name", CHANGED_FILES)
+def test_a_model_file_that_differs_from_the_manifest_stops_the_server_at_start(tmp_path, name):
+    """One byte of a copied models folder flipped: create_app raises ModelsChanged naming the file, and
+    `serve` exits 2 with one line naming the file and the command that rebuilds it, serving nothing.
+    The poster encoder too, though a plot-only request would never load it."""
+    models = copied_models(tmp_path)
+    assert create_app(models).test_client().get("/healthz").status_code == 200  # the copy as it is serves
+    data = bytearray((models / name).read_bytes())
+    data[len(data) // 3] ^= 0x80
+    (models / name).write_bytes(bytes(data))
+    with pytest.raises(ModelsChanged, match=f"{name} does not match the manifest"):
+        create_app(models)
+    proc = cli("serve", "--port", "0", "--models", models, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert str(models / name) in proc.stderr and "sha256" in proc.stderr and "make pipeline" in proc.stderr
 
 
 def test_full_server_answers_503_with_retry_after(models):

@@ -4,11 +4,14 @@
 //   text     the text encoder, its tokenizer and its packed weights file
 //   head     the fusion head (and its packed weights file, when it has one) (probabilities; also the Jacobian Grad-CAM needs);  poster  the poster encoder
 // worker.js reads the manifest (init); the poster's worker (poster-worker.js) is handed the same copy
-// (adopt), so both threads load what one manifest names.
+// (adopt), so both threads load what one manifest names. A manifest is used only when it passes
+// manifest_schema.json, the one description of it that export and Python's reader use too
+// (manifestProblem below; pipeline/runtime/manifest.py is the same code, with the same messages).
 import * as downloads from "./downloads.js";
 import * as runtime from "./runtime.js";
 import { tokenizer } from "./text.js";
 import { floatWeights } from "./weights.js";
+import manifestSchema from "./manifest_schema.json" with { type: "json" };
 
 export let spec = null; // the manifest
 export let rules = null; // spec.rules: the decision rule, sentence pattern, truncation, poster preprocessing
@@ -35,7 +38,8 @@ export async function init(m, progress, stage) {
   fresh.catch(() => {}); // awaited below
   const early = m.early !== false && (await startEarly(m, urls, progress, stage));
   const [manifest, runtimeFiles] = await fresh;
-  if (!manifest.rules) throw new Error("the manifest has no rules block: re-run `python -m pipeline export`");
+  const problem = manifestProblem(manifest);
+  if (problem) throw new Error(`the models' manifest.json: ${problem}; re-run \`python -m pipeline export\``);
   const before = early ? Object.fromEntries(PLOT.map((part) => [part, filesOf(part)])) : null;
   adopt({ ...m, spec: manifest, vendorFiles: runtimeFiles }, progress, stage);
   if (early) {
@@ -60,7 +64,7 @@ const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 // True when the plot's parts started from the copies kept last visit (all their files stored).
 async function startEarly(m, urls, progress, stage) {
   const [manifest, runtimeFiles] = await Promise.all(urls.map(downloads.stored));
-  if (!manifest?.rules || !runtimeFiles) return false;
+  if (!manifest || manifestProblem(manifest) || !runtimeFiles) return false;
   adopt({ ...m, spec: manifest, vendorFiles: runtimeFiles }, progress, stage);
   const files = PLOT.flatMap(needs);
   const stored = await Promise.all(files.map(({ url, info }) => downloads.isStored(url, info)));
@@ -159,4 +163,149 @@ export function load(part) {
     return tok ? { session, tokenizer: await tok } : session;
   })().catch((e) => { delete loads[part]; throw e; });
   return loads[part];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The manifest's schema (manifest_schema.json), in the subset pipeline/runtime/manifest.py reads too:
+// the first problem, in the schema's order, or null. The messages are Python's, word for word
+// (tests/test_runtime.py compares them on the same manifests).
+export const schema = manifestSchema;
+
+const TYPE_NAMES = { object: "an object", array: "an array", string: "a string", integer: "an integer", number: "a number", boolean: "a boolean", null: "null" };
+
+function isType(value, kind) {
+  if (kind === "object") return value !== null && typeof value === "object" && !Array.isArray(value);
+  if (kind === "array") return Array.isArray(value);
+  if (kind === "string") return typeof value === "string";
+  if (kind === "boolean") return typeof value === "boolean";
+  if (kind === "null") return value === null;
+  if (typeof value !== "number" || !Number.isFinite(value)) return false;
+  return kind === "number" || Number.isInteger(value);
+}
+
+// A location as the messages write it: keys joined by dots, list items as [i].
+function where(path) {
+  let out = "";
+  for (const key of path) out += typeof key === "number" ? `[${key}]` : out ? `.${key}` : key;
+  return out || "the manifest";
+}
+
+const plural = (n, thing) => `${n} ${thing}` + (n === 1 ? "" : "s");
+const has = (object, key) => Object.prototype.hasOwnProperty.call(object, key);
+
+function resolve(ref) {
+  if (!ref.startsWith("#/")) throw new Error(`schema: only local references are read, not ${ref}`);
+  return ref.slice(2).split("/").reduce((node, part) => node[part], schema);
+}
+
+function validate(value, node, path) {
+  if (node.$ref) {
+    const found = validate(value, resolve(node.$ref), path);
+    if (found) return found;
+  }
+  for (const part of node.allOf ?? []) {
+    const found = validate(value, part, path);
+    if (found) return found;
+  }
+  const about = has(node, "description") ? ` (${node.description})` : "";
+  if (has(node, "type")) {
+    const kinds = Array.isArray(node.type) ? node.type : [node.type];
+    if (!kinds.some((k) => isType(value, k))) return `${where(path)} must be ${kinds.map((k) => TYPE_NAMES[k]).join(" or ")}${about}`;
+  }
+  if (has(node, "enum") && !node.enum.some((e) => e === value)) {
+    return `${where(path)} must be one of ${node.enum.map((e) => JSON.stringify(e)).join(", ")}`;
+  }
+  if (isType(value, "object")) {
+    for (const key of node.required ?? []) {
+      if (!has(value, key)) {
+        const wanted = node.properties?.[key] ?? {};
+        return `has no ${where([...path, key])}` + (has(wanted, "description") ? ` (${wanted.description})` : "");
+      }
+    }
+    if (node.propertyNames) {
+      for (const key of Object.keys(value)) {
+        const found = validate(key, node.propertyNames, [...path, key]);
+        if (found) return found;
+      }
+    }
+    const properties = node.properties ?? {};
+    for (const [key, sub] of Object.entries(properties)) {
+      if (has(value, key)) {
+        const found = validate(value[key], sub, [...path, key]);
+        if (found) return found;
+      }
+    }
+    const extra = node.additionalProperties ?? true;
+    for (const key of Object.keys(value)) {
+      if (has(properties, key) || extra === true) continue;
+      if (extra === false) return `${where([...path, key])} is not expected here`;
+      const found = validate(value[key], extra, [...path, key]);
+      if (found) return found;
+    }
+  }
+  if (Array.isArray(value)) {
+    if (value.length < (node.minItems ?? 0)) return `${where(path)} must have at least ${plural(node.minItems, "item")}`;
+    if (node.items) {
+      for (let i = 0; i < value.length; i++) {
+        const found = validate(value[i], node.items, [...path, i]);
+        if (found) return found;
+      }
+    }
+  }
+  if (typeof value === "string") {
+    if ([...value].length < (node.minLength ?? 0)) return `${where(path)} must have at least ${plural(node.minLength, "character")}`;
+    if (has(node, "pattern") && !new RegExp(node.pattern, "u").test(value)) return `${where(path)} must match ${node.pattern}`;
+  }
+  if (isType(value, "number") && has(node, "minimum") && value < node.minimum) return `${where(path)} must be at least ${node.minimum}`;
+  return null;
+}
+
+const MISSING = Symbol("missing");
+
+// The value at a JSON pointer, or MISSING.
+function at(spec, pointer) {
+  let node = spec;
+  for (let part of pointer.split("/").slice(1)) {
+    part = part.replaceAll("~1", "/").replaceAll("~0", "~");
+    if (!isType(node, "object") || !has(node, part)) return MISSING;
+    node = node[part];
+  }
+  return node;
+}
+
+// NAME.weights for NAME.onnx (Python's Path.with_suffix).
+function weightsName(graph, suffix) {
+  const dot = graph.lastIndexOf(".");
+  return (dot > 0 ? graph.slice(0, dot) : graph) + suffix;
+}
+
+// x-checks.weights_beside_graph, on whatever entries are there (it runs before the schema).
+function weightsProblem(spec) {
+  const rule = schema["x-checks"].weights_beside_graph;
+  for (const pointer of rule.pointers) {
+    const entry = at(spec, pointer);
+    if (isType(entry, "object") && typeof entry.file === "string" && typeof entry.weights_file === "string") {
+      const want = weightsName(entry.file, rule.suffix);
+      if (entry.weights_file !== want) return `the weights file of ${entry.file} must be ${want}, not ${entry.weights_file}`;
+    }
+  }
+  return null;
+}
+
+// What is wrong with a manifest (the first thing, in the schema's order), or null: the schema, then its x-checks.
+export function manifestProblem(spec) {
+  const found = weightsProblem(spec) ?? validate(spec, schema, []);
+  if (found) return found;
+  const checks = schema["x-checks"];
+  for (const pointer of checks.listed_in_files.pointers) {
+    const name = at(spec, pointer);
+    if (typeof name === "string" && !has(spec.files, name)) return `${where(pointer.split("/").slice(1))} names ${name}, which files does not list`;
+  }
+  for (const pointer of checks.one_per_label.pointers) {
+    const values = at(spec, pointer);
+    if (values !== MISSING && values.length !== spec.labels.length) {
+      return `${where(pointer.split("/").slice(1))} has ${values.length} values for ${spec.labels.length} labels (${checks.one_per_label.description})`;
+    }
+  }
+  return null;
 }

@@ -59,16 +59,25 @@ def per_weight(s: np.ndarray, block: tuple[int, int], shape: tuple[int, int]) ->
     return np.repeat(np.repeat(s.astype(np.float32), block[0], 0), block[1], 1)[: shape[0], : shape[1]]
 
 
-def dequantize(q: np.ndarray, s: np.ndarray, block: tuple[int, int]) -> np.ndarray:
-    return q.astype(np.float32) * per_weight(s, block, q.shape)
+def dequantize(q: np.ndarray, s: np.ndarray, block: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """float32(q) * float32(its block's scale), one rounding per weight, [rows, cols] (into `out` when given).
+    Whole blocks broadcast the scales instead of repeating them (the same products, no [rows, cols] scale copy)."""
+    (rows, cols), (br, bc) = q.shape, block
+    out = np.empty(q.shape, np.float32) if out is None else out
+    if rows % br or cols % bc:  # edge blocks: the scales repeated to the weights' shape
+        return np.multiply(q, per_weight(s, block, q.shape), out=out, dtype=np.float32)
+    blocks = (rows // br, br, cols // bc, bc)
+    np.multiply(q.reshape(blocks), s.astype(np.float32)[:, None, :, None], out=out.reshape(blocks), dtype=np.float32)
+    return out
 
 
 def unnibble(data: bytes, n: int) -> np.ndarray:
+    """n int8 values from two's-complement nibbles, low nibble first (sign-extended by arithmetic shifts)."""
     b = np.frombuffer(data, np.uint8, (n + 1) // 2)
-    out = np.empty(2 * len(b), np.int8)
-    out[0::2], out[1::2] = b & 0xF, b >> 4
-    out[out > 7] -= 16
-    return out[:n]
+    out = np.empty((len(b), 2), np.int8)
+    np.right_shift(np.left_shift(b, 4).view(np.int8), 4, out=out[:, 0])
+    np.right_shift(b.view(np.int8), 4, out=out[:, 1])
+    return out.reshape(-1)[:n]
 
 
 def read_blob(blob: bytes) -> dict:
@@ -93,13 +102,13 @@ def float_weights(blob: bytes) -> tuple[dict, bytearray]:
     values and float32 scales)."""
     header = read_blob(blob)
     out = bytearray(header["bytes"])
-    for t in header["tensors"]:
+    for t in header["tensors"]:  # each written in place, through a view of `out` (no temporary copies)
         q, s = tensor(blob, t)
         if t.get("gathered"):
-            out[t["at"] : t["at"] + q.size] = q.tobytes()
-            out[t["scales_at"] : t["scales_at"] + 4 * s.size] = s.astype("<f4").tobytes()
+            np.frombuffer(out, np.int8, q.size, t["at"])[:] = q.reshape(-1)
+            np.frombuffer(out, "<f4", s.size, t["scales_at"])[:] = s.reshape(-1)
         else:
-            out[t["at"] : t["at"] + 4 * q.size] = dequantize(q, s, t["block"]).astype("<f4").tobytes()
+            dequantize(q, s, t["block"], np.frombuffer(out, "<f4", q.size, t["at"]).reshape(q.shape))
     return header, out
 
 
@@ -121,13 +130,17 @@ def shipped_files(path: Path) -> list[Path]:
     return [Path(path)] + ([blob_path(path)] if blob_path(path).exists() else [])
 
 
-def in_memory(path: Path) -> tuple[str, np.ndarray] | None:
-    """(the float file's name the graph at `path` refers to, its bytes rebuilt from NAME.weights), for
-    onnxruntime's in-memory external data, as the browser hands them over (externalData); None without a
-    weights file. The graph is not parsed here (no onnx import): export checked that the two agree
-    (pipeline/export/packing.model_source) and the manifest's sha256 pins the pair."""
-    blob = blob_path(Path(path))
-    if not blob.exists():
-        return None
-    header, data = float_weights(blob.read_bytes())
+def external_data(blob: bytes) -> tuple[str, np.ndarray]:
+    """(the float file's name the graph refers to, its bytes rebuilt from a NAME.weights file's bytes), for
+    onnxruntime's in-memory external data, as the browser hands them over (externalData). onnxruntime copies
+    them into the session: the array may go once the session exists. The graph is not parsed here (no onnx
+    import): export checked that the two agree (pipeline/export/packing.model_source) and the manifest's
+    sha256 pins the pair (pipeline/runtime/manifest.py)."""
+    header, data = float_weights(blob)
     return header["location"], np.frombuffer(data, np.uint8)
+
+
+def in_memory(path: Path) -> tuple[str, np.ndarray] | None:
+    """external_data of the weights file beside the graph at `path`; None without one."""
+    blob = blob_path(Path(path))
+    return external_data(blob.read_bytes()) if blob.exists() else None

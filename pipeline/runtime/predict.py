@@ -5,29 +5,31 @@
 The CSV is read as a stream (pipeline/csv_stream.py), a chunk of rows at a time, so memory does not
 grow with its length; a malformed line is reported with its line number and skipped. Chunks go to
 `--workers` processes (default: one per core), each with its own single-threaded GenrePredictor
-(pipeline/predictor.py), which runs `--batch` rows per model call where the manifest allows it.
+(pipeline/predictor.py), which runs `--batch` rows per model call where the manifest allows it. A worker
+is only started for a chunk it can take: an input of at most one chunk (64 rows) runs in this process,
+with no pool. Each worker loads its own models (about 0.25 s of CPU and 130 MB), which a process that
+has a single chunk to predict would pay for nothing: one chunk is never split between workers.
+
+Before anything is written: `--out` must not be the input (the same file under any spelling or link),
+and the models must pass manifest.check_models (the manifest's schema, every file's size and sha256).
 
 Exit status: 0 when every row got a prediction, 1 when some rows were skipped (each reported on
-stderr with its line number), 2 when the input or the models cannot be used at all.
+stderr with its line number), 2 when the input, the output path or the models cannot be used at all.
 
 GenrePredictor, sentence_importance, check_models, ModelsMissing and MODES are importable from here too.
 """
 
 import argparse
 import csv
-import multiprocessing
 import os
 import stat
 import sys
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline import config
 from pipeline.runtime import image_io
@@ -58,8 +60,8 @@ class Row:
 _worker: dict = {}
 
 
-def _init(models: str, batch: int) -> None:
-    _worker["predictor"], _worker["batch"] = GenrePredictor(Path(models), threads=1), batch
+def _init(models: str, batch: int, spec: dict | None = None) -> None:
+    _worker["predictor"], _worker["batch"] = GenrePredictor(Path(models), threads=1, spec=spec), batch
 
 
 def _predict(jobs: list[tuple[int, str, str | None, str]]) -> tuple[np.ndarray, list[str], list[list[str]], list[str]]:
@@ -100,17 +102,23 @@ def read_poster(path: str) -> np.ndarray:
     return image_io.load_image(path)
 
 
-def run_chunks(chunks: Iterator[list[Row]], models: Path, workers: int, batch: int) -> Iterator[tuple[list, tuple]]:
-    """(chunk, _predict's answer for its rows) in input order; at most 2 chunks per worker in flight."""
+def run_chunks(
+    chunks: Iterator[list[Row]], models: Path, workers: int, batch: int, spec: dict | None = None
+) -> Iterator[tuple[list, tuple]]:
+    """(chunk, _predict's answer for its rows) in input order; at most 2 chunks per worker in flight.
+    One worker: in this process (its predictor uses `spec`, the manifest just checked, when given)."""
 
     def jobs(chunk):
         return [(r.line, r.overview, r.poster, r.poster_name) for r in chunk if r.overview is not None]
 
     if workers <= 1:
-        _init(str(models), batch)
+        _init(str(models), batch, spec)
         for chunk in chunks:
             yield chunk, _predict(jobs(chunk))
         return
+    import multiprocessing  # a pool only: a small input never imports it
+    from concurrent.futures import ProcessPoolExecutor
+
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init, initargs=(str(models), batch)) as pool:
         inflight: deque = deque()
@@ -206,6 +214,42 @@ def open_csv(path: Path):
         raise Unusable(f"cannot read {path}: {e.strerror or e}") from None
 
 
+def check_out(input_csv: Path, out_csv: Path) -> None:
+    """Unusable when `out_csv` is the input file, under any spelling, symlink or hard link: writing it would
+    truncate the plots before they are read. Checked before any file is opened."""
+    try:
+        same = os.path.samefile(input_csv, out_csv)
+    except OSError:  # one of them does not exist (yet): they are not the same file
+        same = False
+    if same:
+        raise Unusable(
+            f"--out {out_csv} is the input file {input_csv}: writing it would destroy the input; choose another --out"
+        )
+
+
+def workers_for(rows: int, workers: int, chunk_rows: int) -> int:
+    """How many worker processes `rows` rows can use: one per chunk at most (a chunk goes to one worker, so
+    more would load models and wait), at least 1 (which predicts in this process, no pool)."""
+    return max(1, min(workers, -(-rows // chunk_rows)))
+
+
+class NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(rows: int):
+    """tqdm on a terminal (imported only then, as tqdm's own disable=None would show nothing elsewhere)."""
+    if not sys.stderr.isatty():
+        return NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=rows, unit=" rows", desc="predicting", disable=None)
+
+
 def count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(block.count(b"\n") for block in iter(lambda: f.read(2**20), b""))
@@ -227,15 +271,18 @@ def predict_csv(
         return 2
 
     try:
-        labels = check_models(models)["labels"]
-    except (ModelsMissing, ValueError) as e:  # ValueError: not JSON, or a rule this code cannot apply
+        check_out(input_csv, out_csv)
+        spec = check_models(models)
+    except (Unusable, ModelsMissing) as e:
         return fail(e)
+    chunk_rows = max(chunk_rows, batch)
     try:
         with open_csv(input_csv) as f:
             source = CsvInput(f, input_csv, allow_outside)
-            rows = max(count_lines(input_csv) - 1, 0)  # for the progress bar: physical lines after the header
-            written = write_predictions(source, rows, out_csv, labels, models, workers, batch, max(chunk_rows, batch))
-    except Unusable as e:
+            rows = max(count_lines(input_csv) - 1, 0)  # physical lines after the header: the rows, or a few more
+            workers = workers_for(rows, workers, chunk_rows)
+            written = write_predictions(source, rows, out_csv, spec, models, workers, batch, chunk_rows)
+    except (Unusable, ModelsMissing) as e:  # ModelsMissing: a model file changed after the check (the poster's)
         return fail(e)
     note = f"; {source.skipped} rows skipped (see the warnings above)" if source.skipped else ""
     print(f"wrote {written} predictions to {out_csv}{note}", file=sys.stderr)
@@ -246,7 +293,7 @@ def write_predictions(
     source: CsvInput,
     rows: int,
     out_csv: Path,
-    labels: list[str],
+    spec: dict,
     models: Path,
     workers: int,
     batch: int,
@@ -254,15 +301,24 @@ def write_predictions(
 ) -> int:
     """Writes the output CSV, a row for every input row (empty cells where there is no prediction);
     returns how many rows were predicted."""
-    has_id = "tmdb_id" in source.col
+    broken: tuple = ()  # a worker killed: only a pool has workers (and only a pool imports its module)
+    if workers > 1:
+        from concurrent.futures.process import BrokenProcessPool
+
+        broken = (BrokenProcessPool,)
+    has_id, labels = "tmdb_id" in source.col, spec["labels"]
     written = 0
-    progress = tqdm(total=rows, unit=" rows", desc="predicting", disable=None)  # shown on a terminal only
-    with open(out_csv, "w", newline="", encoding="utf-8") as out:
+    try:
+        out = open(out_csv, "w", newline="", encoding="utf-8")
+    except OSError as e:
+        raise Unusable(f"cannot write {out_csv}: {e.strerror or e}") from None
+    progress = progress_bar(rows)
+    with out:
         w = csv.writer(out)
         w.writerow((["tmdb_id"] if has_id else []) + labels + ["genres", "mode"])
         try:
             for chunk, (probs, modes, genres, warnings) in run_chunks(
-                source.chunks(chunk_rows), models, workers, batch
+                source.chunks(chunk_rows), models, workers, batch, spec
             ):
                 for message in warnings:
                     print(message, file=sys.stderr)
@@ -277,7 +333,7 @@ def write_predictions(
                     w.writerow(cells)
                 written += k
                 progress.update(len(chunk))
-        except BrokenProcessPool:  # a worker killed (out of memory?): say so, keep what was written
+        except broken:  # a worker killed (out of memory?): say so, keep what was written
             raise Unusable(f"a worker process died after {written} predictions were written to {out_csv}") from None
         finally:
             progress.close()
@@ -303,7 +359,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-        help="worker processes, each running single-threaded models (default: this machine's cores)",
+        help="worker processes, each running single-threaded models (default: this machine's cores); never more "
+        "than the input's chunks of 64 rows, and none for one chunk (it is predicted in this process)",
     )
     p.add_argument(
         "--batch",

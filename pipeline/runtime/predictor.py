@@ -7,8 +7,13 @@ A model runs several inputs per call only when the manifest marks it "batchable"
 not depend on what else is in the call: float, or int8 with fixed activation scales) and its graph
 takes a batch. Plots are then grouped by token count, so a call pads little; the attention mask
 keeps the padding out of every embedding. The float fusion head is always batched.
+
+Every file is read once, checked against the manifest's size and sha256 (manifest.read_model_file), and
+handed to onnxruntime as those bytes, packed weights rebuilt in memory: what runs is what was checked.
+The poster encoder is loaded when the first poster needs it (`load_poster` loads it at once).
 """
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +21,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from pipeline.runtime import packed_weights, rules
-from pipeline.runtime.manifest import check_models, mode_thresholds
+from pipeline.runtime.manifest import check_models, mode_thresholds, read_model_file
 
 LOG_ERRORS_ONLY = 3  # onnxruntime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 MAX_PADDING = 1.25  # a batch's longest plot has at most this many times the tokens of its shortest
@@ -26,19 +31,24 @@ MAX_PADDING = 1.25  # a batch's longest plot has at most this many times the tok
 MAX_TOKENS = 2048
 
 
-def session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session on `threads` threads that logs only errors (no "Removing initializer" warnings)."""
+def session(
+    graph: Path | bytes, threads: int = 1, external: tuple[str, np.ndarray] | None = None
+) -> ort.InferenceSession:
+    """A CPU session on `threads` threads that logs only errors (no "Removing initializer" warnings), from a
+    graph's bytes and its float weights rebuilt in memory (packed_weights.external_data; onnxruntime copies
+    them, so the caller need not keep them), or from a graph's path (its weights file beside it, if any)."""
     ort.set_default_logger_severity(LOG_ERRORS_ONLY)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = LOG_ERRORS_ONLY
-    weights = packed_weights.in_memory(path)
-    if weights:
-        opts.add_external_initializers_from_files_in_memory([weights[0]], [weights[1]], [len(weights[1])])
-    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    s.float_weights = weights  # held with the session: onnxruntime may read the buffer after creation
-    return s
+    if not isinstance(graph, bytes):
+        graph, external = Path(graph), packed_weights.in_memory(Path(graph))
+    if external:
+        opts.add_external_initializers_from_files_in_memory([external[0]], [external[1]], [len(external[1])])
+    return ort.InferenceSession(
+        graph if isinstance(graph, bytes) else str(graph), opts, providers=["CPUExecutionProvider"]
+    )
 
 
 def takes_batches(s: ort.InferenceSession) -> bool:
@@ -70,24 +80,56 @@ def padded(encoded: list[list[int]]) -> dict[str, np.ndarray]:
 
 
 class GenrePredictor:
-    def __init__(self, models: Path, threads: int = 1):
-        models = Path(models)
-        self.spec = check_models(models)
+    def __init__(self, models: Path, threads: int = 1, spec: dict | None = None):
+        """The models at `models`; `spec`: their manifest, when check_models has just checked the folder."""
+        self.models, self.threads = Path(models), threads
+        self.spec = check_models(self.models) if spec is None else spec
         self.rules = self.spec["rules"]
         self.labels = self.spec["labels"]
         self.thresholds = mode_thresholds(self.spec)
         self.text_dim = self.spec["text_encoder"]["dim"]
         self.image_dim = self.spec["poster_encoder"]["dim"]
-        parts = ("text_encoder", "poster_encoder", "fusion_head")
-        self.text, self.poster, self.head = (session(models / self.spec[part]["file"], threads) for part in parts)
+        self.text, self.head = self.model("text_encoder"), self.model("fusion_head")
+        self._poster, self._poster_lock = None, threading.Lock()
         # the one output each call needs (the head's Grad-CAM Jacobian, the poster's feature maps are not computed)
-        self.text_out, self.poster_out, self.head_out = ([self.spec[part]["output"]] for part in parts)
+        self.text_out, self.poster_out, self.head_out = (
+            [self.spec[part]["output"]] for part in ("text_encoder", "poster_encoder", "fusion_head")
+        )
         # several inputs per call only when the manifest says outputs stay the same and the graph takes a batch
         self.text_batchable = bool(self.spec["text_encoder"].get("batchable")) and takes_batches(self.text)
-        self.poster_batchable = bool(self.spec["poster_encoder"].get("batchable")) and takes_batches(self.poster)
-        self.tokenizer = Tokenizer.from_file(str(models / self.spec["text_encoder"]["tokenizer"]))
+        self.tokenizer = Tokenizer.from_buffer(self.read(self.spec["text_encoder"]["tokenizer"]))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
+
+    def read(self, name: str) -> bytes:
+        """A file of the models folder, checked against the manifest (ModelsChanged when it differs)."""
+        return read_model_file(self.models, self.spec, name)
+
+    def model(self, part: str) -> ort.InferenceSession:
+        """The session of a manifest part: its graph and (when it has one) its packed weights, as checked bytes."""
+        entry = self.spec[part]
+        # rebuilt first, so the packed bytes are gone before onnxruntime makes its copy
+        external = packed_weights.external_data(self.read(entry["weights_file"])) if entry.get("weights_file") else None
+        return session(self.read(entry["file"]), self.threads, external)
+
+    def load_poster(self) -> ort.InferenceSession:
+        """The poster encoder's session, loaded on first use (a plot-only run never pays for it)."""
+        with self._poster_lock:
+            if self._poster is None:
+                poster = self.model("poster_encoder")
+                self._poster_batchable = bool(self.spec["poster_encoder"].get("batchable")) and takes_batches(poster)
+                self._poster = poster
+        return self._poster
+
+    @property
+    def poster(self) -> ort.InferenceSession:
+        return self._poster or self.load_poster()
+
+    @property
+    def poster_batchable(self) -> bool:
+        """Whether posters go several per call: the manifest says batchable and the graph takes a batch."""
+        self.load_poster()
+        return self._poster_batchable
 
     def encode(self, plot: str) -> list[int]:
         """Token ids by the manifest's truncation rule: the first max_chars characters, cut to the window."""

@@ -112,10 +112,14 @@ def read_request() -> tuple[str, np.ndarray | None]:
 def create_app(
     models: Path, max_body_mb: float = 25, threads: int = 1, max_inflight: int | None = None, wait: float = 0.5
 ) -> Flask:
-    """The app, with the models loaded once here; their sessions are shared by all request threads.
+    """The app, with the models loaded once here (ModelsMissing, or ModelsChanged for a file that is not the one
+    the manifest describes, and nothing is served); their sessions are shared by all request threads.
     At most `max_inflight` (default: the cores) requests are predicted at once; others wait up to
     `wait` seconds for a slot, then get 503."""
-    predictor = GenrePredictor(models, threads)
+    predictor = GenrePredictor(models, threads)  # every model file checked against the manifest's sha256 first
+    # the poster encoder loads beside the first requests, not before the server answers (a plot-only request
+    # never waits for it; a poster that comes first waits for the load under way, not for a second one)
+    threading.Thread(target=predictor.load_poster, name="poster encoder", daemon=True).start()
     slots = max_inflight or cores()
     semaphore = threading.BoundedSemaphore(slots)
     app = Flask(__name__)
