@@ -78,35 +78,35 @@ export async function isStored(url, info) {
 }
 
 // Deletes every stored file whose key is not among `current` ([url, info] pairs): the versions a
-// redeploy replaced and the files it no longer lists.
+// redeploy replaced, the files it no longer lists, and the plain-URL copies of the manifest and
+// runtime.json that earlier versions of this file kept here (sw.js's shell keeps those now).
 export async function evictAllBut(current) {
   const cache = await store();
   if (!cache) return;
   const keep = new Set(current.map(([url, info]) => keyOf(url, info)));
-  for (const req of await cache.keys()) if (req.url.includes("?sha256=") && !keep.has(req.url)) await cache.delete(req);
+  for (const req of await cache.keys()) if (!keep.has(req.url)) await cache.delete(req);
 }
 
-// The copy of a JSON file (json() below) this browser kept from its last visit, or null.
+// The copy of a JSON file (the manifest, runtime.json) this browser kept from an earlier visit, or null:
+// sw.js's shell holds both (its active version's; during a redeploy, the shell installed first).
 export async function stored(url) {
   try {
-    return (await (await (await store())?.match(url))?.json()) ?? null;
+    return (await (await self.caches?.match(url, { ignoreVary: true }))?.json()) ?? null;
   } catch {
     return null;
   }
 }
 
-// JSON that changes with a deploy (the manifest, runtime.json): the network first (revalidated),
-// the last copy when offline.
+// JSON that changes with a deploy (the manifest, runtime.json), revalidated with the server (the HTTP
+// cache may hold a max-age=600 copy). Offline, or when the network does not answer, sw.js answers with
+// its shell's copy: the network-first rule lives there only.
 export async function json(url) {
-  const cache = await store();
+  let res;
   try {
-    const res = await fetch(url, { cache: "no-cache" });
-    if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
-    cache?.put(url, res.clone()).catch(() => {}); // the offline copy: nothing waits for it to be written
-    return await res.json();
+    res = await fetch(url, { cache: "no-cache" });
   } catch (e) {
-    const hit = await cache?.match(url);
-    if (!hit) throw new Error(`${url.split("/").pop()} is not reachable (${e.message}) and this browser keeps no copy`);
-    return hit.json();
+    throw new Error(`${url.split("/").pop()} is not reachable (${e.message}) and this browser keeps no copy`);
   }
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  return res.json();
 }

@@ -1,5 +1,18 @@
-// Page helpers for every reader: figures open full-size (a lightbox; the image link works without
-// JavaScript too), and any table not already wrapped gets a keyboard-focusable scrolling region.
+// Page helpers for every reader: the offline copy of the site (sw.js, registered on every page once it
+// has loaded), figures open full-size (a lightbox; the image link works without JavaScript too), and
+// any table not already wrapped gets a keyboard-focusable scrolling region.
+
+// sw.js: the layout names it on <body data-sw> (else: the site's root, two folders above this file).
+// Its update check bypasses the HTTP cache (GitHub Pages: max-age=600), so a deploy's new shell version
+// (assets/vendor/shell.js) is seen on the next visit. Registered after the load event: its install
+// fetches the shell, which must not compete with the page's own requests.
+if ("serviceWorker" in navigator) {
+  const sw = document.body.dataset.sw ?? new URL("../../sw.js", import.meta.url).href;
+  const register = () => navigator.serviceWorker.register(sw, { updateViaCache: "none" }).catch(() => {});
+  if (document.readyState === "complete") register();
+  else addEventListener("load", register, { once: true });
+}
+
 const dialog = document.createElement("dialog");
 dialog.className = "lightbox";
 dialog.innerHTML = `<form method="dialog"><button class="close" aria-label="Close full-size figure">×</button></form><img alt="">`;
