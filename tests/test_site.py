@@ -595,20 +595,20 @@ def test_the_pull_table_marks_the_shipped_pull_once_per_mode(tmp_path, chosen):
 # ---- the write-up: what the poster adds, plain words, the history, outside figures ------------------------
 
 
-def test_the_poster_paired_interval_is_published(built):
-    """What the poster adds, on the same test movies: metrics.poster_paired (plot + poster minus plot only, a
-    paired bootstrap, in points) is written by the pipeline and printed on the story page. Fails until the
-    pipeline writes it."""
-    metrics = json.loads((ROOT / "_data/metrics.json").read_text())
-    pp = metrics.get("poster_paired")
-    assert pp, "_data/metrics.json has no poster_paired: the pipeline must write it (what the poster adds)"
+def test_the_pipeline_writes_what_the_poster_adds(tiny):
+    """What the poster adds, on the same test movies: publish writes metrics.poster_paired (plot + poster minus
+    plot only on the test movies with a poster, the shipped files, a paired bootstrap, in points) from the error
+    analysis, and the targets judge the margin on the shipped files. On the tiny run (the committed _data/ holds
+    it once the pipeline has run on the shared data)."""
+    metrics, errors = tiny.json("metrics.json"), tiny.json("errors.json")
+    pp = metrics["poster_paired"]
+    assert pp == errors["poster"]["paired"] and pp["movies"] == errors["poster"]["movies"] > 0
     for kind in ("micro", "macro"):
         assert pp[kind]["lo"] <= pp[kind]["diff"] <= pp[kind]["hi"], (kind, pp[kind])
-    text = visible((built / "index.html").read_text())
-    assert (
-        f"On the same {pp['movies']} test movies, the poster changes micro F1 by {round(pp['micro']['diff'], 1)} points"
-        in text
-    )
+    (margin,) = [
+        r for r in tiny.json("targets.json") if r["target"].startswith("micro F1 over") and r["mode"] == "plot"
+    ]
+    assert margin["measured"] == errors["shipped_margin"]["plot"]["micro"]["diff"]
 
 
 def test_poster_paired_prints_from_the_data_or_nothing(tmp_path):
