@@ -137,7 +137,7 @@ def test_models_json_agrees_with_the_manifest():
     size = {name: info["bytes"] for name, info in MANIFEST["files"].items()}
     text = MANIFEST["text_encoder"]
     plot_only = sum(size[f] for f in text_export.files(text) + text_export.files(MANIFEST["fusion_head"]))
-    poster = size[MANIFEST["poster_encoder"]["file"]]  # Grad-CAM comes from the head's Jacobian: no second file
+    poster = sum(size[f] for f in text_export.files(MANIFEST["poster_encoder"]))  # graph + packed weights
     assert summary["plot_only_mb"] == round(plot_only / 2**20, 1)  # a plot-only visitor's download
     head = sum(size[f] for f in text_export.files(MANIFEST["fusion_head"]))  # graph + packed weights
     assert summary["head_mb"] == round(head / 2**20, 1)

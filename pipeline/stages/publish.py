@@ -13,7 +13,7 @@ from pipeline.export import text_export
 from pipeline.stages import data, errors, evaluate, explain, export, figures, topics
 
 PATH_KEYS = {"data", "work", "site_data", "models", "figures"}  # where things live: not shown on the site
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository root (pipeline/stages/publish.py)
 RUNTIME = ("ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs")  # onnxruntime-web's files the demo fetches
 
 
@@ -127,7 +127,7 @@ def run(cfg) -> None:
 
     head = text_export.files(spec["fusion_head"])  # its graph and, when packed, its weights file
     plot_only = [*text_export.files(spec["text_encoder"]), *head]
-    poster = [spec["poster_encoder"]["file"]]  # a poster adds the poster encoder (Grad-CAM: the head's Jacobian)
+    poster = text_export.files(spec["poster_encoder"])  # a poster adds the poster encoder and its packed weights
     summary = {
         **spec,
         "plot_only_mb": mb(plot_only),  # what a plot-only visitor downloads (runtime aside)
