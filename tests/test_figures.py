@@ -230,14 +230,18 @@ def test_error_analysis_counts_on_a_hand_made_split(tmp_path):
     # movie 2 right with the plot, the poster adds Action (hurt); movie 4 (Documentary) never right
     plot = np.array([[0.9, 0.8, 0.1], [0.1, 0.9, 0.1], [0.9, 0.9, 0.1], [0.2, 0.9, 0.3], [0.9, 0, 0], [0, 0.9, 0]])
     both = np.array([[0.9, 0.2, 0.1], [0.8, 0.9, 0.1], [0.9, 0.9, 0.1], [0.2, 0.9, 0.3], [0.9, 0, 0], [0, 0.9, 0]])
-    probs = {"fusion_plot_only": plot, "fusion": both}
+    # a peer sure of Action on every test movie, and right on both dev movies (its cut: between 0.05 and 0.95)
+    peer = np.array([[0.95, 0.05, 0.05]] * 4 + [[0.95, 0.05, 0.05], [0.05, 0.95, 0.05]])
+    probs = {"fusion_plot_only": plot, "fusion": both, "peer": peer}
     metrics = {
         "comparison": {"plot": {"shipped": "fusion_plot_only"}, "plot+poster": {"shipped": "fusion"}},
+        "peers": {"best": {"plot": "peer", "plot+poster": "peer"}},
         "thresholds": {m: dict.fromkeys(labels, 0.5) for m in ("plot", "plot+poster")},
     }
     out = tmp_path / "out"
     out.mkdir()
-    r = errors.analyse(movies, labels, y, probs, metrics, None, 256, out)
+    shipped = {"plot": plot[:4], "plot+poster": both[:4]}  # the shipped files' answers on the four test movies
+    r = errors.analyse(movies, labels, y, shipped, probs, metrics, None, 256, out, shrinks=(np.inf,))
     assert r["test_movies"] == 4
     pairs = {(p["true"], p["predicted"]): p["movies"] for p in r["pairs"]}
     assert pairs == {("Comedy", "Action"): 1, ("Documentary", "Comedy"): 1}  # with the poster
@@ -257,6 +261,12 @@ def test_error_analysis_counts_on_a_hand_made_split(tmp_path):
     doc = next(g for g in r["genres"] if g["genre"] == "Documentary")
     assert doc["form"] and "form" in doc["reasons"] and doc["missed"] == 1
     assert (out / "confusion.png").is_file() and (out / "thumbs/1.jpg").is_file()
+    # the margin over the peer, on the shipped answers: plot only 4 right of 6 said (F1 8/11), the peer 2 of 4
+    # (4/9); plot + poster 4 of 5 said, 4 of 6 wanted (8/11)
+    margin = r["shipped_margin"]
+    assert margin["plot"]["best_peer"] == "peer"
+    assert margin["plot"]["micro"]["diff"] == pytest.approx(100 * (8 / 11 - 4 / 9))
+    assert margin["plot+poster"]["micro"]["diff"] == pytest.approx(100 * (8 / 11 - 4 / 9))
 
 
 def test_figure_text_is_at_least_9_px_at_natural_size():

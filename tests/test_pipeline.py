@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from pipeline.stages.figures import architecture
 from tests.conftest import cli
 
 STAGES = [
@@ -258,7 +259,7 @@ def test_figures_are_written(tiny):
     svg = (tiny.figures / "architecture.svg").read_text()
     assert svg.startswith("<svg") and "switched by the poster" in svg and "64 tokens" in svg
     heads = json.loads((tiny.models / "manifest.json").read_text())["fusion_head"]["heads"]
-    assert f"no poster → {heads['plot'].replace('_', ' ')}" in svg  # the head the manifest runs for each mode
+    assert f"no poster → {architecture.head_name(heads['plot'])}" in svg  # the head the manifest runs for each mode
     assert f"poster → {heads['plot+poster'].replace('_', ' ')}" in svg
     html = (tiny.figures / "topics_map.html").read_text()
     assert '<script src="../vendor/plotly.min.js">' in html and "https://" not in html.split("<body>")[0]

@@ -8,6 +8,18 @@ from pipeline.stages.figures.style import GREY, MUTED, Box, document, down, plac
 MARGIN, GAP = 14, 26
 
 
+# the fusion head's modes (pipeline/learn/fusion.py), in words
+HEAD_NAMES = {
+    "plot_head": "plot head (text only)",
+    "fusion": "fusion head (text + poster)",
+    "fusion_plot_only": "fusion head, poster input off",
+}
+
+
+def head_name(head: str) -> str:
+    return HEAD_NAMES.get(head, head.replace("_", " "))
+
+
 def svg(spec: dict, hidden: int) -> str:
     te, pe = spec["text_encoder"], spec["poster_encoder"]
     g = len(spec["labels"])
@@ -31,12 +43,11 @@ def svg(spec: dict, hidden: int) -> str:
     width = 2 * MARGIN + 2 * width_col + GAP
     inner = width - 2 * MARGIN - 24
     heads = spec["fusion_head"]["heads"]  # input mode -> the head the graph runs for it
-    names = {"plot_head": "plot head (text only)", "fusion": "fusion head (text + poster)"}
     head = Box(
         "Head (one graph, switched by the poster)",
         [
-            f"no poster → {names.get(heads['plot'], heads['plot'])}",
-            f"poster → {names.get(heads['plot+poster'], heads['plot+poster'])}",
+            f"no poster → {head_name(heads['plot'])}",
+            f"poster → {head_name(heads['plot+poster'])}",
             f"z = linear(text) → {g} logits; z + MLP(...)",
             f"{hidden} hidden, GELU → {g} sigmoids",
         ],
@@ -61,8 +72,8 @@ def svg(spec: dict, hidden: int) -> str:
         "Model architecture: text encoder, poster encoder, two heads switched by the poster, one threshold per mode",
         f"Plot text (up to {te['max_len']} tokens) goes through the {' '.join(encoder)} text encoder to a {te['dim']}-d "
         f"embedding; an optional poster goes through EfficientNet-Lite0 to a {pe['dim']}-d embedding. Without a "
-        f"poster the {names.get(heads['plot'], heads['plot'])} turns the text embedding into {g} genre probabilities; "
-        f"with one, the {names.get(heads['plot+poster'], heads['plot+poster'])} also sees the poster. "
+        f"poster the {head_name(heads['plot'])} turns the text embedding into {g} genre probabilities; "
+        f"with one, the {head_name(heads['plot+poster'])} also sees the poster. "
         f"{threshold_text(spec)}.",
         body,
     )
