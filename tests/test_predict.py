@@ -1,8 +1,9 @@
 """`python -m pipeline predict`: output format, posters, bad rows and bad input, per-mode thresholds,
-the manifest's rules, and that parallel/batched runs give what one-at-a-time runs give.
+the manifest's rules, that parallel/batched runs give what one-at-a-time runs give, and long plots read
+whole: windows that cover every token, each pooling, the sentence explanation's re-run windows.
 
-Runs the tiny run's models (tests/conftest.py), or copies of their manifest with one thing changed;
-one test runs the committed models (assets/models) through the CLI's defaults."""
+Runs the tiny run's models (tests/conftest.py), or copies of their manifest with one thing changed; the
+long-plot tests and a few others run the committed models (assets/models)."""
 
 import csv
 import hashlib
@@ -35,6 +36,34 @@ PLOTS = [
     "A young wizard and her dragon set out on a quest to save their kingdom.",
 ]
 
+# A plot of three windows with the shipped rule (584 text tokens; windows of 254 every 190: 0, 190, 330), each
+# part twice so that each window leans to its own genres: horror, then a comedy, then a war
+HORROR = [
+    "A family moves into an old farmhouse where a demon has waited for a century.",
+    "At night the youngest daughter hears whispers behind the walls and finds scratches on her door.",
+    "The father finds a cellar full of bones and a diary written in blood.",
+    "A priest who tries to cleanse the house is found dead in the barn, his eyes gone.",
+    "The mother is possessed and stalks her children through the dark corridors with a knife.",
+    "Screams echo through the woods as the creature hunts anyone who tries to flee.",
+]
+COMEDY = [
+    "Meanwhile in the city, a clumsy wedding planner mixes up two weddings on the same day.",
+    "The groom of one ends up at the altar with the wrong bride and her very loud family.",
+    "A best man with stage fright gives a toast that turns into a stand-up routine.",
+    "The mothers of both couples start a food fight over the cake.",
+    "A runaway goat eats the vows and the ring bearer loses the rings in the punch bowl.",
+    "Everyone laughs, dances badly and falls into the pool.",
+]
+WAR = [
+    "Years later, the planner's brother is a soldier in a platoon behind enemy lines in 1944.",
+    "His unit is pinned down by artillery and machine guns on a frozen ridge.",
+    "The sergeant leads a desperate charge against the German bunker while tanks roll in.",
+    "Many of his comrades die in the battle before the allied bombers arrive.",
+    "The survivors carry the wounded across the minefield to the field hospital.",
+    "At the end, the war is over and he returns home with a medal and scars.",
+]
+LONG_PLOT = " ".join(HORROR * 2 + COMEDY * 2 + WAR * 2)
+
 
 def write_csv(path, header, rows):
     with open(path, "w", newline="") as f:
@@ -57,8 +86,8 @@ def inputs(tmp_path):
 def add_rules(spec: dict) -> None:
     """manifest["rules"] as export writes it (until the tiny run's export writes it itself)."""
     if "rules" not in spec:
-        truncation = rules.truncation(spec["text_encoder"]["max_len"])
-        spec["rules"] = {**rules.RULES, "truncation": truncation, "poster": spec["poster_encoder"]["preprocessing"]}
+        windows = rules.truncation(spec["text_encoder"]["max_len"])
+        spec["rules"] = {**rules.RULES, "windows": windows, "poster": spec["poster_encoder"]["preprocessing"]}
 
 
 def models_with(folder, change, source):
@@ -104,8 +133,8 @@ def test_output_columns_probabilities_genres_and_mode(inputs, models, labels):
     # only its own line on stderr: no onnxruntime warnings (such as "Removing initializer") at load
     assert proc.returncode == 0 and proc.stderr.splitlines() == [f"wrote 2 predictions to {inputs / 'out.csv'}"]
     out = read(inputs / "out.csv")
-    assert list(out.columns) == ["tmdb_id", *labels, "genres", "mode"]
-    assert out.tmdb_id.tolist() == ["11", "12"]
+    assert list(out.columns) == ["tmdb_id", *labels, "genres", "mode", "windows"]
+    assert out.tmdb_id.tolist() == ["11", "12"] and out.windows.tolist() == [1, 1]
     assert out["mode"].tolist() == ["plot+poster", "plot"]
     probs = out[labels].to_numpy(float)
     assert ((probs >= 0) & (probs <= 1)).all()
@@ -117,7 +146,7 @@ def test_without_tmdb_id_or_poster_columns(inputs, models, labels):
     src = write_csv(inputs / "in.csv", ["overview"], [[PLOTS[2]]])
     predict(src, inputs / "out.csv", models)
     out = read(inputs / "out.csv")
-    assert list(out.columns) == [*labels, "genres", "mode"] and len(out) == 1
+    assert list(out.columns) == [*labels, "genres", "mode", "windows"] and len(out) == 1
 
 
 def poster_matters(spec: dict) -> bool:
@@ -216,6 +245,7 @@ def test_empty_overview_gets_a_warning_and_no_prediction(inputs, models, labels)
     out = read(inputs / "out.csv")
     assert out.tmdb_id.tolist() == ["1", "2", "3", "4", "5"]  # every parsed row keeps its place
     assert out.genres.tolist()[:2] == ["", ""] and out["mode"].tolist()[:2] == ["", ""]
+    assert [str(w) for w in out.windows] == ["", "", "1", "1", "1"]  # one over-long word: [CLS] [UNK] [SEP]
     assert all(out.genres[2:]) and (out.loc[:1, labels] == "").all().all()
 
 
@@ -263,7 +293,7 @@ UNUSABLE_MODELS = {  # (a file removed, a change to the manifest, what the one-l
     "no-manifest": ("manifest.json", None, "manifest.json"),
     "no-text-encoder": ("text_encoder.onnx", None, "text_encoder.onnx"),
     "no-rules": (None, lambda spec: spec.pop("rules"), "has no rules"),
-    "rules-without-truncation": (None, lambda spec: spec["rules"].pop("truncation"), "has no rules.truncation"),
+    "rules-without-windows": (None, lambda spec: spec["rules"].pop("windows"), "has no rules.windows"),
     "one-threshold-list": (None, lambda spec: spec.update(thresholds=spec["thresholds"]["plot"]), "per-mode"),
 }
 
@@ -310,17 +340,24 @@ def test_each_row_uses_its_modes_thresholds(inputs, tmp_path, tiny, labels):
     assert [len(g.split("|")) for g in out.genres] == [1, n]
 
 
-def test_truncation_and_sentences_follow_the_manifest(tmp_path, tiny):
-    """The predictor reads the window and the sentence pattern from manifest["rules"], not its own code."""
+def test_windows_and_sentences_follow_the_manifest(tmp_path):
+    """The predictor reads the windows and the sentence pattern from manifest["rules"], not its own code: a
+    60-character cut, windows of 8 ids (6 text tokens) every 3 tokens, the last ending with the text."""
 
     def change(spec):
-        spec["rules"]["truncation"] = {"max_chars": 60, "max_len": 8, "head_tokens": 6, "tail_tokens": 2}
+        spec["rules"]["windows"] = {"max_chars": 60, "max_len": 8, "stride": 3, "pool": "max_probability"}
+        spec["text_encoder"]["max_len"] = 8  # the window is the encoder's (manifest.check_windows)
         spec["rules"]["sentence_pattern"] = r"[^;]+;?\s*"
 
-    predictor = GenrePredictor(models_with(tmp_path / "models", change, tiny.models))
+    predictor = GenrePredictor(models_with(tmp_path / "models", change, COMMITTED))
     plot = "Two friends plan a heist; a chase across the city; and a gunfight at the border."
     full = predictor.tokenizer.encode(plot[:60]).ids
-    assert len(full) > 8 and predictor.encode(plot) == full[:6] + full[-2:]
+    cls, body, sep = full[0], full[1:-1], full[-1]
+    count = 1 + -(-(len(body) - 6) // 3)  # windows every 3 tokens until one reaches the end
+    assert len(body) > 6 and predictor.encode(plot) == [
+        [cls, *body[min(3 * k, len(body) - 6) :][:6], sep] for k in range(count)
+    ]
+    assert predictor.prediction(plot)[1] == count
     assert predictor.sentences(plot) == [
         "Two friends plan a heist; ",
         "a chase across the city; ",
@@ -335,8 +372,8 @@ def one_at_a_time(models, rows, base):
     out = []
     for plot, path in rows:
         pixels = image_io.load_image(base / path) if path else None
-        probs = predictor.probabilities(plot, pixels)
-        out.append((probs, predictor.decide(probs, "plot+poster" if path else "plot")))
+        probs, windows = predictor.prediction(plot, pixels)
+        out.append((probs, predictor.decide(probs, "plot+poster" if path else "plot"), windows))
     return out
 
 
@@ -433,9 +470,10 @@ def test_parallel_batched_run_equals_one_at_a_time(inputs, tmp_path, tiny, spec,
     out = read(inputs / "out.csv")
     want = one_at_a_time(models, rows, inputs)
     got = out[labels].to_numpy(float)
-    assert np.abs(got - np.array([p for p, _ in want])).max() <= tolerance + 5e-7
-    assert out.genres.tolist() == ["|".join(g) for _, g in want]
+    assert np.abs(got - np.array([p for p, _, _ in want])).max() <= tolerance + 5e-7
+    assert out.genres.tolist() == ["|".join(g) for _, g, _ in want]
     assert out["mode"].tolist() == ["plot+poster" if q else "plot" for _, q in rows]
+    assert out.windows.tolist() == [w for _, _, w in want] and max(out.windows) > 1  # long plots: several windows
 
 
 def test_length_batches_pad_little_and_cover_every_row():
@@ -465,7 +503,7 @@ def test_batchable_says_whether_a_padded_batch_changes_outputs(models, spec):
     from one at a time; a batchable one gives the same embeddings in a padded call (within 1e-5)."""
     predictor = GenrePredictor(models)
     a, b, c = "A party goes wrong in the city.", "A wedding goes wrong in the city.", "A heist."
-    encoded = [predictor.encode(p) for p in (a, b, c)]
+    encoded = [predictor.token_ids(p) for p in (a, b, c)]  # one window each
     assert len(encoded[0]) == len(encoded[1]) > len(encoded[2])
     alone = np.concatenate([predictor.embed_plot(p) for p in (a, b, c)])
     if spec["text_encoder"].get("batchable"):
@@ -474,7 +512,7 @@ def test_batchable_says_whether_a_padded_batch_changes_outputs(models, spec):
     else:
         together = predictor.text.run(None, padded(encoded[:2]))[0]
         assert np.abs(together - alone[:2]).max() > 1e-3
-        assert np.array_equal(predictor.embed_plots([a, b, c], batch=32), alone)  # so predict runs one per call
+        assert np.array_equal(np.concatenate(predictor.embed_plots([a, b, c], batch=32)), alone)  # one per call
 
 
 def test_batchable_flag_on_a_fixed_batch_graph_runs_one_at_a_time(inputs, tmp_path, tiny, labels):
@@ -490,18 +528,22 @@ def test_batchable_flag_on_a_fixed_batch_graph_runs_one_at_a_time(inputs, tmp_pa
     src = write_csv(inputs / "in.csv", ["tmdb_id", "overview", "poster"], [[i, p, q] for i, (p, q) in enumerate(rows)])
     predict(src, inputs / "out.csv", models, "--workers", "1", "--batch", "4")
     got = read(inputs / "out.csv")[labels].to_numpy(float)
-    want = np.array([p for p, _ in one_at_a_time(models, rows, inputs)])
+    want = np.array([p for p, _, _ in one_at_a_time(models, rows, inputs)])
     assert np.abs(got - want).max() <= 1e-6 + 5e-7
 
 
-def test_committed_models_predict(tmp_path):
-    """The shipped models in assets/models run through the CLI with its defaults (their manifest
-    carries the rules once `python -m pipeline export` has written them)."""
-    src = write_csv(tmp_path / "in.csv", ["overview"], [["A detective hunts a serial killer through a rainy city."]])
+def test_committed_models_predict(tmp_path, shipped):
+    """The shipped models in assets/models run through the CLI with its defaults: a short plot read in one
+    window, a long one in several (the `windows` column), each the predictor's probabilities."""
+    plots = ["A detective hunts a serial killer through a rainy city.", LONG_PLOT]
+    src = write_csv(tmp_path / "in.csv", ["overview"], [[p] for p in plots])
     proc = cli("predict", src, "--out", tmp_path / "out.csv", check=False)
     assert proc.returncode == 0, proc.stderr
-    labels = json.loads((COMMITTED / "manifest.json").read_text())["labels"]
-    assert list(read(tmp_path / "out.csv").columns) == [*labels, "genres", "mode"]
+    out = read(tmp_path / "out.csv")
+    assert list(out.columns) == [*shipped.labels, "genres", "mode", "windows"]
+    assert out.windows.tolist() == [1, len(shipped.encode(LONG_PLOT))] == [1, 3]
+    want = np.array([shipped.probabilities(p) for p in plots])
+    assert np.abs(out[shipped.labels].to_numpy(float) - want).max() <= BATCHED_ENCODER + 5e-7
 
 
 # --out is the input, spelled another way: refused (exit 2, one line) before anything is opened for writing
@@ -589,3 +631,237 @@ def test_workers_follow_the_amount_of_input():
     assert [workers_for(n, 2, 64) for n in (0, 1, 64, 65, 128, 129, 10_000)] == [1, 1, 1, 2, 2, 2, 2]
     assert [workers_for(n, 4, 64) for n in (64, 129, 200, 10_000)] == [1, 3, 4, 4]
     assert workers_for(10_000, 1, 64) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Long plots read whole (issue 28), on the shipped models: the windows, their pooling, the sentence explanation.
+# Where a figure is "by hand", it is computed here from the sessions and the token ids, not by rules.py.
+
+ONE_TOKEN_WORDS = "the ghost city night house family war soldier love wedding friend killer detective ship".split()
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return GenrePredictor(COMMITTED)
+
+
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory):
+    """A predictor of the shipped files for each pooling (the manifest's rules.windows.pool changed)."""
+    made = {}
+
+    def get(how: str) -> GenrePredictor:
+        if how not in made:
+            folder = tmp_path_factory.mktemp(how) / "models"
+            made[how] = GenrePredictor(
+                models_with(folder, lambda spec: spec["rules"]["windows"].update(pool=how), COMMITTED)
+            )
+        return made[how]
+
+    return get
+
+
+def words(tokens: int) -> str:
+    """A text of exactly `tokens` text tokens: words the shipped tokenizer keeps whole, in turn."""
+    return " ".join(ONE_TOKEN_WORDS[i % len(ONE_TOKEN_WORDS)] for i in range(tokens))
+
+
+def embed(predictor: GenrePredictor, ids: list[int]) -> np.ndarray:
+    """[text dim]: the text encoder's session on one window, by hand."""
+    x = np.array([ids], np.int64)
+    return predictor.text.run(None, {"input_ids": x, "attention_mask": np.ones_like(x)})[0][0]
+
+
+def head(predictor: GenrePredictor, text: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
+    """[G]: the fusion head's session on one text embedding (and a poster embedding), by hand."""
+    feeds = {
+        "text": text.reshape(1, -1).astype(np.float32),
+        "image": np.zeros((1, predictor.image_dim), np.float32) if image is None else image.reshape(1, -1),
+        "has_poster": np.full((1, 1), float(image is not None), np.float32),
+    }
+    return predictor.head.run(["probabilities"], feeds)[0][0]
+
+
+def pooled_by_hand(predictor: GenrePredictor, how: str, texts: np.ndarray, image=None) -> np.ndarray:
+    """[G] from window embeddings [windows, text dim]: the pooling's definition, written out."""
+    if how == "mean_embedding":
+        return head(predictor, texts.mean(0), image)
+    probs = np.array([head(predictor, t, image) for t in texts])
+    return probs.mean(0) if how == "mean_probability" else probs.max(0)
+
+
+def starts_by_hand(tokens: int, width: int = 254, stride: int = 190) -> list[int]:
+    """Window k starts at stride * k, the last at tokens - width so that it ends with the text."""
+    count = 1 + max(0, -(-(tokens - width) // stride))
+    return [min(stride * k, max(0, tokens - width)) for k in range(count)]
+
+
+@pytest.mark.parametrize("tokens", [1, 200, 254, 255, 444, 445, 584, 2000])
+def test_a_long_plot_is_read_in_windows_that_cover_every_token(shipped, tokens):
+    """The shipped rule (windows of 256 ids, 254 text tokens, every 190): each window [CLS] + a run of the
+    text's tokens + [SEP]; the runs start at 0, 190, ... and the last ends with the text, so every token is
+    read, and the first window is what the first-window reading (255 ids and [SEP]) read."""
+    plot = LONG_PLOT if tokens == 584 else words(tokens)
+    ids = shipped.tokenizer.encode(plot).ids
+    assert len(ids) == tokens + 2 and shipped.token_ids(plot) == ids
+    cls, body, sep = ids[0], ids[1:-1], ids[-1]
+    got = shipped.encode(plot)
+    starts = starts_by_hand(tokens)
+    assert got == [[cls, *body[s : s + 254], sep] for s in starts]
+    read = set()
+    for s in starts:
+        read |= set(range(s, min(s + 254, tokens)))
+    assert read == set(range(tokens))  # every token is in a window
+    assert got[0] == (ids if len(ids) <= 256 else ids[:255] + ids[-1:])  # the first-window reading's ids
+    assert all(len(w) <= 256 for w in got) and (len(got) == 1 or all(len(w) == 256 for w in got))
+
+
+def test_a_huge_plot_is_read_to_max_chars(shipped):
+    """Past max_chars (20,000) nothing is read: the windows of a 30,000-character plot are those of its cut."""
+    plot = words(6000)
+    assert len(plot) > 30_000
+    cut = plot[:20_000]
+    assert shipped.encode(plot) == shipped.encode(cut) and len(shipped.encode(plot)) > 10
+
+
+@pytest.mark.parametrize("tokens", [3, 120, 254])
+def test_a_plot_of_one_window_is_predicted_as_before(shipped, pooled, tokens):
+    """A plot of at most max_len ids is one window: every pooling gives exactly what the first-window reading
+    gave, the head on the encoder's embedding of the plot's ids (the sessions run by hand)."""
+    plot = words(tokens)
+    ids = shipped.tokenizer.encode(plot).ids
+    want = head(shipped, embed(shipped, ids))
+    for how in rules.POOLS:
+        probs, windows = pooled(how).prediction(plot)
+        assert windows == 1 and np.array_equal(probs, want), how
+
+
+POSTER_PIXELS = np.random.default_rng(5).integers(0, 256, (90, 60, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("how", rules.POOLS)
+@pytest.mark.parametrize("with_poster", [False, True], ids=["plot", "plot+poster"])
+def test_each_pooling_is_its_definition_on_the_window_outputs(pooled, how, with_poster):
+    """A 3-window plot: `probabilities` is the pooling of the windows, from the sessions by hand: the head on
+    the mean of the three window embeddings, or the mean or the maximum of the head on each (with the poster)."""
+    predictor = pooled(how)
+    windows = predictor.encode(LONG_PLOT)
+    assert len(windows) == 3
+    texts = np.array([embed(predictor, w) for w in windows])
+    image = predictor.embed_poster(POSTER_PIXELS)[0] if with_poster else None
+    want = pooled_by_hand(predictor, how, texts, image)
+    got, count = predictor.prediction(LONG_PLOT, POSTER_PIXELS if with_poster else None)
+    assert count == 3
+    np.testing.assert_allclose(got, want, atol=HEAD_ONLY)
+    # the windows differ, so the three poolings do too (the test above can tell them apart)
+    others = [pooled_by_hand(predictor, other, texts, image) for other in rules.POOLS if other != how]
+    assert all(np.abs(want - o).max() > 1e-3 for o in others)
+
+
+def test_batched_windows_equal_one_plot_at_a_time(pooled):
+    """embed_plots batches the windows of short and long plots together: each plot's window embeddings, and
+    the pooled probabilities, are what one plot at a time gives (within the batched encoder's tolerance)."""
+    plots = [PLOTS[0], LONG_PLOT, words(255), PLOTS[3], words(700), "A heist.", words(254)]
+    for how in ("mean_embedding", "max_probability"):
+        predictor = pooled(how)
+        assert predictor.text_batchable
+        batched = predictor.embed_plots(plots, batch=16)
+        alone = [predictor.embed_plot(p) for p in plots]
+        assert [len(b) for b in batched] == [len(a) for a in alone] == [1, 3, 2, 1, 4, 1, 1]
+        assert max(np.abs(b - a).max() for b, a in zip(batched, alone)) <= BATCHED_ENCODER
+        image = np.zeros((len(plots), predictor.image_dim), np.float32)
+        probs = predictor.combine_windows(batched, image, np.zeros(len(plots)), batch=16)
+        want = np.array([predictor.probabilities(p) for p in plots])
+        assert np.abs(probs - want).max() <= BATCHED_ENCODER
+
+
+class Recording:
+    """A text encoder session that records every window it runs (its ids, padding left out)."""
+
+    def __init__(self, session):
+        self.session, self.windows = session, []
+
+    def run(self, outputs, feeds):
+        for ids, mask in zip(feeds["input_ids"], feeds["attention_mask"]):
+            self.windows.append(tuple(ids[mask == 1].tolist()))
+        return self.session.run(outputs, feeds)
+
+
+def spans_by_hand(predictor: GenrePredictor, plot: str, max_chars: int = 20_000) -> list[tuple[int, int]]:
+    """Sentence i's text tokens [n(i), n(i + 1)): n(i) the token count of the sentences before it, joined and
+    cut to max_chars, less the two special tokens."""
+    parts = predictor.sentences(plot)
+    n = [len(predictor.tokenizer.encode("".join(parts[:i])[:max_chars]).ids) - 2 for i in range(len(parts) + 1)]
+    return list(zip(n, n[1:]))
+
+
+def without_by_hand(ids: list[int], start: int, end: int) -> dict[int, list[int]]:
+    """{window: its ids without text tokens start..end-1}, for the windows that held any of them."""
+    body = ids[1:-1]
+    out = {}
+    for k, s in enumerate(starts_by_hand(len(body))):
+        kept = [t for j, t in enumerate(body[s : s + 254], s) if not start <= j < end]
+        if len(kept) < len(body[s : s + 254]):
+            out[k] = [ids[0], *kept, ids[-1]]
+    return out
+
+
+def test_a_sentence_reruns_only_the_windows_it_is_in(shipped, monkeypatch):
+    """The explanation runs the plot's three windows once, then for each sentence only the windows that held
+    its tokens, without them: a sentence of the last window alone re-runs that window and reuses the other
+    two windows' embeddings. The spans are the sentences' own tokens."""
+    recording = Recording(shipped.text)
+    monkeypatch.setattr(shipped, "text", recording)
+    result = sentence_importance(shipped, LONG_PLOT, batch=8)
+    ids = shipped.token_ids(LONG_PLOT)
+    spans = spans_by_hand(shipped, LONG_PLOT)
+    for part, (a, b) in zip(shipped.sentences(LONG_PLOT), spans):  # each span holds its sentence's tokens
+        assert ids[1 + a : 1 + b] == shipped.tokenizer.encode(part.strip()).ids[1:-1]
+    want = [tuple(w) for w in shipped.encode(LONG_PLOT)]
+    for a, b in spans:
+        want += [tuple(w) for w in without_by_hand(ids, a, b).values()]
+    assert sorted(recording.windows) == sorted(want)
+    last_only = [i for i, (a, b) in enumerate(spans) if a >= 190 + 254]  # past the second window's end
+    assert len(last_only) >= 6 and all(list(without_by_hand(ids, *spans[i])) == [2] for i in last_only)
+    assert len(recording.windows) == 3 + sum(len(without_by_hand(ids, a, b)) for a, b in spans) < 3 * (1 + len(spans))
+    assert all(max(abs(d) for d in result[i]["drop"].values()) > 0 for i in last_only)
+
+
+@pytest.mark.parametrize(
+    "how, with_poster, batch",
+    [("mean_embedding", False, 1), ("mean_probability", False, 8), ("max_probability", True, 8)],
+)
+def test_sentence_drops_are_the_windows_without_it_by_hand(pooled, how, with_poster, batch):
+    """Each sentence's drop: the pooled probability of the plot's windows minus that of the same windows with
+    the sentence's tokens left out of those that held them (the others as they were), all by hand."""
+    predictor = pooled(how)
+    ids = predictor.token_ids(LONG_PLOT)
+    image = predictor.embed_poster(POSTER_PIXELS)[0] if with_poster else None
+    whole = np.array([embed(predictor, w) for w in predictor.encode(LONG_PLOT)])
+    full = pooled_by_hand(predictor, how, whole, image)
+    got = sentence_importance(predictor, LONG_PLOT, POSTER_PIXELS if with_poster else None, batch)
+    assert [g["sentence"] for g in got] == predictor.sentences(LONG_PLOT)
+    for g, (a, b) in zip(got, spans_by_hand(predictor, LONG_PLOT)):
+        texts = whole.copy()
+        for k, window in without_by_hand(ids, a, b).items():
+            texts[k] = embed(predictor, window)
+        want = full - pooled_by_hand(predictor, how, texts, image)
+        assert np.abs(np.array(list(g["drop"].values())) - want).max() <= 2 * BATCHED_ENCODER
+
+
+def test_sentences_past_max_chars_drop_exactly_zero_without_a_run(tmp_path, monkeypatch):
+    """With max_chars 300, the sentences past the cut hold no token: drop exactly 0, and no window is run for
+    them; the sentence the cut goes through keeps its tokens before the cut. One sentence: NaN, as before."""
+    models = models_with(tmp_path / "models", lambda spec: spec["rules"]["windows"].update(max_chars=300), COMMITTED)
+    predictor = GenrePredictor(models)
+    recording = Recording(predictor.text)
+    monkeypatch.setattr(predictor, "text", recording)
+    result = sentence_importance(predictor, LONG_PLOT)
+    spans = spans_by_hand(predictor, LONG_PLOT, max_chars=300)
+    empty = [i for i, (a, b) in enumerate(spans) if a == b]
+    assert len(empty) == len(result) - 4  # 300 characters: the first three sentences and part of the fourth
+    assert all(d == 0.0 for i in empty for d in result[i]["drop"].values())
+    assert all(any(d != 0 for d in result[i]["drop"].values()) for i in range(4))
+    assert len(recording.windows) == 1 + 4  # the cut plot's one window, then one per sentence in it
+    alone = sentence_importance(predictor, "A heist goes wrong in the city")
+    assert len(alone) == 1 and all(np.isnan(d) for d in alone[0]["drop"].values())

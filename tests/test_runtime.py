@@ -5,6 +5,7 @@ validator (ajv); the packed weights rebuilt at load, bit for bit the formula the
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.export import packing
-from pipeline.runtime import manifest, packed_weights
+from pipeline.runtime import manifest, packed_weights, rules
 from tests.conftest import ROOT
 
 COMMITTED = ROOT / "assets/models"
@@ -143,8 +144,12 @@ CASES = {
     "no rules": (change(pop("rules")), "schema"),
     "no labels": (change(pop("labels")), "schema"),
     "no files": (change(pop("files")), "schema"),
-    "rules without truncation": (change(pop("rules/truncation")), "schema"),
-    "truncation without tail_tokens": (change(pop("rules/truncation/tail_tokens")), "schema"),
+    "rules without windows": (change(pop("rules/windows")), "schema"),
+    "windows without stride": (change(pop("rules/windows/stride")), "schema"),
+    "windows without pool": (change(pop("rules/windows/pool")), "schema"),
+    "an unknown pooling": (change(put("rules/windows/pool", "attention")), "schema"),
+    "stride 0": (change(put("rules/windows/stride", 0)), "schema"),
+    "stride as text": (change(put("rules/windows/stride", "190")), "schema"),
     "one threshold list": (change(lambda s: s.update(thresholds=s["thresholds"]["plot"])), "schema"),
     "thresholds without plot+poster": (change(pop("thresholds/plot+poster")), "schema"),
     "a threshold as text": (change(lambda s: s["thresholds"]["plot"].__setitem__(3, "0.5")), "schema"),
@@ -228,6 +233,8 @@ def test_modes_and_rule_keys_are_the_schemas():
     schema = json.loads((ROOT / "assets/js/manifest_schema.json").read_text())
     assert manifest.MODES == ("plot", "plot+poster") == tuple(schema["properties"]["thresholds"]["required"])
     assert manifest.RULE_KEYS == tuple(schema["properties"]["rules"]["required"])
+    # the poolings the schema lets through are the ones pipeline/runtime/rules.py (and rules.js) implement
+    assert tuple(schema["$defs"]["windows"]["properties"]["pool"]["enum"]) == rules.POOLS
 
 
 def test_the_python_reader_follows_the_schema_file(monkeypatch):
@@ -236,6 +243,46 @@ def test_the_python_reader_follows_the_schema_file(monkeypatch):
     changed["required"].append("provenance")
     monkeypatch.setattr(manifest, "schema", lambda: changed)
     assert manifest.problem(committed()) == "has no provenance"
+
+
+def linked(folder, spec: dict):
+    """A models folder: the committed files linked, `spec` as its manifest."""
+    folder.mkdir()
+    for name in spec["files"]:
+        (folder / name).symlink_to(COMMITTED / name)
+    (folder / "manifest.json").write_text(json.dumps(spec))
+    return folder
+
+
+# rules.windows that pass the schema but that the runtime cannot apply as written: (change, what the message says)
+WINDOWS = {
+    "stride over the window": (put("rules/windows/stride", 255), "stride 255 is over a window's 254 text tokens"),
+    "max_len not the encoder's": (put("rules/windows/max_len", 128), "max_len 128 is not text_encoder.max_len 256"),
+    "encoder max_len not the windows'": (
+        put("text_encoder/max_len", 512),
+        "max_len 256 is not text_encoder.max_len 512",
+    ),
+    "stride 1.5": (put("rules/windows/stride", 1.5), "rules.windows.stride must be an integer"),
+}
+
+
+@pytest.mark.parametrize("name", WINDOWS)
+def test_windows_the_runtime_cannot_apply_are_refused_in_one_line(tmp_path, name):
+    """check_models refuses them (ModelsMissing: predict and serve exit 2 with its one line), naming the key."""
+    fn, message = WINDOWS[name]
+    spec = committed()
+    fn(spec)
+    with pytest.raises(manifest.ModelsMissing, match=re.escape(message)) as e:
+        manifest.check_models(linked(tmp_path / "models", spec))
+    assert "\n" not in str(e.value) and "make pipeline" in str(e.value)
+
+
+@pytest.mark.parametrize("stride", [1, 190, 254])
+@pytest.mark.parametrize("pool", ["mean_embedding", "mean_probability", "max_probability"])
+def test_every_stride_up_to_the_window_and_every_pooling_pass(tmp_path, stride, pool):
+    spec = committed()
+    spec["rules"]["windows"].update(stride=stride, pool=pool)
+    assert manifest.check_models(linked(tmp_path / "models", spec))["rules"]["windows"]["pool"] == pool
 
 
 def test_the_committed_models_pass_every_check():

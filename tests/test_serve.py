@@ -22,7 +22,7 @@ from pipeline.runtime.manifest import ModelsChanged
 from pipeline.runtime.predict import GenrePredictor, ModelsMissing
 from pipeline.runtime.serve import create_app
 from tests.conftest import ROOT, cli
-from tests.test_predict import CHANGED_FILES, copied_models, models_with, poster_matters
+from tests.test_predict import CHANGED_FILES, COMMITTED, LONG_PLOT, copied_models, models_with, poster_matters
 
 PLOTS = [
     "A detective hunts a serial killer through the rain-soaked streets of a corrupt city.",
@@ -71,7 +71,8 @@ def labels(client):
 
 def check(body: dict, labels: list[str], poster_used: bool) -> dict:
     """Asserts a /predict answer is well formed; returns its probabilities."""
-    assert set(body) == {"genres", "probabilities", "top", "poster_used", "mode", "ms"}
+    assert set(body) == {"genres", "probabilities", "top", "poster_used", "mode", "windows", "ms"}
+    assert isinstance(body["windows"], int) and body["windows"] >= 1
     assert body["mode"] == ("plot+poster" if poster_used else "plot")
     assert body["genres"] and set(body["genres"]) <= set(labels)
     probs = body["probabilities"]
@@ -191,7 +192,7 @@ def test_unexpected_exception_is_500_json_and_logged(app, client, labels, monkey
     def boom(*args):
         raise RuntimeError("model exploded")
 
-    monkeypatch.setattr(app.extensions["genre_predictor"], "probabilities", boom)
+    monkeypatch.setattr(app.extensions["genre_predictor"], "prediction", boom)
     r = client.post("/predict", json={"plot": PLOTS[0]})
     assert r.status_code == 500 and "RuntimeError" in r.get_json()["error"]
     assert "model exploded" in caplog.text
@@ -212,6 +213,17 @@ def test_api_matches_the_predictor(client, models):
         body = client.post("/predict", json={"plot": plot, **({"poster": b64(poster)} if poster else {})}).get_json()
         assert np.abs(np.array(list(body["probabilities"].values())) - want).max() < 1e-6
         assert body["genres"] == predictor.decide(want, "plot+poster" if poster else "plot")
+
+
+def test_a_long_plot_is_read_whole_and_says_in_how_many_windows(tmp_path):
+    """The shipped models: a plot of three windows (test_predict.LONG_PLOT) answers windows 3 and the
+    predictor's probabilities (every window pooled); a short plot, windows 1."""
+    client = create_app(COMMITTED).test_client()
+    predictor = GenrePredictor(COMMITTED)
+    for plot, windows in [(LONG_PLOT, 3), (PLOTS[0], 1)]:
+        body = client.post("/predict", json={"plot": plot}).get_json()
+        assert body["windows"] == windows == len(predictor.encode(plot))
+        assert np.abs(np.array(list(body["probabilities"].values())) - predictor.probabilities(plot)).max() < 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -321,14 +333,14 @@ def test_full_server_answers_503_with_retry_after(models):
     app = create_app(models, max_inflight=1, wait=0)
     predictor = app.extensions["genre_predictor"]
     entered, release = threading.Event(), threading.Event()
-    real = predictor.probabilities
+    real = predictor.prediction
 
     def slow(*args):
         entered.set()
         release.wait(60)
         return real(*args)
 
-    predictor.probabilities = slow
+    predictor.prediction = slow
     first = {}
     thread = threading.Thread(
         target=lambda: first.update(r=app.test_client().post("/predict", json={"plot": PLOTS[0]}))
@@ -344,7 +356,7 @@ def test_full_server_answers_503_with_retry_after(models):
         release.set()
         thread.join(60)
     assert first["r"].status_code == 200
-    predictor.probabilities = real
+    predictor.prediction = real
     assert app.test_client().post("/predict", json={"plot": PLOTS[1]}).status_code == 200
 
 

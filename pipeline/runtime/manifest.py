@@ -268,7 +268,7 @@ def check_models(models: Path, verify: bool = True) -> dict:
         if verify and (found := file_problem(file, info)):
             raise ModelsChanged(f"{found}; {CREATE}")
     try:
-        check_rules(spec["rules"], len(spec["labels"]))
+        check_rules(spec["rules"], len(spec["labels"]), spec["text_encoder"]["max_len"])
     except ValueError as e:
         raise ModelsMissing(f"{path}: {e}; {CREATE}") from None
     return spec
@@ -278,13 +278,36 @@ def not_json(constant: str):
     raise ValueError(f"{constant} is not JSON")
 
 
-def check_rules(rule: dict, genres: int) -> None:
-    """ValueError when a rule is one this code cannot apply (rules.decide knows the decision rules)."""
+def check_rules(rule: dict, genres: int, max_len: int) -> None:
+    """ValueError when a rule is one this code cannot apply (rules.decide knows the decision rules, rules.POOLS
+    the poolings); `max_len`: the text encoder's window (text_encoder.max_len)."""
     rules.decide(np.zeros(genres), np.zeros(genres), rule["decision"])
     try:
         re.compile(rule["sentence_pattern"])
     except re.error as e:
         raise ValueError(f"sentence pattern {rule['sentence_pattern']!r} is not a regular expression ({e})") from None
+    check_windows(rule.get("windows"), max_len)
+
+
+def check_windows(windows, max_len: int) -> None:
+    """ValueError unless rules.windows is a rule rules.windows and rules.pool apply as written: whole numbers,
+    windows of the encoder's max_len, a stride that skips no token, a known pooling."""
+    if not isinstance(windows, dict):
+        raise ValueError("has no rules.windows (how a text is cut into the encoder's windows and pooled)")
+    for key in ("max_chars", "max_len", "stride"):
+        value = windows.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"rules.windows.{key} must be an integer of at least 1, not {value!r}")
+    if windows["max_len"] != max_len:
+        raise ValueError(f"rules.windows.max_len {windows['max_len']} is not text_encoder.max_len {max_len}")
+    width = max_len - 2  # a window's text tokens: [CLS] and [SEP] take two of its ids
+    if windows["stride"] > width:
+        raise ValueError(
+            f"rules.windows.stride {windows['stride']} is over a window's {width} text tokens "
+            "(max_len - 2): the tokens between two windows would never be read"
+        )
+    if windows.get("pool") not in rules.POOLS:
+        raise ValueError(f"rules.windows.pool {windows.get('pool')!r} is not one of {', '.join(rules.POOLS)}")
 
 
 def mode_thresholds(spec: dict) -> dict[str, np.ndarray]:

@@ -5,10 +5,19 @@
 The CSV is read as a stream (pipeline/csv_stream.py), a chunk of rows at a time, so memory does not
 grow with its length; a malformed line is reported with its line number and skipped. Chunks go to
 `--workers` processes (default: one per core), each with its own single-threaded GenrePredictor
-(pipeline/predictor.py), which runs `--batch` rows per model call where the manifest allows it. A worker
+(pipeline/predictor.py), which runs `--batch` inputs per model call where the manifest allows it. A worker
 is only started for a chunk it can take: an input of at most one chunk (64 rows) runs in this process,
 with no pool. Each worker loads its own models (about 0.25 s of CPU and 130 MB), which a process that
 has a single chunk to predict would pay for nothing: one chunk is never split between workers.
+
+A plot is read whole (its first max_chars characters; the manifest's rules.windows): one longer than the
+text encoder's max_len tokens is read in overlapping windows, pooled into one prediction. The output's
+`windows` column says how many windows each plot was read in (1 for a plot that fits in one). A chunk's
+memory is bounded by its rows and max_chars, not by the file.
+
+The output: a row per input row, in order: tmdb_id (when the input has it), one probability column per
+genre, genres (joined with |), mode ("plot" or "plot+poster"), windows; empty cells for a row with no
+prediction.
 
 Before anything is written: `--out` must not be the input (the same file under any spelling or link),
 and the models must pass manifest.check_models (the manifest's schema, every file's size and sha256).
@@ -64,11 +73,13 @@ def _init(models: str, batch: int, spec: dict | None = None) -> None:
     _worker["predictor"], _worker["batch"] = GenrePredictor(Path(models), threads=1, spec=spec), batch
 
 
-def _predict(jobs: list[tuple[int, str, str | None, str]]) -> tuple[np.ndarray, list[str], list[list[str]], list[str]]:
+def _predict(
+    jobs: list[tuple[int, str, str | None, str]],
+) -> tuple[np.ndarray, list[str], list[list[str]], list[str], list[int]]:
     """(line, overview, poster path or None, poster as written) for each row → probabilities [N, G],
-    each row's mode and genres, and the warnings to print."""
+    each row's mode and genres, the warnings to print, and how many windows of each plot were read."""
     predictor, batch = _worker["predictor"], _worker["batch"]
-    text = predictor.embed_plots([job[1] for job in jobs], batch)
+    text = predictor.embed_plots([job[1] for job in jobs], batch)  # each plot's window embeddings
     posters = np.zeros((len(jobs), predictor.image_dim), np.float32)
     has_poster = np.zeros(len(jobs), np.float32)
     warnings, loaded, where = [], [], []
@@ -86,9 +97,10 @@ def _predict(jobs: list[tuple[int, str, str | None, str]]) -> tuple[np.ndarray, 
             loaded, where = [], []
     if loaded:
         posters[where], has_poster[where] = predictor.embed_posters(loaded), 1
-    probs = predictor.combine_many(text, posters, has_poster, batch)
+    probs = predictor.combine_windows(text, posters, has_poster, batch)
     modes = [MODES[int(h)] for h in has_poster]
-    return probs, modes, [predictor.decide(p, m) for p, m in zip(probs, modes)], warnings
+    genres = [predictor.decide(p, m) for p, m in zip(probs, modes)]
+    return probs, modes, genres, warnings, [len(windows) for windows in text]
 
 
 def read_poster(path: str) -> np.ndarray:
@@ -315,9 +327,9 @@ def write_predictions(
     progress = progress_bar(rows)
     with out:
         w = csv.writer(out)
-        w.writerow((["tmdb_id"] if has_id else []) + labels + ["genres", "mode"])
+        w.writerow((["tmdb_id"] if has_id else []) + labels + ["genres", "mode", "windows"])
         try:
-            for chunk, (probs, modes, genres, warnings) in run_chunks(
+            for chunk, (probs, modes, genres, warnings, windows) in run_chunks(
                 source.chunks(chunk_rows), models, workers, batch, spec
             ):
                 for message in warnings:
@@ -326,9 +338,9 @@ def write_predictions(
                 for row in chunk:
                     cells = [] if row.tmdb_id is None else [row.tmdb_id]
                     if row.overview is None:
-                        cells += [""] * (len(labels) + 2)
+                        cells += [""] * (len(labels) + 3)
                     else:
-                        cells += [f"{x:.6f}" for x in probs[k]] + ["|".join(genres[k]), modes[k]]
+                        cells += [f"{x:.6f}" for x in probs[k]] + ["|".join(genres[k]), modes[k], windows[k]]
                         k += 1
                     w.writerow(cells)
                 written += k
@@ -347,7 +359,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="CSV with an 'overview' column; optional 'poster' (path relative to the CSV's folder) and 'tmdb_id'",
     )
     p.add_argument(
-        "--out", type=Path, required=True, help="CSV to write: tmdb_id, one probability column per genre, genres, mode"
+        "--out",
+        type=Path,
+        required=True,
+        help="CSV to write: tmdb_id, one probability column per genre, genres, mode, windows (how many "
+        "windows of the encoder's max_len tokens the plot was read in: a long plot is read whole, in "
+        "overlapping windows pooled into one prediction)",
     )
     p.add_argument(
         "--models",
@@ -366,8 +383,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batch",
         type=int,
         default=32,
-        help="rows per model call for the models whose manifest entry says batchable, and the fusion head "
-        "(1: one row per call everywhere)",
+        help="inputs per model call (text windows of any plots, posters, fusion head rows) for the models whose "
+        "manifest entry says batchable, and the fusion head (1: one per call everywhere)",
     )
     p.add_argument(
         "--allow-outside",

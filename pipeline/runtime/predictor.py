@@ -1,12 +1,14 @@
 """GenrePredictor: genre probabilities from a plot (and a poster) with the exported ONNX files.
 
-The same files, tokenizer and rules as the in-browser demo: the text truncation, the decision rule
-and the sentence pattern come from the manifest's "rules" (pipeline/rules.py applies them).
+The same files, tokenizer and rules as the in-browser demo: the text's windows and their pooling, the
+decision rule and the sentence pattern come from the manifest's "rules" (pipeline/runtime/rules.py applies
+them). A plot is read whole: its token ids are cut into overlapping windows of the encoder's max_len, each
+window is embedded, and the windows are pooled into one prediction (rules.windows, rules.pool).
 
 A model runs several inputs per call only when the manifest marks it "batchable" (its outputs do
 not depend on what else is in the call: float, or int8 with fixed activation scales) and its graph
-takes a batch. Plots are then grouped by token count, so a call pads little; the attention mask
-keeps the padding out of every embedding. The float fusion head is always batched.
+takes a batch. Windows (of any plots) are then grouped by token count, so a call pads little; the attention
+mask keeps the padding out of every embedding. The float fusion head is always batched.
 
 Every file is read once, checked against the manifest's size and sha256 (manifest.read_model_file), and
 handed to onnxruntime as those bytes, packed weights rebuilt in memory: what runs is what was checked.
@@ -70,8 +72,14 @@ def length_batches(lengths: list[int], size: int) -> list[np.ndarray]:
     return out
 
 
+def split(rows: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """`rows` cut into consecutive pieces of counts[0], counts[1], ... rows (each plot's windows)."""
+    ends = np.cumsum(counts, dtype=np.int64)
+    return [rows[end - n : end] for n, end in zip(counts, ends)]
+
+
 def padded(encoded: list[list[int]]) -> dict[str, np.ndarray]:
-    """The text encoder's feeds for several plots: ids padded with 0 to the longest, and the mask."""
+    """The text encoder's feeds for several windows: ids padded with 0 to the longest, and the mask."""
     ids = np.zeros((len(encoded), max(map(len, encoded))), np.int64)
     mask = np.zeros_like(ids)
     for row, e in enumerate(encoded):
@@ -131,28 +139,46 @@ class GenrePredictor:
         self.load_poster()
         return self._poster_batchable
 
-    def encode(self, plot: str) -> list[int]:
-        """Token ids by the manifest's truncation rule: the first max_chars characters, cut to the window."""
-        cut = self.rules["truncation"]
-        return rules.truncate(self.tokenizer.encode(plot[: cut["max_chars"]]).ids, cut)
+    def token_ids(self, plot: str) -> list[int]:
+        """The plot's token ids, special tokens included: all of its first max_chars characters."""
+        return self.tokenizer.encode(plot[: self.rules["windows"]["max_chars"]]).ids
+
+    def text_tokens(self, text: str) -> int:
+        """How many text tokens (special tokens not counted) `text` has, as it stands (no max_chars cut)."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def encode(self, plot: str) -> list[list[int]]:
+        """The windows the encoder reads, token ids each, by the manifest's rule (rules.windows): one for a plot
+        of at most max_len tokens, else overlapping windows that cover every token."""
+        return rules.windows(self.token_ids(plot), self.rules["windows"])
 
     def sentences(self, plot: str) -> list[str]:
         """The plot split by the manifest's sentence pattern (the pieces join back into the plot)."""
         return rules.sentences(plot, self.rules["sentence_pattern"])
 
-    def embed_plot(self, plot: str) -> np.ndarray:
-        """[1, text dim]: one plot, one call, no padding."""
-        return self.text.run(self.text_out, padded([self.encode(plot)]))[0]
-
-    def embed_plots(self, plots: list[str], batch: int = 1) -> np.ndarray:
-        """[N, text dim]; `batch` plots per call (of similar token counts) when the encoder is batchable."""
+    def embed_windows(self, windows: list[list[int]], batch: int = 1) -> np.ndarray:
+        """[len(windows), text dim]: each window's embedding; `batch` windows per call (of similar token counts)
+        when the encoder is batchable, else one per call, unpadded."""
+        out = np.zeros((len(windows), self.text_dim), np.float32)
         if not self.text_batchable or batch <= 1:
-            return np.concatenate([self.embed_plot(p) for p in plots]) if plots else np.zeros((0, self.text_dim))
-        encoded = [self.encode(p) for p in plots]
-        out = np.zeros((len(plots), self.text_dim), np.float32)
-        for rows in length_batches([len(e) for e in encoded], batch):
-            out[rows] = self.text.run(self.text_out, padded([encoded[i] for i in rows]))[0]
+            for i, ids in enumerate(windows):
+                out[i] = self.text.run(self.text_out, padded([ids]))[0][0]
+            return out
+        for rows in length_batches([len(ids) for ids in windows], batch):
+            out[rows] = self.text.run(self.text_out, padded([windows[i] for i in rows]))[0]
         return out
+
+    def embed_plot(self, plot: str) -> np.ndarray:
+        """[windows, text dim]: one plot's window embeddings, one call per window, no padding
+        ([1, text dim] for a plot of one window)."""
+        return self.embed_windows(self.encode(plot))
+
+    def embed_plots(self, plots: list[str], batch: int = 1) -> list[np.ndarray]:
+        """Each plot's window embeddings [windows, text dim]; the windows of all the plots go `batch` per call
+        (of similar token counts) when the encoder is batchable."""
+        encoded = [self.encode(p) for p in plots]
+        flat = self.embed_windows([ids for windows in encoded for ids in windows], batch)
+        return split(flat, [len(windows) for windows in encoded])
 
     def embed_poster(self, pixels: np.ndarray) -> np.ndarray:
         """[1, image dim] from [h, w, 3] pixels (the graph resizes and normalises)."""
@@ -188,14 +214,38 @@ class GenrePredictor:
             out[s : s + step] = self.head.run(self.head_out, feeds)[0]
         return out
 
+    def combine_windows(
+        self, text: list[np.ndarray], image: np.ndarray, has_poster: np.ndarray, batch: int = 1
+    ) -> np.ndarray:
+        """[N, G] probabilities of N plots from each plot's window embeddings [windows, text dim], pooled by the
+        manifest's rule: "mean_embedding" runs the head once on the mean of the windows' embeddings;
+        "mean_probability" and "max_probability" run it on every window (with the plot's poster) and take the
+        mean or the maximum of the probabilities. `image` [N, image dim], `has_poster` [N]: each plot's poster."""
+        how = self.rules["windows"]["pool"]
+        if not text:
+            return np.zeros((0, len(self.labels)), np.float32)
+        if how == "mean_embedding":
+            return self.combine_many(np.stack([rules.pool(windows, how) for windows in text]), image, has_poster, batch)
+        counts = [len(windows) for windows in text]
+        owner = np.repeat(np.arange(len(text)), counts)  # each window's plot, for its poster
+        probs = self.combine_many(np.concatenate(text), np.asarray(image)[owner], np.asarray(has_poster)[owner], batch)
+        return np.stack([rules.pool(p, how) for p in split(probs, counts)])
+
     def combine(self, text_emb: np.ndarray, poster_emb: np.ndarray | None = None) -> np.ndarray:
-        """Genre probabilities [G] from one plot embedding and, when there is one, a poster embedding."""
+        """Genre probabilities [G] from one plot's window embeddings [windows, text dim] (embed_plot), pooled by
+        the manifest's rule, and, when there is one, a poster embedding [1, image dim]."""
         has = poster_emb is not None
         image = poster_emb if has else np.zeros((1, self.image_dim), np.float32)
-        return self.combine_many(text_emb, image, np.array([float(has)]))[0]
+        return self.combine_windows([text_emb], image, np.array([float(has)]))[0]
+
+    def prediction(self, plot: str, pixels: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """(genre probabilities [G], how many windows of the plot were read)."""
+        text = self.embed_plot(plot)
+        return self.combine(text, None if pixels is None else self.embed_poster(pixels)), len(text)
 
     def probabilities(self, plot: str, pixels: np.ndarray | None = None) -> np.ndarray:
-        return self.combine(self.embed_plot(plot), None if pixels is None else self.embed_poster(pixels))
+        """Genre probabilities [G] of a plot, read whole, and a poster's pixels when there is one."""
+        return self.prediction(plot, pixels)[0]
 
     def decide(self, probs: np.ndarray, mode: str) -> list[str]:
         """The predicted genres by the manifest's decision rule, with `mode`'s thresholds ("plot" or "plot+poster")."""

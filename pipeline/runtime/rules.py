@@ -9,7 +9,10 @@ import re
 
 import numpy as np
 
-MAX_CHARS = 20_000  # far past max_len tokens; bounds the tokenizer's work on huge inputs
+# bounds the tokenizer's and the encoder's work on huge inputs: ~3,300 English words, ~4,500 tokens, ~19 windows
+# (~3 s in the demo at ~160 ms a window); long_plots' longest Wikipedia plot section is past it, its median far under
+MAX_CHARS = 20_000
+POOLS = ("mean_embedding", "mean_probability", "max_probability")
 
 RULES = {
     # a genre is predicted when its probability is at or over its threshold (per input mode);
@@ -17,15 +20,18 @@ RULES = {
     "decision": {"predict_when": "probability >= threshold", "if_none": "most_likely"},
     # sentences for the leave-one-sentence-out explanation and the student's augmentation
     "sentence_pattern": r"[^.!?]+[.!?]*\s*",
-    # text → token ids: the first max_chars characters are tokenized (special tokens included, no
-    # padding); longer than max_len tokens keeps the first head_tokens and the last tail_tokens ([SEP])
-    "truncation": {"max_chars": MAX_CHARS, "max_len": 256, "head_tokens": 255, "tail_tokens": 1},
+    # text → windows of token ids: the first max_chars characters are tokenized (special tokens included,
+    # no padding); a text of more than max_len ids is cut into windows of max_len (its first and last ids,
+    # [CLS] and [SEP], in each) that start every `stride` text tokens, the last one ending with the text, so
+    # every token is read. The encoder reads each window; `pool` makes one prediction of them (POOLS).
+    # export writes the stride and pooling the pipeline chose by cross-validation (stage `long_text`)
+    "windows": {"max_chars": MAX_CHARS, "max_len": 256, "stride": 254, "pool": "mean_embedding"},
 }
 
 
-def truncation(max_len: int) -> dict:
-    """RULES["truncation"] for an encoder window of max_len tokens."""
-    return {**RULES["truncation"], "max_len": max_len, "head_tokens": max_len - 1}
+def truncation(max_len: int, stride: int | None = None, pool: str = "mean_embedding") -> dict:
+    """RULES["windows"] for an encoder of max_len tokens (stride: max_len - 2, no overlap, unless given)."""
+    return {**RULES["windows"], "max_len": max_len, "stride": stride or max_len - 2, "pool": pool}
 
 
 def decide(probs: np.ndarray, thresholds: np.ndarray, rule: dict = RULES["decision"]) -> np.ndarray:
@@ -44,8 +50,47 @@ def sentences(plot: str, pattern: str = RULES["sentence_pattern"]) -> list[str]:
     return re.findall(pattern, plot)
 
 
-def truncate(ids: list[int], rule: dict) -> list[int]:
-    """Token ids (special tokens included) cut to the window: the first head_tokens and the last tail_tokens."""
+def window_starts(tokens: int, rule: dict) -> list[int]:
+    """Where each window starts among a text's `tokens` text tokens (special tokens not counted)."""
+    width = rule["max_len"] - 2
+    if tokens <= width:
+        return [0]
+    return list(range(0, tokens - width, rule["stride"])) + [tokens - width]
+
+
+def windows(ids: list[int], rule: dict) -> list[list[int]]:
+    """Token ids (special tokens included: the first and the last) → the windows the encoder reads."""
     if len(ids) <= rule["max_len"]:
-        return ids
-    return ids[: rule["head_tokens"]] + ids[len(ids) - rule["tail_tokens"] :]
+        return [ids]
+    first, body, last = ids[:1], ids[1:-1], ids[-1:]
+    width = rule["max_len"] - 2
+    return [first + body[s : s + width] + last for s in window_starts(len(body), rule)]
+
+
+def windows_without(ids: list[int], rule: dict, start: int, end: int) -> dict[int, list[int]]:
+    """For the sentence explanation: {window index: its ids with text tokens start..end-1 left out}, only for
+    the windows those tokens are in; every other window stays as it was (its embedding is reused)."""
+    if len(ids) <= rule["max_len"]:
+        return {0: ids[: 1 + start] + ids[1 + end :]} if start < end else {}
+    first, body, last = ids[:1], ids[1:-1], ids[-1:]
+    width = rule["max_len"] - 2
+    out = {}
+    for k, s in enumerate(window_starts(len(body), rule)):
+        a, b = max(start, s), min(end, s + width)
+        if a < b:
+            out[k] = first + body[s:a] + body[b : s + width] + last
+    return out
+
+
+def truncate(ids: list[int], rule: dict) -> list[int]:
+    """The first window alone: what the encoder and the heads learned from (at most max_len ids)."""
+    return windows(ids, rule)[0]
+
+
+def pool(per_window: np.ndarray, how: str) -> np.ndarray:
+    """[windows, ...] → [...]: the mean or the maximum over the windows (what `how` pools is its first word:
+    embeddings, pooled before the head, or probabilities, the head run on each window)."""
+    if how not in POOLS:
+        raise ValueError(f"unknown pooling {how!r}")
+    per_window = np.asarray(per_window, np.float32)
+    return per_window.max(0) if how.startswith("max") else per_window.mean(0, dtype=np.float32)

@@ -1,7 +1,8 @@
 """`serve`: a local HTTP API over the exported ONNX models (the course project's Flask app).
 
 GET /healthz, and POST /predict with JSON {"plot": ..., "poster": base64} or a form (plot, poster file).
-Every answer is JSON, errors included: {"error": "..."}.
+Every answer is JSON, errors included: {"error": "..."}. What a prediction holds: ANSWER below (`serve
+--help` prints it), the number of windows the plot was read in among it (the manifest's rules.windows).
 
 At most `max_inflight` requests are read and predicted at once (a semaphore taken before the body is
 read); a request that finds every slot taken for `wait` seconds gets 503 with Retry-After, so a flood
@@ -140,7 +141,7 @@ def create_app(
         try:
             start = time.perf_counter()
             plot, pixels = read_request()
-            probs = predictor.probabilities(plot, pixels)
+            probs, windows = predictor.prediction(plot, pixels)
         finally:
             semaphore.release()
         mode = MODES[pixels is not None]
@@ -152,6 +153,7 @@ def create_app(
             top=[{"genre": g, "probability": p} for g, p in top],
             poster_used=pixels is not None,
             mode=mode,
+            windows=windows,
             ms=round((time.perf_counter() - start) * 1000, 3),
         )
 
@@ -186,7 +188,16 @@ def create_app(
     return app
 
 
+ANSWER = (
+    'POST /predict (JSON {"plot": ..., "poster": base64} or a form with plot and a poster file) answers '
+    "JSON: genres, probabilities (per genre), top (the three most likely), poster_used, mode (plot or "
+    "plot+poster), windows (how many windows of the text encoder's max_len tokens the plot was read in: a "
+    'long plot is read whole, in overlapping windows pooled into one prediction) and ms; errors: {"error": ...}.'
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ANSWER
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (0: any free port)")
     models = config.ROOT / config.load()["models"]  # the same default as `predict`
