@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= data
 EXTRA ?= data_extra
+STORYLINES ?= data_storylines
+LONG ?= data_long
 HOST ?= 127.0.0.1
 PORT ?= 4000
 export HF_HUB_OFFLINE := 1
@@ -16,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make serve     install, build and serve the site with the demo at http://$(HOST):$(PORT)/"
 	@echo "make test      install, then run every test (pytest)"
-	@echo "make pipeline DATA=DIR [EXTRA=DIR]   re-run the pipeline (defaults: data/, data_extra/)"
+	@echo "make pipeline DATA=DIR [EXTRA=DIR] [STORYLINES=DIR] [LONG=DIR]   re-run the pipeline (defaults: data/, data_extra/, data_storylines/, data_long/)"
 	@echo "make bench     wall time and peak memory of each stage; browser, predict and serve speed"
 	@echo "make lint | make format"
 
@@ -68,10 +70,10 @@ test: install
 	$(PY) -m pytest
 
 pipeline: python-deps
-	$(PY) -m pipeline all --data "$(DATA)" --extra "$(EXTRA)"
+	$(PY) -m pipeline all --data "$(DATA)" --extra "$(EXTRA)" --storylines "$(STORYLINES)" --long_plots "$(LONG)"
 
 bench: install
-	$(PY) -m bench.stages --data "$(DATA)" --extra "$(EXTRA)"
+	$(PY) -m bench.stages --data "$(DATA)" --extra "$(EXTRA)" --storylines "$(STORYLINES)" --long_plots "$(LONG)"
 	$(PY) -m bench.browser
 	$(PY) -m bench.predict --data $(DATA)
 	$(PY) -m bench.serve

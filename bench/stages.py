@@ -1,6 +1,6 @@
 """Wall time, peak memory and load average of each pipeline stage on this machine, from an empty cache.
 
-  .venv/bin/python -m bench.stages --data DIR --extra DIR [--work DIR] [--keep]   (make bench)
+  .venv/bin/python -m bench.stages --data DIR --extra DIR [--storylines DIR] [--long_plots DIR] [--work DIR] [--keep]   (make bench)
 
 Each stage runs as its own process in stage order, so its time is its own work (upstream stages
 are already cached). The load average is sampled every 5 s while a stage runs (mean and highest of
@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-STAGES = ["data", "embed", "select", "finetune", "distil", "train", "evaluate", "export"]
-STAGES += ["topics", "explain", "figures", "publish"]
+STAGES = ["data", "embed", "select", "finetune", "long_text", "distil", "train", "evaluate", "export"]
+STAGES += ["lengths", "topics", "explain", "figures", "publish"]
 
 
 def run(stage: str, common: list[str]) -> tuple[float, float, list[float]]:
@@ -50,13 +50,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data")
     parser.add_argument("--extra", default="data_extra")
+    parser.add_argument("--storylines", default="data_storylines")
+    parser.add_argument("--long_plots", default="data_long")
     parser.add_argument("--work", help="cache folder to use and keep (default: a temporary one)")
     parser.add_argument("--site", action="store_true", help="publish into the repository (_data/, assets/)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary outputs")
     parser.add_argument("--stages", default=",".join(STAGES), help="the stages to time, in order")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mm-genre-bench-"))
-    common = ["--data", args.data, "--extra", args.extra, "--work", args.work or str(tmp / "cache")]
+    common = [
+        "--data",
+        args.data,
+        "--extra",
+        args.extra,
+        "--storylines",
+        args.storylines,
+        "--long_plots",
+        args.long_plots,
+    ]
+    common += ["--work", args.work or str(tmp / "cache")]
     common += (
         []
         if args.site

@@ -19,6 +19,8 @@ TINY = [
         "3",
         "--max_len",
         "64",
+        "--window_strides",
+        "62,46",  # max_len - 2 (no overlap) and a quarter of each window read twice, as config.toml's
         "--topic_min_size",
         "5",
         "--gradcam_posters",
@@ -60,6 +62,8 @@ class TinyRun:
         self.base = base
         self.data = tiny_data.make(base / "data")
         self.extra = tiny_data.make_extra(base / "extra")
+        self.storylines = tiny_data.make_storylines(base / "storylines", self.data)
+        self.long_plots = tiny_data.make_long_plots(base / "long_plots", self.data)
         self.work, self.site_data, self.models = base / "cache", base / "_data", base / "models"
         self.figures = base / "figures"
 
@@ -69,6 +73,10 @@ class TinyRun:
             self.data,
             "--extra",
             self.extra,
+            "--storylines",
+            self.storylines,
+            "--long_plots",
+            self.long_plots,
             "--work",
             self.work,
             "--site_data",

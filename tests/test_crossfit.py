@@ -169,3 +169,56 @@ def test_student_ships_only_within_the_bound_in_every_mode():
     assert model_choice.student_passes(cv(0.636), 0.005)
     assert model_choice.student_passes(cv(0.635), 0.005)  # exactly at the bound
     assert not model_choice.student_passes(cv(0.6349), 0.005)
+
+
+def test_rows_that_do_not_train_change_no_head_and_are_scored_out_of_fold():
+    """Texts scored only (long plots, windows): their labels and features reach no head, while they are
+    predicted by their fold's head; a trainable text row of another fold does move the heads."""
+    rng = np.random.default_rng(2)
+    n, g = 60, 4
+    e, image = rng.normal(size=(2 * n, 12)).astype(np.float32), rng.normal(size=(2 * n, 8)).astype(np.float32)
+    has_poster = np.ones((2 * n, 1), np.float32)
+    y = (rng.random((2 * n, g)) < 0.4).astype(np.float32)
+    fold = np.tile(np.arange(n) % 3, 2)
+    fold[:6] = fold[n : n + 6] = -1
+    movie = np.tile(np.arange(n), 2)  # rows n.. are a second text of the same movies
+    cfg, head = tiny_cfg(), nn.Linear(12, g)
+    scored_only = np.arange(2 * n) < n
+    base, _, _ = fusion.cross_fit(cfg, head, e, image, has_poster, y, fold, scored_only, movie, drop=0.3)
+    y2, e2 = y.copy(), e.copy()
+    y2[n:] = 1 - y2[n:]
+    e2[n:] = rng.normal(size=(n, 12))
+    same, _, _ = fusion.cross_fit(cfg, head, e2, image, has_poster, y2, fold, scored_only, movie, drop=0.3)
+    for mode in base:
+        np.testing.assert_array_equal(base[mode][:n], same[mode][:n])
+        assert np.isfinite(base[mode]).all()  # every row scored: dev rows by their fold's head, the rest by the final
+    both = np.ones(2 * n, bool)
+    moved, _, _ = fusion.cross_fit(cfg, head, e2, image, has_poster, y2, fold, both, movie, drop=0.3)
+    assert np.abs(moved["plot"][:n] - base["plot"][:n]).max() > 0
+
+
+def test_early_stopping_keeps_a_movie_s_texts_on_one_side():
+    """A movie's overview and its storyline are never split between the rows a fold head learns from and the
+    rows that stop it (the stopping loss would read a text of a movie it learned)."""
+    rng = np.random.default_rng(3)
+    n, g = 90, 3
+    e = rng.normal(size=(3 * n, 6)).astype(np.float32)
+    image, has = np.zeros((3 * n, 0), np.float32), np.zeros((3 * n, 1), np.float32)
+    y = (rng.random((3 * n, g)) < 0.4).astype(np.float32)
+    fold, movie = np.tile(np.arange(n) % 3, 3), np.tile(np.arange(n), 3)
+    seen = {}
+
+    def spy(cfg, text_head, e, image, has_poster, y, fit, stop=None, **kw):
+        seen["fit"], seen["stop"] = fit, stop
+        return None, [], 1
+
+    real = fusion.train_head
+    fusion.train_head = spy
+    try:
+        fusion.fold_head(tiny_cfg(), nn.Linear(6, g), e, image, has, y, fold, 0, None, movie, use_image=False)
+    finally:
+        fusion.train_head = real
+    fit_movies, stop_movies = set(movie[seen["fit"]]), set(movie[seen["stop"]])
+    assert fit_movies and stop_movies and not fit_movies & stop_movies
+    assert len(seen["fit"]) + len(seen["stop"]) == (fold != 0).sum()  # every row of the other folds, once
+    assert not (fold[seen["fit"]] == 0).any() and not (fold[seen["stop"]] == 0).any()

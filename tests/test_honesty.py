@@ -1,7 +1,8 @@
 """End to end, the test split decides nothing: the whole tiny pipeline run again with the test rows' labels
-shuffled among themselves (same split, same plots and posters) makes every choice the first run made (models,
-student, thresholds and their pull, format, every logistic-regression C, extra rows) and every cross-validated
-figure equal, while the test scores move (so the shuffle reached what reads test labels)."""
+shuffled among themselves (same split, same plots and posters), and the test movies' storylines and long plots
+shuffled among them too, makes every choice the first run made (models, student, thresholds and their pull,
+format, every logistic-regression C, extra rows, how long texts are read and learned from) and every
+cross-validated figure equal, while the test scores move (so the shuffle reached what reads test labels)."""
 
 import json
 import shutil
@@ -17,6 +18,7 @@ def choices(site_data) -> dict:
     """Everything chosen, and every figure computed on dev folds only, as the site's data records them."""
     metrics = json.loads((site_data / "metrics.json").read_text())
     models = json.loads((site_data / "models.json").read_text())
+    lengths = json.loads((site_data / "lengths.json").read_text())
     return {
         "chosen": metrics["chosen"],
         "shipped": metrics["shipped"],
@@ -32,6 +34,10 @@ def choices(site_data) -> dict:
         },
         "format": {name: enc.get("format_choice") for name, enc in models["shipped"]["encoders"].items()},
         "manifest_thresholds": models["thresholds"],
+        "manifest_windows": models["rules"]["windows"],
+        "long_text_reading": lengths["reading"],
+        "by_length_out_of_fold": lengths["bands"]["dev"],
+        "long_plots_out_of_fold": lengths["long_plots"].get("main_dev"),
     }
 
 
@@ -40,10 +46,27 @@ def scores_on_test(site_data) -> dict:
     return {m["id"]: (m["micro_f1"], m["macro_f1"]) for m in metrics["models"]}
 
 
+def shuffled_texts(tiny: TinyRun, folder) -> tuple:
+    """Copies of the tiny storylines and long plots where the test movies' texts are shuffled among them."""
+    movies = pd.read_csv(tiny.stage("data") / "movies.csv", keep_default_na=False)
+    test_ids = set(movies.tmdb_id[movies.fold < 0].astype(str))
+    out = []
+    for src, name, column in ((tiny.storylines, "storylines.csv", "storyline"), (tiny.long_plots, "movies.csv", "plot")):
+        table = pd.read_csv(src / name, keep_default_na=False, dtype={"tmdb_id": str})
+        rows = np.flatnonzero(table.tmdb_id.isin(test_ids).to_numpy())
+        assert len(rows) >= 2, name  # the tiny data ties texts to test movies, or the shuffle proves nothing
+        table.loc[rows, column] = table[column].to_numpy()[np.roll(rows, 1)]
+        (folder / src.name).mkdir()
+        table.to_csv(folder / src.name / name, index=False)
+        out.append(folder / src.name)
+    return tuple(out)
+
+
 @pytest.mark.slow
 def test_shuffling_the_test_labels_changes_no_choice(tiny, tmp_path):
     again = TinyRun.__new__(TinyRun)  # the same data folders, its own cache and outputs
     again.base, again.data, again.extra = tmp_path, tiny.data, tiny.extra
+    again.storylines, again.long_plots = shuffled_texts(tiny, tmp_path)
     again.work, again.site_data, again.models = tmp_path / "cache", tmp_path / "_data", tmp_path / "models"
     again.figures = tmp_path / "figures"
     # the data stage's output, copied under the same key (so the split is the first run's), with the test

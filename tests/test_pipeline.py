@@ -158,7 +158,10 @@ def test_manifest_describes_the_exported_files(tiny):
 
     assert spec["rules"]["decision"] == rules.RULES["decision"]
     assert spec["rules"]["sentence_pattern"] == rules.RULES["sentence_pattern"]
-    assert spec["rules"]["truncation"] == rules.truncation(64) == spec["text_encoder"]["truncation"]
+    # the windows a long text is read in: the stride and pooling train chose by CV (its evidence in lengths.json)
+    reading = tiny.json("lengths.json")["reading"]
+    assert spec["rules"]["windows"] == rules.truncation(64, reading["stride"], reading["pool"]) == reading["rule"]
+    assert reading["stride"] in (62, 46) and reading["pool"] in rules.POOLS and "truncation" not in spec["text_encoder"]
     assert spec["rules"]["poster"] == spec["poster_encoder"]["preprocessing"]
     shipped = tiny.json("metrics.json")["shipped"]
     assert spec["fusion_head"]["heads"] == {m: shipped[m].removeprefix("student_") for m in spec["thresholds"]}

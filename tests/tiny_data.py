@@ -100,3 +100,55 @@ def make_extra(folder: Path, n: int = 48, seed: int = 1) -> Path:
         w.writerow(["tmdb_id", "title", "release_date", "original_language", "genres", "overview", "source"])
         w.writerows(rows)
     return folder
+
+
+def make_storylines(folder: Path, movies: Path, seed: int = 2) -> Path:
+    """A storyline (another text of the same genres, longer than the overview) for every movie of `make`."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(movies / "movies.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if all(g in GENRES for g in r["genres"].split("|"))]
+    with open(folder / "storylines.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["tmdb_id", "storyline"])
+        for r in rows:
+            genres = r["genres"].split("|")
+            w.writerow([r["tmdb_id"], " ".join(plot(rng, genres) for _ in range(2))])
+    return folder
+
+
+def make_long_plots(folder: Path, movies: Path, n_unseen: int = 6, seed: int = 3) -> Path:
+    """long_plots' format: a long text (several windows at the tiny run's max_len) for some movies of `make`
+    (match tmdb5000), some of `make_extra` (tmdb_extra), some in neither (none)."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(movies / "movies.csv", newline="") as f:
+        tied = [r for r in csv.DictReader(f) if r["tmdb_id"].startswith("10")][:24]
+    rows = []
+
+    def long(genres):
+        return " ".join(plot(rng, genres) for _ in range(8))
+
+    for r in tied:
+        rows.append(
+            [
+                r["tmdb_id"],
+                r["title"],
+                2001,
+                "tmdb5000",
+                r["genres"],
+                "",
+                "wikipedia_2015_2017",
+                long(r["genres"].split("|")),
+            ]
+        )
+    for i in range(n_unseen):
+        genres = rng.sample(list(GENRES), 1)
+        rows.append(["", f"Unseen {i}", 2016, "none", genres[0], "", "wikipedia_2015_2017", long(genres)])
+    rows.append([5000, "Extra 0", 2010, "tmdb_extra", "Comedy", "", "top100_imdb_plot", long(["Comedy"])])
+    rows.append(["", "No genre", 2016, "none", "", "", "wikipedia_2015_2017", long(["Horror"])])
+    with open(folder / "movies.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["tmdb_id", "title", "year", "match", "genres", "source_genre", "source", "plot"])
+        w.writerows(rows)
+    return folder

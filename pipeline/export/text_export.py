@@ -18,7 +18,7 @@ import torch
 
 from pipeline.export import quantize, web_session
 from pipeline.learn import text
-from pipeline.runtime import packed_weights, rules
+from pipeline.runtime import packed_weights
 
 FLOAT_CANDIDATES = {  # the FFN output projections (inputs after GELU: the widest activations) lose most
     "none": None,
@@ -123,7 +123,6 @@ def manifest_entry(path: Path, tokenizer: str, backbone: str, dim: int, max_len:
         "output": "embedding",
         "dim": dim,
         "max_len": max_len,
-        "truncation": rules.truncation(max_len),
         "quantization": info["quantization"],
         "batchable": info["batchable"],
     }

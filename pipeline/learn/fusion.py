@@ -187,28 +187,39 @@ def mode_probs(head: FusionHead, e, image, has_poster, rows) -> dict:
     return {m: probs_of(head, e[rows], image[rows], shown[m]) for m in MODES}
 
 
-def fold_head(cfg, text_head, e, image, has_poster, y, fold, k, **kw):
-    """The head of dev fold k: trained on the other folds, early-stopping on a random stop_frac of
-    them; never reads fold k's labels. Returns train_head's (head, history, best epoch)."""
-    rest = np.random.default_rng([cfg.seed, k]).permutation(np.flatnonzero((fold >= 0) & (fold != k)))
-    n_stop = int(round(cfg.stop_frac * len(rest)))
-    return train_head(cfg, text_head, e, image, has_poster, y, rest[n_stop:], rest[:n_stop], **kw)
+def fold_head(cfg, text_head, e, image, has_poster, y, fold, k, trainable=None, movie=None, **kw):
+    """The head of dev fold k: trained on the other folds' trainable rows, early-stopping on the rows of a
+    random stop_frac of their movies (a movie's texts all on one side); never reads fold k's labels.
+    Returns train_head's (head, history, best epoch)."""
+    trainable = np.ones(len(y), bool) if trainable is None else trainable
+    movie = np.arange(len(y)) if movie is None else movie
+    rest = np.flatnonzero((fold >= 0) & (fold != k) & trainable)
+    order = np.random.default_rng([cfg.seed, k]).permutation(np.unique(movie[rest]))
+    place = np.empty(movie.max() + 1, np.int64)
+    place[order] = np.arange(len(order))
+    rest = rest[np.lexsort((rest, place[movie[rest]]))]  # the movies' random order, a movie's rows together
+    n_stop = int(round(cfg.stop_frac * len(order)))
+    stop = place[movie[rest]] < n_stop
+    return train_head(cfg, text_head, e, image, has_poster, y, rest[~stop], rest[stop], **kw)
 
 
-def cross_fit(cfg, text_head, e, image, has_poster, y, fold, **kw) -> tuple[dict, dict]:
-    """Per mode, probabilities for every row (NaN where none): out of fold on dev rows, from the head
-    trained on every dev row (for the median of the folds' early-stopping epochs) on test rows; and
-    the record of the training. Returns (probabilities, record, final head)."""
+def cross_fit(cfg, text_head, e, image, has_poster, y, fold, trainable=None, movie=None, **kw) -> tuple:
+    """Per mode, probabilities for every row: out of fold on dev rows (fold k's rows by fold k's head), from
+    the head trained on every trainable dev row (for the median of the folds' early-stopping epochs) on the
+    rows of fold -1 (the test split, and texts tied to no main-set movie). Only `trainable` rows (default:
+    all) train; `movie`: the movie each row describes (default: its own), kept on one side of early stopping.
+    Returns (probabilities, record of the training, final head)."""
+    trainable = np.ones(len(y), bool) if trainable is None else trainable
     probs = {m: np.full(y.shape, np.nan, np.float32) for m in MODES}
     histories, best_epochs = [], []
     for k in range(fold.max() + 1):
-        head, history, best_epoch = fold_head(cfg, text_head, e, image, has_poster, y, fold, k, **kw)
+        head, history, best_epoch = fold_head(cfg, text_head, e, image, has_poster, y, fold, k, trainable, movie, **kw)
         for m, p in mode_probs(head, e, image, has_poster, fold == k).items():
             probs[m][fold == k] = p
         histories.append(history)
         best_epochs.append(best_epoch)
     epochs = int(np.median(best_epochs))
-    dev, test = np.flatnonzero(fold >= 0), fold == -1
+    dev, test = np.flatnonzero((fold >= 0) & trainable), fold == -1
     head, final, _ = train_head(cfg, text_head, e, image, has_poster, y, dev, epochs=epochs, **kw)
     for m, p in mode_probs(head, e, image, has_poster, test).items():
         probs[m][test] = p

@@ -261,7 +261,6 @@ def run(cfg) -> cache.Output:
 
         tok = text.load_tokenizer(cfg.text_backbone)
         tokens = np.array([len(tok.encode(p).ids) for p in movies.overview[te]])
-        words = movies.overview.str.split().str.len().to_numpy()[te]
         np.savez_compressed(out / "probs.npz", **probs)  # for the figures and the error analysis
         metrics = {
             "labels": labels,
@@ -285,7 +284,6 @@ def run(cfg) -> cache.Output:
             "comparison": comparison,
             "best": by_id[shipped["plot+poster"]],
             "plot_only": by_id[shipped["plot"]],
-            "by_length": {m: by_length(y[te], decide(probs[shipped[m]][te], cuts[shipped[m]]), words) for m in MODES},
             "test_tokens": {
                 "max_len": cfg.max_len,
                 "longest": sorted(tokens.tolist())[-5:],
@@ -298,17 +296,6 @@ def run(cfg) -> cache.Output:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False))
 
     return cache.cached(cfg, "evaluate", parts, build)
-
-
-def by_length(y, pred, words: np.ndarray) -> list[dict]:
-    """Test F1 by plot length (word-count terciles)."""
-    edges = np.percentile(words, [0, 100 / 3, 200 / 3, 100])
-    out = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        rows = (words >= lo) & (words <= hi) if hi == edges[-1] else (words >= lo) & (words < hi)
-        micro, macro = f1_pair(y[rows], pred[rows])
-        out.append({"words": [int(lo), int(hi)], "movies": int(rows.sum()), "micro_f1": micro, "macro_f1": macro})
-    return out
 
 
 def load(out: cache.Output) -> dict:

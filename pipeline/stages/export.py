@@ -181,7 +181,7 @@ def export_head(head: fusion.ShippedHead, out: Path, text_dim: int, image_dim: i
     quantize.export_onnx(head, args, out / "fusion_head.onnx", ["text", "image", "has_poster"], outputs, axes)
 
 
-def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, out: Path) -> dict:
+def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, window: dict, out: Path) -> dict:
     text_dim, image_dim = encoder["dim"], poster["dim"]
     head_files = [f.name for f in packed_weights.shipped_files(out / "fusion_head.onnx")]
     names = [*text_export.files(encoder), *text_export.files(poster), *head_files]
@@ -189,7 +189,7 @@ def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, 
     return {
         "labels": labels,
         "thresholds": {mode: [thresholds[mode][g] for g in labels] for mode in fusion.MODES},
-        "rules": {**rules.RULES, "truncation": encoder["truncation"], "poster": poster["preprocessing"]},
+        "rules": {**rules.RULES, "windows": window, "poster": poster["preprocessing"]},
         "min_words": cfg.min_words,
         "text_encoder": encoder,
         "poster_encoder": poster,
@@ -360,7 +360,10 @@ def run(cfg) -> cache.Output:
         export_head(fusion.ShippedHead(heads["plot"], heads["plot+poster"]), out, dim, poster["dim"])
         if fmt in head_packing.PACKED_HEAD:
             packing.pack(out / "fusion_head.onnx", head_packing.head_plan(out / "fusion_head.onnx"))
-        spec = manifest(cfg, labels, metrics["thresholds"], entries[shipped_encoder], poster, chosen, out)
+        # how long texts are read: as `train` chose by CV for the teacher's heads; a student reads first windows
+        reading = train.load_windows(trained["teacher"]) if shipped_encoder == "teacher" else None
+        window = reading["rule"] if reading else rules.truncation(entries[shipped_encoder]["max_len"])
+        spec = manifest(cfg, labels, metrics["thresholds"], entries[shipped_encoder], poster, chosen, window, out)
         (out / "manifest.json").write_text(json.dumps(spec, indent=1, allow_nan=False))
         timing_plots = dev_plots[-32:]
         report = {

@@ -13,7 +13,12 @@ random share of them) and predicts the held-out fold, in each input mode; those 
 probabilities are what every CV score and threshold is computed from. The shipped heads then train on
 every dev row for the median epoch count the folds' early stopping chose, and predict the test rows.
 
-`run(cfg)` trains the heads on the teacher's features, `run(cfg, "student")` on the student's.
+The teacher's text heads can also learn from the dev movies' other texts (`long_text`: storylines, and
+overview + storyline read in windows); which of `long_variants` they learn from, and how a long text is
+read (stride, pooling), is chosen by CV here (pipeline/choose/windows.py), and every text is scored out
+of fold for the report (stage `lengths`).
+
+`run(cfg)` trains the heads on the teacher's features, `run(cfg, "student")` on the student's (overviews only).
 """
 
 import json
@@ -24,22 +29,27 @@ import torch
 from torch import nn
 
 from pipeline import cache
+from pipeline.choose import windows
 from pipeline.learn import fusion, text_classifier
 from pipeline.learn.fusion import (
     HEADS,
     FusionHead,
     cross_fit,
 )
-from pipeline.stages import data, distil, embed, finetune
+from pipeline.runtime import rules
+from pipeline.stages import data, distil, embed, finetune, long_text
 
 # digested at import, so a stage's key names the code that actually runs
-CODE = cache.source_digest(__file__, fusion.__file__)
+CODE = cache.source_digest(__file__, fusion.__file__, windows.__file__)
 
 
 KEYS = ("seed", "fusion_hidden", "fusion_dropout", "modality_dropout", "fusion_epochs", "fusion_lr")
 
 
 KEYS += ("fusion_weight_decay", "fusion_batch", "patience", "balance", "stop_frac")
+LONG_KEYS = ("window_strides", "window_pools", "long_variants")
+# what each training variant adds to the overviews (config long_variants)
+VARIANTS = {"overviews": (), "storylines": ("storyline",), "joined": ("storyline", "joined")}
 
 
 def features(cfg, encoder: str):
@@ -54,34 +64,175 @@ def features(cfg, encoder: str):
 def run(cfg, encoder: str = "teacher") -> cache.Output:
     curated, embedded = data.run(cfg), embed.run(cfg)
     source, e, text_head = features(cfg, encoder)
-    parts = {"text": source.key, "posters": embedded.posters.key, "config": cfg.subset(*KEYS), "code": CODE}
+    long = long_text.run(cfg) if encoder == "teacher" else None
+    parts = {
+        "text": source.key,
+        "posters": embedded.posters.key,
+        "long_text": long.key if long else None,
+        "config": cfg.subset(*KEYS, *(LONG_KEYS if long else ())),
+        "code": CODE,
+    }
 
     def build(out: Path):
-        movies, _, y = data.load(curated)
+        movies, labels, y = data.load(curated)
         image = embedded.posters_array()
         has_poster = (movies.poster != "").to_numpy(np.float32)[:, None]
         fold = movies.fold.to_numpy()
-        probs, summary = {}, {}
+        rows = Rows(e, image, has_poster, y, fold)
+        texts = long_text.LongTexts(long, labels) if long is not None else None
+        if texts is not None and len(texts.texts) == 0:
+            texts = None  # no storylines nor long plots: overviews alone, read from their first window
+        if texts is not None:
+            rows.add_texts(texts, long_text.strides(cfg))
+        probs, summary, chosen = {}, {}, {"variant": "overviews", "probs": {}}
+        if texts is not None:
+            chosen = choose(cfg, rows, texts, text_head, out)
         names = [n for n in HEADS if encoder == "teacher" or n != "poster_head"]
         for name in names:
             uses_text, uses_image = HEADS[name]
             drop = cfg.modality_dropout if name == "fusion" else 0.0
-            ee = e if uses_text else np.zeros((len(e), 0), np.float32)
+            ee = rows.e if uses_text else np.zeros((len(rows.e), 0), np.float32)
             th = text_head if uses_text else nn.Linear(0, y.shape[1])
             if not uses_text:
                 nn.init.zeros_(th.bias)  # poster only: no text, no text prior
-            got, summary[name], head = cross_fit(
-                cfg, th, ee, image, has_poster, y, fold, use_image=uses_image, drop=drop
-            )
-            probs.update({f"{name}/{m}": p for m, p in got.items()})
+            variant = chosen["variant"] if uses_text else "overviews"
+            got, summary[name], head = rows.cross_fit(cfg, th, ee, variant, use_image=uses_image, drop=drop)
+            probs.update({f"{name}/{m}": p[: len(y)] for m, p in got.items()})
+            if texts is not None and uses_text:
+                # the texts read the chosen way, and as the overviews-only head read them before: first window
+                before = (
+                    got
+                    if variant == "overviews"
+                    else rows.cross_fit(cfg, th, ee, "overviews", use_image=uses_image, drop=drop)[0]
+                )
+                chosen["probs"].update(rows.read(got, chosen, f"{name}/"))
+                chosen["probs"].update({f"first_window/{name}/{m}": p[rows.blocks["first"]] for m, p in before.items()})
+                chosen["probs"].update({f"overviews_only/{name}/{m}": p[: len(y)] for m, p in before.items()})
             save(head, out, name)
         with torch.no_grad():  # the encoder alone: no head learned from the main rows
             z = text_head(torch.from_numpy(e)).numpy()
         probs["text_finetuned/plot"] = probs["text_finetuned/plot+poster"] = text_classifier.sigmoid(z)
         np.savez_compressed(out / "probs.npz", **probs)
         (out / "history.json").write_text(json.dumps(summary, indent=1))
+        if texts is not None:
+            np.savez_compressed(out / "long_probs.npz", **chosen.pop("probs"))
+            (out / "windows.json").write_text(json.dumps(chosen, indent=1))
 
     return cache.cached(cfg, "train" if encoder == "teacher" else "train_student", parts, build)
+
+
+class Rows:
+    """The rows the heads learn from and score: the main rows' overviews first, then (add_texts) the long
+    texts pooled by mean embedding at each stride, each of their windows at each stride, and their first
+    windows. A text tied to a movie takes its poster, labels' fold (or the test split); one tied to none is
+    scored like a test row, by the heads trained on every dev row."""
+
+    def __init__(self, e, image, has_poster, y, fold):
+        self.n = len(y)
+        self.e, self.image, self.has_poster, self.y, self.fold = e, image, has_poster, y, fold
+        self.movie, self.kind = np.arange(self.n), np.full(self.n, "overview", object)
+        self.blocks = {"overview": slice(0, self.n)}
+
+    def append(self, name, e, image, has_poster, y, fold, movie, kind):
+        start = len(self.y)
+        self.e, self.image = np.vstack([self.e, e]), np.vstack([self.image, image])
+        self.has_poster, self.y = np.vstack([self.has_poster, has_poster]), np.vstack([self.y, y])
+        self.fold, self.movie = np.concatenate([self.fold, fold]), np.concatenate([self.movie, movie])
+        self.kind = np.concatenate([self.kind, kind])
+        self.blocks[name] = slice(start, len(self.y))
+
+    def add_texts(self, texts: long_text.LongTexts, strides: list[int]):
+        t = texts.texts
+        row = t.row.to_numpy()
+        tied, at = row >= 0, np.maximum(row, 0)
+        fold = np.where(tied, self.fold[at], -1)
+        image = np.where(tied[:, None], self.image[at], 0).astype(np.float32)
+        has = np.where(tied[:, None], self.has_poster[at], 0).astype(np.float32)
+        movie = np.where(tied, row, self.n + np.arange(len(t)))
+        kind = t.kind.to_numpy(object)
+        per = (image, has, texts.y, fold, movie, kind)
+        self.counts = {}
+        for stride in strides:
+            self.append(f"mean_{stride}", texts.mean_embeddings(stride), *per)
+            windows = texts.window_rows(stride)
+            self.counts[stride] = np.array([len(w) for w in windows])
+            owner = np.repeat(np.arange(len(t)), self.counts[stride])
+            self.append(f"windows_{stride}", texts.windows[np.concatenate(windows)], *(a[owner] for a in per))
+        self.append("first", texts.windows[[w[0] for w in windows]], *per)
+        self.strides, self.texts = strides, t
+
+    def trainable(self, variant: str) -> np.ndarray:
+        """The overviews, and the texts of the variant's kinds read the first stride's way (mean embedding)."""
+        out = np.zeros(len(self.y), bool)
+        out[self.blocks["overview"]] = True
+        if VARIANTS[variant]:
+            block = self.blocks[f"mean_{self.strides[0]}"]
+            out[block] = np.isin(self.kind[block], VARIANTS[variant])
+        return out
+
+    def cross_fit(self, cfg, text_head, e, variant: str, **kw):
+        return cross_fit(
+            cfg, text_head, e, self.image, self.has_poster, self.y, self.fold, self.trainable(variant), self.movie, **kw
+        )
+
+    def reading(self, probs: dict, stride: int, pool: str) -> dict:
+        """Per mode, the texts' probabilities read at `stride` and pooled by `pool`."""
+        if pool == "mean_embedding":
+            return {m: p[self.blocks[f"mean_{stride}"]] for m, p in probs.items()}
+        return {
+            m: windows.pooled(p[self.blocks[f"windows_{stride}"]], self.counts[stride], pool) for m, p in probs.items()
+        }
+
+    def read(self, probs: dict, chosen: dict, prefix: str) -> dict:
+        return {f"{prefix}{m}": p for m, p in self.reading(probs, chosen["stride"], chosen["pool"]).items()}
+
+
+def choose(cfg, rows: Rows, texts: long_text.LongTexts, text_head, out: Path) -> dict:
+    """The training variant, then the stride and pooling, by CV (pipeline/choose/windows.py), on the fusion
+    head (the head of both input modes); every text head then learns the same way. Returns the choice and
+    its evidence ("probs" is filled by the caller)."""
+    y, n = rows.y, rows.n
+    dev = np.flatnonzero(rows.fold[:n] >= 0)
+    t = texts.texts
+    t_fold = rows.fold[rows.blocks["first"]]
+    dev_texts = (t_fold >= 0) & (t.group.to_numpy() == "main")
+    y_texts = texts.y
+    variants = [v.strip() for v in str(cfg.long_variants).split(",")]
+    pools = [p.strip() for p in str(cfg.window_pools).split(",")]
+    stride0 = rows.strides[0]
+    fitted, evidence = {}, {}
+    for variant in variants:
+        got, _, _ = rows.cross_fit(cfg, text_head, rows.e, variant, use_image=True, drop=cfg.modality_dropout)
+        fitted[variant] = got
+        cut = windows.cuts(got, y[:n], dev)
+        read = rows.reading(got, stride0, "mean_embedding")
+        evidence[variant] = {
+            "cuts": cut,
+            "overviews": windows.scores(got, y[:n], dev, cut),
+            "texts": windows.scores(read, y_texts, np.flatnonzero(dev_texts), cut),
+        }
+    variant = windows.choose_variant(evidence, variants[0])
+    got, cut = fitted[variant], evidence[variant]["cuts"]
+    several = dev_texts & (rows.counts[stride0] > 1)
+    reading = {
+        (stride, pool): windows.scores(rows.reading(got, stride, pool), y_texts, np.flatnonzero(several), cut)
+        for stride in rows.strides
+        for pool in pools
+    }
+    stride, pool = windows.choose_reading(reading)
+    return {
+        "variant": variant,
+        "stride": int(stride),
+        "pool": pool,
+        "rule": rules.truncation(cfg.max_len, int(stride), pool),
+        "evidence": {
+            "variants": evidence,
+            "reading": [{"stride": int(s), "pool": p, **v} for (s, p), v in reading.items()],
+            "multi_window_dev_texts": int(several.sum()),
+            "dev_texts": int(dev_texts.sum()),
+        },
+        "probs": {},
+    }
 
 
 def save(head: FusionHead, out: Path, name: str):
@@ -102,6 +253,20 @@ def load(out: cache.Output, name: str = "fusion") -> FusionHead:
     head = FusionHead(dims["text_dim"], dims["image_dim"], dims["n_labels"], dims["hidden"], 0.0, dims["use_image"])
     head.load_state_dict(torch.load(out / f"{name}.pt"))
     return head.eval()
+
+
+def load_windows(out: cache.Output) -> dict | None:
+    """The long-text choice (variant, stride, pool, rule, evidence), or None when there were no long texts."""
+    path = out / "windows.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_long_probs(out: cache.Output) -> dict:
+    """'head/mode' → the long texts' probabilities read the chosen way; 'first_window/head/mode' by the
+    overviews-only head from the first window (the reading before); 'overviews_only/head/mode' that head's
+    main-row probabilities."""
+    with np.load(out / "long_probs.npz") as f:
+        return {k: f[k] for k in f.files}
 
 
 def load_probs(out: cache.Output) -> dict:

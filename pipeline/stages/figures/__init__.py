@@ -6,7 +6,7 @@ assets/figures/ and _data/figures.json.
 
     dataset.py       genres by fold and test split, genres per movie, co-occurrence, balancing, sample table
     training.py      the encoder's fine-tuning on the extra rows, the heads' fold curves
-    results.py       F1 with 95 % intervals beside the peers, per genre, by length, PR, threshold, calibration
+    results.py       F1 with 95 % intervals beside the peers, per genre, by text length, PR, threshold, calibration
     scheme.py        the training-scheme diagram (SVG)
     architecture.py  the model diagram (SVG)
     topic_plots.py   BERTopic figures and the interactive map
@@ -21,7 +21,7 @@ import numpy as np
 from pipeline import cache
 from pipeline.choose import thresholds
 from pipeline.runtime import rules
-from pipeline.stages import data, evaluate, export, finetune, topics, train
+from pipeline.stages import data, evaluate, export, finetune, lengths, topics, train
 from pipeline.stages.figures import architecture, dataset, results, scheme, topic_plots, training
 
 CODE = cache.source_digest(
@@ -32,8 +32,16 @@ KEYS = ("seed", "sample_rows", "default_threshold", "topics_shown")
 
 def run(cfg) -> cache.Output:
     curated, tuned, trained, evaluated = data.run(cfg), finetune.run(cfg), train.run(cfg), evaluate.run(cfg)
-    exported, topic_out = export.run(cfg), topics.run(cfg)
-    upstream = dict(data=curated, finetune=tuned, train=trained, evaluate=evaluated, export=exported, topics=topic_out)
+    exported, topic_out, measured = export.run(cfg), topics.run(cfg), lengths.run(cfg)
+    upstream = dict(
+        data=curated,
+        finetune=tuned,
+        train=trained,
+        evaluate=evaluated,
+        export=exported,
+        topics=topic_out,
+        lengths=measured,
+    )
     parts = cache.stage_parts(CODE, cfg.subset(*KEYS), **upstream)
 
     def build(out: Path):
@@ -52,7 +60,7 @@ def run(cfg) -> cache.Output:
 
         facts = dataset.draw(movies, labels, y, cfg, out)
         facts |= training.draw(tuned_history, fusion_history, out)
-        facts |= results.draw(metrics, probs, y, fold, cfg, out)
+        facts |= results.draw(metrics, probs, y, fold, cfg, lengths.load(measured), out)
         facts |= scheme.draw(curation, tuned_history, fusion_history, out)
         facts |= architecture.draw(spec, hidden, out)
         facts |= topic_plots.draw(summary, coords, assigned, labels, movies.title.to_numpy(), cfg.topics_shown, out)

@@ -197,33 +197,37 @@ def reliability(probs, y, te, ours: dict, path: Path) -> dict:
     return ece
 
 
-def f1_by_length(metrics, path: Path):
-    """Test F1 by plot length terciles, per input mode: truncation should not make long plots worse."""
-    modes = list(metrics["by_length"])
-    groups = metrics["by_length"][modes[0]]
-    ticks = [f"{g['words'][0]}–{g['words'][1]} words\n({g['movies']} movies)" for g in groups]
-    x = np.arange(len(groups))
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True, gridspec_kw={"wspace": 0.08})
+READER_NAMES = {  # stage `lengths`' readers, in words
+    "windows": "shipped: the whole text, in windows",
+    "first_window": "before: the first 256 tokens",
+    "tfidf_lr": "TF-IDF + logistic regression",
+}
+
+
+def f1_by_length(lengths: dict, path: Path):
+    """Out-of-fold F1 by text length band (dev movies' overviews, storylines, overview + storyline texts and
+    matched long plots; plot only), the windows beside the first window and the TF-IDF peer."""
+    bands = lengths["bands"]["dev"]
+    readers = [r for r in READER_NAMES if r in bands[0]]
+    ticks = [f"{b['band']} words\n({b[readers[0]]['texts']:,} texts)" for b in bands]
+    x = np.arange(len(bands))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), sharey=True, gridspec_kw={"wspace": 0.08})
+    width = 0.8 / len(readers)
     for ax, avg in zip(axes, ("micro", "macro")):
-        for k, (mode, colour) in enumerate(zip(modes, (LIGHT_BLUE, BLUE))):
-            ax.bar(
-                x + (k - 0.5) * 0.4,
-                [g[f"{avg}_f1"] for g in metrics["by_length"][mode]],
-                0.4,
-                color=colour,
-                label=MODE_NAMES.get(mode, mode),
-            )
+        for k, (reader, colour) in enumerate(zip(readers, (BLUE, LIGHT_BLUE, GREY))):
+            offset = (k - (len(readers) - 1) / 2) * width
+            ax.bar(x + offset, [b[reader][avg] for b in bands], width, color=colour, label=READER_NAMES[reader])
         ax.set_xticks(x, ticks, fontsize=9)
         ax.set_title(f"{avg} F1", loc="left")
         ax.set_ylim(0, 1)
-    axes[0].set_ylabel("F1 on the test split")
+    axes[0].set_ylabel("F1, out of fold (plot only)")
     fig.legend(
-        *axes[0].get_legend_handles_labels(), frameon=False, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 0.98)
+        *axes[0].get_legend_handles_labels(), frameon=False, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 0.98)
     )
     save(fig, path)
 
 
-def draw(metrics, probs, y, fold, cfg, out: Path) -> dict:
+def draw(metrics, probs, y, fold, cfg, lengths: dict, out: Path) -> dict:
     dev, te = fold >= 0, fold < 0
     results_ci(metrics, out / "results_ci.png")
     ablation(metrics, out / "ablation.png")
@@ -232,7 +236,7 @@ def draw(metrics, probs, y, fold, cfg, out: Path) -> dict:
     ours = shipped(metrics)
     best_global = threshold_curve(probs, y, dev, te, cfg.default_threshold, ours, out / "threshold_curve.png")
     ece = reliability(probs, y, te, ours, out / "reliability.png")
-    f1_by_length(metrics, out / "f1_by_length.png")
+    f1_by_length(lengths, out / "f1_by_length.png")
     return {
         "expected_calibration_error": ece["plot+poster"],
         "expected_calibration_error_plot_only": ece["plot"],

@@ -1,0 +1,64 @@
+"""How long texts are read and learned from, chosen by cross-validation on dev folds (stage `train`).
+
+Every score here is out of fold: a dev movie's texts (overview, storyline, overview + storyline, a long
+plot matched to it) are scored by the head that did not learn its fold. Decisions use one threshold for
+every genre, the best-micro-F1 one on the dev overviews' out-of-fold probabilities (thresholds.py), so
+a candidate is judged by how it reads, not by thresholds tuned to it. In order:
+1. the training variant (what the heads learn from besides the overviews), read with the first stride and
+   mean-pooled embeddings: among the variants whose overview scores (micro and macro F1, both input modes)
+   stay within OVERVIEW_BOUND of the overviews-only heads', the best mean F1 on the dev movies' other texts;
+2. the stride and the pooling, with that variant's heads: the best mean F1 on the dev texts that take
+   more than one window (the only texts they change).
+"""
+
+import numpy as np
+
+from pipeline.choose import thresholds
+from pipeline.runtime import rules
+
+MODES = ("plot", "plot+poster")
+OVERVIEW_BOUND = 0.003  # issue 28: short overviews must not pay for long texts (0.3 F1 points)
+
+
+def f1(y, probs, cut: float) -> tuple[float, float]:
+    return thresholds.f1_pair(y, rules.decide(probs, np.full(y.shape[1], cut)))
+
+
+def mean_f1(pair: tuple[float, float]) -> float:
+    return (pair[0] + pair[1]) / 2
+
+
+def pooled(per_window: np.ndarray, counts: np.ndarray, how: str) -> np.ndarray:
+    """[texts, G] from [windows, G] probabilities (texts' windows in order, `counts` each)."""
+    parts = np.split(per_window, np.cumsum(counts)[:-1])
+    return np.stack([rules.pool(p, how) for p in parts])
+
+
+def cuts(overview: dict, y: np.ndarray, dev: np.ndarray) -> dict:
+    """Per mode, the one threshold for every genre with the best micro F1 on the dev overviews (out of fold)."""
+    return {m: thresholds.global_threshold(overview[m][dev], y[dev]) for m in MODES}
+
+
+def scores(probs: dict, y: np.ndarray, rows: np.ndarray, cut: dict) -> dict:
+    """{mode: {"micro": .., "macro": ..}} on `rows`."""
+    return {m: dict(zip(("micro", "macro"), f1(y[rows], probs[m][rows], cut[m]))) for m in MODES}
+
+
+def overall(score: dict) -> float:
+    """The criterion: mean over input modes of the mean of micro and macro F1."""
+    return float(np.mean([mean_f1((s["micro"], s["macro"])) for s in score.values()]))
+
+
+def keeps_overviews(score: dict, base: dict, bound: float = OVERVIEW_BOUND) -> bool:
+    return all(score[m][a] >= base[m][a] - bound for m in MODES for a in ("micro", "macro"))
+
+
+def choose_variant(evidence: dict, base: str) -> str:
+    """evidence: {variant: {"overviews": scores, "texts": scores}}; the first variant wins ties."""
+    eligible = [v for v, e in evidence.items() if keeps_overviews(e["overviews"], evidence[base]["overviews"])]
+    return max(eligible, key=lambda v: overall(evidence[v]["texts"]))
+
+
+def choose_reading(evidence: dict) -> tuple[int, str]:
+    """evidence: {(stride, pool): scores on the multi-window dev texts}; the first candidate wins ties."""
+    return max(evidence, key=lambda c: overall(evidence[c]))
