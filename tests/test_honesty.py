@@ -51,7 +51,10 @@ def shuffled_texts(tiny: TinyRun, folder) -> tuple:
     movies = pd.read_csv(tiny.stage("data") / "movies.csv", keep_default_na=False)
     test_ids = set(movies.tmdb_id[movies.fold < 0].astype(str))
     out = []
-    for src, name, column in ((tiny.storylines, "storylines.csv", "storyline"), (tiny.long_plots, "movies.csv", "plot")):
+    for src, name, column in (
+        (tiny.storylines, "storylines.csv", "storyline"),
+        (tiny.long_plots, "movies.csv", "plot"),
+    ):
         table = pd.read_csv(src / name, keep_default_na=False, dtype={"tmdb_id": str})
         rows = np.flatnonzero(table.tmdb_id.isin(test_ids).to_numpy())
         assert len(rows) >= 2, name  # the tiny data ties texts to test movies, or the shuffle proves nothing

@@ -1,4 +1,5 @@
-"""The shared rules, Python (pipeline/rules.py) against JavaScript (assets/js/rules.js, run by node), on the same cases.
+"""The shared rules, Python (pipeline/runtime/rules.py) against JavaScript (assets/js/rules.js, run by node), on
+the same cases.
 
 The JS side reads every constant from the rules block export.py writes into manifest.json; here it is
 given pipeline/rules.RULES itself, so a difference can only come from the two implementations.
@@ -15,8 +16,7 @@ from pipeline.runtime import rules
 from tests.conftest import ROOT
 
 RULES = rules.RULES
-TRUNC8 = rules.truncation(8)
-CLIP5 = {**RULES["truncation"], "max_chars": 5}
+CLIP5 = {**RULES["windows"], "max_chars": 5}
 
 # (function, args for both sides)
 DECIDE = [
@@ -45,9 +45,67 @@ SENTENCES = [
     "Tabs.\tand\rreturns.\x0bvt.\x0cff",
     "Dr.Who? no space.Next",
 ]
-TRUNCATE = [list(range(n)) for n in (0, 1, 7, 8, 9, 10, 300)]
 CLIP = ["", "abcde", "abcdef", "ab🎬cdef", "abcd🎬e", "abcde🎬", "🎬🎬🎬🎬🎬🎬", "a👍🏽bcd", "é́x" * 3]
-HEAD5_TAIL3 = {**TRUNC8, "head_tokens": 5, "tail_tokens": 3}  # a rule other than rules.truncation's shape
+
+
+def window_rules(max_len: int) -> dict[str, dict]:
+    """rules.windows for an encoder of max_len ids, by stride: no overlap (max_len - 2, the widest that reads
+    every token), an overlap of a quarter or so (as the shipped 190 of 254), and 1 (a window per token)."""
+    width = max_len - 2
+    return {f"stride {s}": rules.truncation(max_len, s) for s in dict.fromkeys((width, max(1, width * 3 // 4), 1))}
+
+
+# token counts (special tokens included) around each window size: none, only special tokens, one text token,
+# one under, at and over the window, and several windows
+LENGTHS = {8: [0, 1, 2, 3, 7, 8, 9, 10, 17, 300, 1000], 256: [0, 1, 2, 255, 256, 257, 300, 1000]}
+
+
+def ids_of(n: int) -> list[int]:
+    """n token ids: [CLS]-like first, [SEP]-like last, distinct text ids between (a misplaced slice shows)."""
+    return [101, *range(1000, 1000 + n - 2), 102] if n >= 2 else [101][:n]
+
+
+def spans(n: int, rule: dict) -> dict[str, tuple[int, int]]:
+    """Text-token spans [start, end) of a text of n ids to leave out: at its start and end, across a window
+    boundary, inside an overlap of two windows, the whole text, past the text, and empty."""
+    body = max(0, n - 2)
+    starts = rules.window_starts(body, rule)
+    width = rule["max_len"] - 2
+    out = {"first token": (0, 1), "start": (0, 3), "end": (max(0, body - 3), body), "empty": (2, 2)}
+    if len(starts) > 1:
+        edge = starts[0] + width  # where the first window ends
+        out["across the first window's end"] = (edge - 2, edge + 2)
+        if starts[1] < edge:  # the first two windows overlap in [starts[1], edge)
+            out["inside an overlap"] = (starts[1], min(edge, starts[1] + 2))
+        out["the whole text"] = (0, body)
+    out["past the text"] = (body, body + 5)
+    return out
+
+
+WINDOW_CASES = [
+    (f"{fn}: {n} ids, max_len {max_len}, {name}", fn, [n, rule] if fn == "window_starts" else [ids_of(n), rule])
+    for max_len, lengths in LENGTHS.items()
+    for name, rule in window_rules(max_len).items()
+    for n in lengths
+    for fn in ("window_starts", "windows")
+] + [
+    (f"windows_without: {n} ids, max_len {max_len}, {name}, {where}", "windows_without", [ids_of(n), rule, a, b])
+    for max_len, lengths in LENGTHS.items()
+    for name, rule in window_rules(max_len).items()
+    for n in lengths
+    for where, (a, b) in spans(n, rule).items()
+]
+
+# values per window, embeddings or probabilities (pooled alike), some awkward in float32
+_rng = np.random.default_rng(28)
+POOLED = {
+    "one window": [[0.25, -1.5, 3.0]],
+    "two windows": [[0.1, 0.2, 0.3], [0.7, 0.05, 0.3]],
+    "five windows of 384 values": _rng.standard_normal((5, 384)).astype(np.float32).tolist(),
+    "19 windows of 18 probabilities": _rng.uniform(0, 1, (19, 18)).astype(np.float32).tolist(),
+    "float64 values rounded to float32": [[1 / 3, 2 / 3], [1e-8, 1 - 1e-8]],
+}
+POOL_CASES = [(f"pool: {how}, {name}", "pool", [values, how]) for how in rules.POOLS for name, values in POOLED.items()]
 
 
 def python(fn: str, args: list):
@@ -55,8 +113,12 @@ def python(fn: str, args: list):
         return rules.decide(np.array(args[0]), np.array(args[1]), args[2]).tolist()
     if fn == "sentences":
         return rules.sentences(*args)
-    if fn == "truncate":
-        return rules.truncate(*args)
+    if fn in ("window_starts", "windows"):
+        return getattr(rules, fn)(*args)
+    if fn == "windows_without":  # JSON's object keys are strings
+        return {str(k): v for k, v in rules.windows_without(*args).items()}
+    if fn == "pool":
+        return rules.pool(*args).tolist()
     if fn == "clip":
         return args[0][: args[1]["max_chars"]]
     raise ValueError(fn)
@@ -65,10 +127,9 @@ def python(fn: str, args: list):
 CASES = (
     [(f"decide: {name}", "decide", [p, t, RULES["decision"]]) for name, p, t in DECIDE]
     + [(f"sentences: {s!r}", "sentences", [s, RULES["sentence_pattern"]]) for s in SENTENCES]
-    + [(f"truncate: {len(ids)} ids, max_len 8", "truncate", [ids, TRUNC8]) for ids in TRUNCATE]
-    + [("truncate: max_len+1 at 256", "truncate", [list(range(257)), rules.truncation(256)])]
     + [(f"clip: {s!r} to 5 characters", "clip", [s, CLIP5]) for s in CLIP]
-    + [(f"truncate: {len(ids)} ids, head 5 + tail 3", "truncate", [ids, HEAD5_TAIL3]) for ids in TRUNCATE]
+    + WINDOW_CASES
+    + POOL_CASES
 )
 
 NODE = """
@@ -76,7 +137,10 @@ import * as rules from %s;
 let input = "";
 for await (const chunk of process.stdin) input += chunk;
 const out = JSON.parse(input).map(([fn, args]) => {
-  try { return { value: rules[fn](...args) }; } catch (e) { return { error: String(e) }; }
+  try {
+    const value = rules[fn](...args);
+    return { value: ArrayBuffer.isView(value) ? Array.from(value) : value }; // a Float32Array as a list
+  } catch (e) { return { error: String(e) }; }
 });
 process.stdout.write(JSON.stringify(out));
 """
@@ -98,7 +162,32 @@ def javascript():
 def test_javascript_rules_equal_python_rules(javascript, name, fn, args):
     got = javascript[name]
     assert "error" not in got, got["error"]
-    assert got["value"] == python(fn, args)
+    expected = python(fn, args)
+    if fn == "pool" and args[1].startswith("mean"):
+        # float32 on both sides, but a mean's sum in another order (numpy adds float32 rows one by one, JS
+        # in float64, rounded once): an ulp or two of values under 4 in size
+        assert np.allclose(got["value"], expected, rtol=0, atol=1e-6), name
+    else:  # ids, and a maximum (one of the values): exactly
+        assert got["value"] == expected
+
+
+def test_the_window_cases_reach_every_branch():
+    """The cases above hold one window and many, and spans left out of no window, of one and of two."""
+    windows = [len(python(fn, args)) for _, fn, args in WINDOW_CASES if fn == "windows"]
+    assert {1, 2} <= set(windows) and max(windows) > 100
+    touched = [len(python(fn, args)) for _, fn, args in WINDOW_CASES if fn == "windows_without"]
+    assert {0, 1, 2} <= set(touched)
+
+
+def test_pool_refuses_a_pooling_it_does_not_know():
+    with pytest.raises(ValueError):
+        rules.pool(np.zeros((2, 3)), "median_embedding")
+    src = NODE % json.dumps((ROOT / "assets/js/rules.js").as_uri())
+    payload = json.dumps([["pool", [[[0.0], [1.0]], "median_embedding"]]])
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", src], input=payload, capture_output=True, text=True, check=True
+    )
+    assert "error" in json.loads(out.stdout)[0]
 
 
 def test_decide_refuses_a_rule_it_does_not_know(javascript):

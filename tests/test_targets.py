@@ -29,7 +29,9 @@ def test_margin_is_met_only_at_or_over_the_goal(points, met):
 
 
 def test_f1_targets_read_the_shipped_files_with_fp32_beside_them():
-    rows = {r["target"]: r for r in publish.target_checks(CFG, METRICS, shipped(0.649, 0.59, 0.651, 0.57), margin(3.5), {})}
+    rows = {
+        r["target"]: r for r in publish.target_checks(CFG, METRICS, shipped(0.649, 0.59, 0.651, 0.57), margin(3.5), {})
+    }
     assert rows["micro F1"] == {
         "mode": "plot",
         "target": "micro F1",

@@ -235,7 +235,9 @@ function showGenres(m) {
   $("predicted").replaceChildren(...m.genres.map((i) => row(labels[i], m.probs[i], t[i])));
   $("others").replaceChildren(...order.filter((i) => !chosen.has(i)).map((i) => row(labels[i], m.probs[i], t[i])));
   const fallback = m.genres.length === 1 && m.probs[m.genres[0]] < t[m.genres[0]];
-  $("rule").textContent = (fallback ? "No genre reached its threshold, so the most probable one is shown. " : "") +
+  // a long plot is read whole, in overlapping windows the prediction pools (the manifest's rules.windows)
+  const windows = m.windows > 1 ? `Read in ${m.windows} overlapping windows of ${spec.rules.windows.max_len} tokens, pooled into one prediction. ` : "";
+  $("rule").textContent = windows + (fallback ? "No genre reached its threshold, so the most probable one is shown. " : "") +
     `Rule: a genre is predicted when its probability reaches its threshold (tuned for ${m.mode === "plot" ? "plot-only" : "plot + poster"} input; the tick on each bar).`;
   const c = cautionText(m.caution, $("plot").value);
   $("caution").hidden = !c;
@@ -244,6 +246,7 @@ function showGenres(m) {
   $("fallback").textContent = run.fallback ?? "";
   app.dataset.result = JSON.stringify({
     mode: m.mode,
+    windows: m.windows,
     genres: m.genres.map((i) => labels[i]),
     probabilities: Object.fromEntries(labels.map((g, i) => [g, m.probs[i]])),
   });
@@ -306,19 +309,19 @@ function button(text, onClick) {
   return b;
 }
 
-const SHOWN_PAST_WINDOW = 2000; // characters of text past the encoder's window shown as plain text
+const SHOWN_PAST_END = 2000; // characters of text past what the model reads (max_chars) shown as plain text
 
 // The sentences as spans, built once per prediction; updates only restyle them.
 function buildWhy() {
-  const spans = run.parts.slice(0, run.window).map((part) => {
+  const spans = run.parts.slice(0, run.past).map((part) => {
     const el = document.createElement("span");
     el.textContent = part;
     return el;
   });
-  const rest = run.parts.slice(run.window).join("");
+  const rest = run.parts.slice(run.past).join("");
   const tail = document.createElement("span");
   tail.className = "past";
-  tail.textContent = rest.length > SHOWN_PAST_WINDOW ? rest.slice(0, SHOWN_PAST_WINDOW) + " …" : rest;
+  tail.textContent = rest.length > SHOWN_PAST_END ? rest.slice(0, SHOWN_PAST_END) + " …" : rest;
   run.spans = spans;
   $("why-text").replaceChildren(...spans, tail);
 }
@@ -341,14 +344,14 @@ function showWhy(k) {
 
 function whyStart(m) {
   run.parts = m.parts;
-  const zeros = new Array(spec.labels.length).fill(0); // past the encoder's window: exactly no effect
-  run.drops = m.parts.map((_, i) => (i >= m.window ? zeros : null));
+  const zeros = new Array(spec.labels.length).fill(0); // past what the model reads: exactly no effect
+  run.drops = m.parts.map((_, i) => (i >= m.past ? zeros : null));
   run.explained = run.genres.slice(0, 6);
-  run.toRun = m.toRun;
-  run.window = m.window;
+  run.past = m.past;
   buildWhy();
   $("why-genres").replaceChildren(...run.explained.map((g, k) => button(spec.labels[g], () => showWhy(k))));
   showWhy(0);
+  $("why-progress").textContent = m.past ? `Scoring sentence 1 of ${m.past}…` : "";
   $("why").hidden = false;
 }
 
@@ -361,7 +364,7 @@ function redrawWhy() {
 
 function whyStep(m) {
   run.drops[m.i] = m.drops;
-  $("why-progress").textContent = m.i + 1 < run.toRun ? `Scoring sentence ${m.i + 2} of ${run.toRun}…` : "";
+  $("why-progress").textContent = m.i + 1 < run.past ? `Scoring sentence ${m.i + 2} of ${run.past}…` : "";
   redrawWhy();
 }
 
@@ -370,15 +373,18 @@ function whyDone(m) {
   const ms = performance.now() - run.t0;
   app.dataset.whyMs = ms.toFixed(1);
   if (m.parts.length >= 2) {
-    const past = m.parts.length - run.window, capped = run.window - m.runs;
-    const notes = [`${m.runs} of ${m.parts.length} sentences re-scored`];
-    if (past > 0) notes.push(`${past} start after the model's first ${spec.text_encoder.max_len} tokens, so leaving them out changes nothing (drop 0)`);
-    if (capped > 0) notes.push(`${capped} more were not scored (at most ${m.runs} re-scorings)`);
+    const past = m.parts.length - run.past, capped = run.past - m.scored;
+    const notes = [`${m.scored} of ${m.parts.length} sentences re-scored (${m.runs} window run${m.runs === 1 ? "" : "s"})`];
+    if (past > 0) notes.push(`${past} start after the first ${spec.rules.windows.max_chars} characters, which the model does not read, so leaving them out changes nothing (drop 0)`);
+    if (capped > 0) notes.push(`${capped} more were not scored (the explanation stops after ${m.budgetMs / 1000} s)`);
     $("why-progress").textContent = notes.join("; ") + ".";
     app.dataset.why = JSON.stringify({
       sentences: run.parts,
       genres: run.explained.map((g) => spec.labels[g]),
       drops: run.drops.map((d) => (d ? run.explained.map((g) => d[g]) : null)),
+      runs: m.runs, // window runs, within budgetMs (explain.js BUDGET_MS)
+      budgetMs: m.budgetMs,
+      ms: m.ms, // the explanation's own time
     });
   }
   $("timing").textContent = `${run.timing} · explanation in ${(ms / 1000).toFixed(1)} s`;

@@ -14,7 +14,7 @@ import { floatWeights } from "./weights.js";
 import manifestSchema from "./manifest_schema.json" with { type: "json" };
 
 export let spec = null; // the manifest
-export let rules = null; // spec.rules: the decision rule, sentence pattern, truncation, poster preprocessing
+export let rules = null; // spec.rules: the decision rule, sentence pattern, text windows, poster preprocessing
 export let vendorFiles = null; // assets/vendor/runtime.json
 let base = null, sessionOptions = {};
 const loads = {}; // part -> Promise

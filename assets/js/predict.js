@@ -1,11 +1,12 @@
-// One prediction, as `python -m pipeline predict` makes it: the plot embedding, the poster embedding
-// when a poster was given, the fusion head, the manifest's decision rule for that input mode; then the
-// poster heatmap and the sentence explanation, which a newer prediction interrupts.
+// One prediction, as `python -m pipeline predict` makes it: the plot read in windows (rules.windows), the
+// poster embedding when a poster was given, the fusion head on the windows pooled by the manifest's rule,
+// the manifest's decision rule for that input mode; then the poster heatmap and the sentence explanation,
+// which a newer prediction interrupts.
 // The poster is decoded and encoded in its own worker (poster-worker.js) from the moment it is given,
 // so its encoder runs beside this worker's text encoder; a prediction names the poster by its id.
 import * as models from "./models.js";
 import { now, ort, phases, run, shared, timed } from "./runtime.js";
-import { caution, embed } from "./text.js";
+import { caution, embed, encode } from "./text.js";
 import { gradcam } from "./gradcam.js";
 import { explain } from "./explain.js";
 import * as rules from "./rules.js";
@@ -62,19 +63,61 @@ export function warmPoster(send) {
   port?.postMessage({ type: "load" });
 }
 
-// The fusion head: probabilities, and with `jacobian` also its d logits / d poster embedding (Grad-CAM).
-async function head(session, textEmb, image, jacobian = false) {
+// The fusion head on rows of text embeddings (each with the same poster, or none): each row's
+// probabilities, and with `jacobian` also its d logits / d poster embedding (Grad-CAM).
+async function head(session, rows, image, jacobian = false) {
   const { spec } = models;
+  const n = rows.length, tdim = spec.text_encoder.dim, idim = spec.poster_encoder.dim;
+  const text = new Float32Array(n * tdim), img = new Float32Array(n * idim);
+  rows.forEach((r, i) => { text.set(r, i * tdim); if (image) img.set(image, i * idim); });
   const feeds = {
-    text: new ort.Tensor("float32", textEmb, [1, spec.text_encoder.dim]),
-    image: new ort.Tensor("float32", image ?? new Float32Array(spec.poster_encoder.dim), [1, spec.poster_encoder.dim]),
-    has_poster: new ort.Tensor("float32", Float32Array.of(image ? 1 : 0), [1, 1]),
+    text: new ort.Tensor("float32", text, [n, tdim]),
+    image: new ort.Tensor("float32", img, [n, idim]),
+    has_poster: new ort.Tensor("float32", new Float32Array(n).fill(image ? 1 : 0), [n, 1]),
   };
   const wanted = [spec.fusion_head.output, ...(jacobian ? [spec.gradcam.jacobian.output] : [])];
   const out = await run(session, feeds, wanted);
-  return { probs: Float32Array.from(out[spec.fusion_head.output].data), jacobian: jacobian ? out[spec.gradcam.jacobian.output].data : null };
+  const split = (data) => Array.from({ length: n }, (_, i) => data.slice((i * data.length) / n, ((i + 1) * data.length) / n));
+  return { probs: split(out[spec.fusion_head.output].data), jacobians: jacobian ? split(out[spec.gradcam.jacobian.output].data) : null };
 }
-const combine = async (session, textEmb, image) => (await head(session, textEmb, image)).probs;
+
+// rules.windows.pool on the windows' embeddings: the head once on their mean ("embedding"), or on each
+// window, then the mean or maximum of the probabilities ("probability"). Returns {probs, jacobian (the
+// pooled probabilities' d logits / d poster, when asked), score}: score(replaced) gives the probabilities
+// with some windows' embeddings replaced ({window index: embedding}), the others' reused (the explanation).
+async function pooledHead(session, embeddings, image, how, jacobian = false) {
+  if (rules.pooled(how) === "embedding") {
+    const score = async (replaced = {}) => {
+      const mean = rules.pool(embeddings.map((e, k) => replaced[k] ?? e), how);
+      return (await head(session, [mean], image)).probs[0];
+    };
+    const first = await head(session, [rules.pool(embeddings, how)], image, jacobian);
+    return { probs: first.probs[0], jacobian: first.jacobians?.[0] ?? null, score };
+  }
+  const each = await head(session, embeddings, image, jacobian);
+  const score = async (replaced = {}) => {
+    const keys = Object.keys(replaced).map(Number);
+    const fresh = keys.length ? (await head(session, keys.map((k) => replaced[k]), image)).probs : [];
+    const rows = [...each.probs];
+    keys.forEach((k, j) => { rows[k] = fresh[j]; });
+    return rules.pool(rows, how);
+  };
+  return { probs: rules.pool(each.probs, how), jacobian: each.jacobians && poolJacobian(each, how), score };
+}
+
+// A genre's Grad-CAM gradient of pooled probabilities: the mean of the windows' (d of the mean logit), or
+// that of the window whose probability is the maximum (its subgradient).
+function poolJacobian({ probs, jacobians }, how) {
+  if (how.startsWith("mean")) return rules.pool(jacobians, how);
+  const genres = probs[0].length, per = jacobians[0].length / genres;
+  const out = new Float32Array(jacobians[0].length);
+  for (let g = 0; g < genres; g++) {
+    let best = 0;
+    for (let k = 1; k < probs.length; k++) if (probs[k][g] > probs[best][g]) best = k;
+    out.set(jacobians[best].subarray(g * per, (g + 1) * per), g * per);
+  }
+  return out;
+}
 
 // The predicted genres (indices), most probable first.
 function genresOf(probs, mode) {
@@ -92,8 +135,8 @@ export async function prepare() {
   // it through before deciding (the warm-up otherwise ran ahead of it: 0.05-0.24 s, bench.browser, 2026-12-04)
   await afterQueuedMessages();
   if (waiting || current) return;
-  const { spec } = models;
-  const warmUp = async () => combine(fusion, (await embed(["A movie."], text, spec.text_encoder, models.rules))[0], null);
+  const { spec } = models, tok = text.tokenizer;
+  const warmUp = async () => head(fusion, await embed([encode("A movie.", tok, models.rules)], text, spec.text_encoder), null);
   await timed("warm-up run", warmUp());
 }
 
@@ -128,24 +171,32 @@ export async function predict({ id, plot, posterId }, send) {
     waiting--;
   }
   const tReady = performance.now(), at = now();
-  send({ type: "stage", id, text: "Predicting…" });
+  const rule = models.rules.windows;
+  const ids = encode(plot, text.tokenizer, models.rules), windows = rules.windows(ids, rule);
+  // the status line counts the windows as they run: one window per run, so each is counted as it starts
+  // (five 256-token windows in one run took 4 % less time than one by one, 285 against 298 ms a window,
+  // 2026-12-06, machine under load: not worth a status line that stops counting)
+  const before = (k, n) => send({ type: "stage", id, text: n > 1 ? `Reading the plot: window ${k + 1} of ${n}…` : "Predicting…" });
   // the text encoder here, the poster encoder (already running since the poster was read) in its worker
-  const [textEmb, image] = await Promise.all([embed([plot], text, enc, models.rules).then(([e]) => [e, since(tReady)]), p?.encoded]);
+  const reading = embed(windows, text, enc, { before }).then((e) => [e, since(tReady)]);
+  const [[embeddings, textMs], image] = await Promise.all([reading, p?.encoded]);
   const tHead = performance.now();
   const withCam = !!image?.features;
-  const scored = await head(fusion, textEmb[0], image?.embedding ?? null, withCam);
+  const scored = await pooledHead(fusion, embeddings, image?.embedding ?? null, rule.pool, withCam);
   const probs = Array.from(scored.probs);
   const genres = genresOf(probs, mode);
   const runMs = since(tReady);
   // each model's own run time (the poster's measured in its worker), for bench/browser.py
-  const parts = { text: textEmb[1], head: since(tHead), ...(image ? { poster: image.ms } : {}) };
+  const parts = { text: textMs, head: since(tHead), ...(image ? { poster: image.ms } : {}) };
   phases["first run"] ??= { at, ms: runMs };
-  send({ type: "genres", id, mode, probs, genres, caution: caution(plot, text.tokenizer, spec.min_words), loadMs: tReady - t0, runMs, parts, phases });
+  send({ type: "genres", id, mode, probs, genres, windows: windows.length, caution: caution(plot, text.tokenizer, spec.min_words), loadMs: tReady - t0, runMs, parts, phases });
   if (current !== id) return;
   if (withCam) {
     const maps = gradcam(scored.jacobian, image.features, p, genres);
     send({ type: "cam", id, ...maps }, maps.overlays.map((o) => o.data.buffer));
   }
-  const score = (emb) => combine(fusion, emb, image?.embedding ?? null);
-  await explain({ id, plot, text, enc, rulebook: models.rules, probs, score, send, current: () => current === id });
+  await explain({
+    id, plot, ids, windowMs: textMs / windows.length, text, enc, rulebook: models.rules, probs, score: scored.score, send,
+    current: () => current === id, pause: afterQueuedMessages,
+  });
 }

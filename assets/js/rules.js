@@ -1,7 +1,7 @@
 // The rules the browser shares with Python, read from the manifest's "rules" block, which export.py
-// writes from pipeline/rules.py (RULES): the decision rule, the sentence split and the text window.
+// writes from pipeline/runtime/rules.py (RULES): the decision rule, the sentence split and the text windows.
 // Nothing here restates a rule: every constant comes from the block. tests/test_rules.py runs these
-// functions and pipeline/rules.py on the same cases and compares them.
+// functions and pipeline/runtime/rules.py on the same cases and compares them.
 
 // Python's \s (str.isspace) in a JavaScript class: JS's \s lacks \x1c-\x1f and \x85 and adds \ufeff.
 const PY_SPACE = "\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
@@ -44,9 +44,10 @@ export function sentences(text, sentencePattern) {
   return text.match(pattern(sentencePattern)) ?? [];
 }
 
-// The first max_chars characters (code points, as Python slices), what the tokenizer is given.
-export function clip(text, truncation) {
-  const n = truncation.max_chars;
+// The first max_chars characters (code points, as Python slices), what the tokenizer is given; `rule` is
+// rules.windows (its max_chars).
+export function clip(text, rule) {
+  const n = rule.max_chars;
   if (text.length <= n) return text;
   let at = 0;
   for (let count = 0; count < n && at < text.length; count++) {
@@ -57,8 +58,64 @@ export function clip(text, truncation) {
   return text.slice(0, at);
 }
 
-// Token ids (special tokens included) cut to the window: the first head_tokens and the last tail_tokens.
-export function truncate(ids, truncation) {
-  if (ids.length <= truncation.max_len) return ids;
-  return [...ids.slice(0, truncation.head_tokens), ...ids.slice(ids.length - truncation.tail_tokens)];
+// rules.windows: a text of more than max_len ids (special tokens included) is read in windows of max_len,
+// each holding the text's first and last ids ([CLS], [SEP]) around a run of its text tokens; the runs start
+// every `stride` text tokens and the last one ends with the text, so every token is read.
+
+// Where each window starts among a text's `tokens` text tokens (special tokens not counted).
+export function window_starts(tokens, rule) {
+  const width = rule.max_len - 2;
+  if (tokens <= width) return [0];
+  const starts = [];
+  for (let s = 0; s < tokens - width; s += rule.stride) starts.push(s);
+  starts.push(tokens - width);
+  return starts;
+}
+
+// Token ids (special tokens included: the first and the last) → the windows the encoder reads.
+export function windows(ids, rule) {
+  if (ids.length <= rule.max_len) return [ids];
+  const first = ids[0], body = ids.slice(1, -1), last = ids[ids.length - 1];
+  const width = rule.max_len - 2;
+  return window_starts(body.length, rule).map((s) => [first, ...body.slice(s, s + width), last]);
+}
+
+// For the sentence explanation: {window index: its ids with text tokens start..end-1 left out}, only for
+// the windows those tokens are in; every other window stays as it was (its embedding is reused).
+export function windows_without(ids, rule, start, end) {
+  if (ids.length <= rule.max_len) return start < end ? { 0: [...ids.slice(0, 1 + start), ...ids.slice(1 + end)] } : {};
+  const first = ids[0], body = ids.slice(1, -1), last = ids[ids.length - 1];
+  const width = rule.max_len - 2;
+  const out = {};
+  window_starts(body.length, rule).forEach((s, k) => {
+    const a = Math.max(start, s), b = Math.min(end, s + width);
+    if (a < b) out[k] = [first, ...body.slice(s, a), ...body.slice(b, s + width), last];
+  });
+  return out;
+}
+
+export const POOLS = ["mean_embedding", "mean_probability", "max_probability"];
+
+// rules.windows.pool: what is pooled, its last word (the windows' embeddings, before the head; or their
+// probabilities, the head run on each window), and how, its first (mean or max).
+export function pooled(how) {
+  if (!POOLS.includes(how)) throw new Error(`unknown pooling ${JSON.stringify(how)}`);
+  return how.endsWith("embedding") ? "embedding" : "probability";
+}
+
+// [windows][values] → [values]: the mean or the maximum over the windows, in float32 (as numpy's float32
+// mean: each window's values float32, the mean rounded to float32; the sum's order may differ by an ulp).
+export function pool(perWindow, how) {
+  pooled(how);
+  const n = perWindow[0].length, out = new Float32Array(n);
+  const max = how.startsWith("max");
+  for (let j = 0; j < n; j++) {
+    let acc = max ? -Infinity : 0;
+    for (const row of perWindow) {
+      const v = Math.fround(row[j]);
+      acc = max ? Math.max(acc, v) : acc + v;
+    }
+    out[j] = max ? acc : acc / perWindow.length;
+  }
+  return out;
 }

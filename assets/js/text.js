@@ -1,5 +1,6 @@
-// Plot text → token ids → embeddings, as pipeline/text.py does: the same tokenizer.json (the
-// `tokenizers` library in JS), the text clipped and the ids cut to the window by the manifest's rules.
+// Plot text → token ids → windows → embeddings, as pipeline/runtime/predictor.py does: the same
+// tokenizer.json (the `tokenizers` library in JS), the text clipped and read in windows by the
+// manifest's rules (rules.windows).
 import { Tokenizer } from "../vendor/tokenizers.min.mjs";
 import { now, ort, phases, run } from "./runtime.js";
 import * as rules from "./rules.js";
@@ -11,22 +12,29 @@ export function tokenizer(bytes) {
   return tok;
 }
 
-// Ids with special tokens, no padding: the first max_chars characters, then the window, both as the
-// manifest's truncation rule states them (as pipeline/predictor.py reads them).
+// Ids with special tokens, no padding, of the first max_chars characters (rules.windows): the whole text
+// the windows are cut from (rules.windows_without cuts a sentence out of them).
 export function encode(text, tok, rulebook) {
-  const window = rulebook.truncation;
-  return rules.truncate(tok.encode(rules.clip(text, window)).ids, window);
+  return tok.encode(rules.clip(text, rulebook.windows)).ids;
 }
 
-// Embeddings of several texts with the encoder `enc` (a manifest entry). Dynamic int8 quantization
-// computes one activation scale over the whole input, so padding or batching would change the outputs:
-// one unpadded text per run unless the manifest says the encoder is batchable (fixed activation scales).
-export async function embed(texts, { session, tokenizer: tok }, enc, rulebook) {
-  const ids = texts.map((t) => encode(t, tok, rulebook));
-  const batch = enc.batchable ? 8 : 1;
+// The text tokens (no special tokens) of the first max_chars characters of `text`: where a sentence's
+// tokens start among the plot's, for the explanation.
+export function countTokens(text, tok, rulebook) {
+  return tok.encode(rules.clip(text, rulebook.windows), { add_special_tokens: false }).ids.length;
+}
+
+// Embeddings of windows (lists of ids) with the encoder `enc` (a manifest entry), `perRun` windows per
+// run at most (the demo runs one at a time: its status line counts them, and a newer prediction waits
+// behind one run only); before(done, total) is awaited ahead of each run. An encoder that is not batchable
+// (dynamic int8 quantization computes one activation scale over the whole input, so padding or batching
+// would change the outputs) takes one window per run.
+export async function embed(windows, { session }, enc, { perRun = 1, before = () => {} } = {}) {
+  const batch = enc.batchable ? perRun : 1;
   const out = [];
-  for (let at = 0; at < ids.length; at += batch) {
-    const group = ids.slice(at, at + batch);
+  for (let at = 0; at < windows.length; at += batch) {
+    await before(at, windows.length);
+    const group = windows.slice(at, at + batch);
     const len = Math.max(...group.map((g) => g.length));
     const flat = new BigInt64Array(group.length * len), mask = new BigInt64Array(group.length * len);
     group.forEach((g, r) => g.forEach((id, c) => { flat[r * len + c] = BigInt(id); mask[r * len + c] = 1n; }));

@@ -2,8 +2,8 @@
 //   downloads.js  fetch + Cache Storage, keyed and checked by sha256   sha256.js  the check without crypto.subtle
 //   runtime.js    onnxruntime-web: streamed wasm, sessions, one run at a time
 //   models.js     the manifest's parts (runtime, text, head, poster), each loaded once per visit
-//   rules.js      the shared rules from the manifest (decision, sentences, truncation)
-//   text.js       tokenizer, ids, embeddings        poster.js  poster file → pixels
+//   rules.js      the shared rules from the manifest (decision, sentences, text windows)
+//   text.js       tokenizer, ids, windows, embeddings      poster.js  poster file → pixels
 //   weights.js    a graph's packed weights file → the weights onnxruntime is handed
 //   predict.js    one prediction                    gradcam.js poster heatmaps      explain.js  sentence drops
 //   poster-worker.js  the poster's own thread (decode + poster encoder), started by the page, connected
