@@ -24,7 +24,17 @@ RENDERED = ROOT / "docs/decisions.md"
 
 # Paths a README may name that a fresh clone does not hold: git-ignored data, caches and installs,
 # and the shared data beside the checkout.
-NOT_IN_A_CLONE = ("data", "data_extra", "cache", ".venv", "node_modules", "assets/vendor", "_site")
+NOT_IN_A_CLONE = (
+    "data",
+    "data_extra",
+    "data_storylines",
+    "data_long",
+    "cache",
+    ".venv",
+    "node_modules",
+    "assets/vendor",
+    "_site",
+)
 COMMANDS = ("predict", "serve", "fetch")  # `python -m pipeline` commands that are not stages
 
 
