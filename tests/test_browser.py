@@ -535,7 +535,7 @@ def test_sentence_highlights_match_python(page, server):
     assert why["sentences"] == [e["sentence"] for e in expected]
     assert why["genres"] == result(page)["genres"][: len(why["genres"])]
     for i, e in enumerate(expected):
-        for k, genre in enumerate(why["genres"]):  # a drop is a difference of two probabilities: twice the bound
+        for k, genre in enumerate(why["genres"]):
             # a drop is a difference of two probabilities, each within tolerance() of predict's: 2x
             assert abs(why["drops"][i][k] - e["drop"][genre]) <= 2 * tolerance()
     buttons = page.locator("#why-genres button")
@@ -596,7 +596,7 @@ def test_long_plots_are_read_in_windows_as_predict_reads_them(browser, server, t
                 "genres": predictor.decide(probs, "plot"),
             }
             print(f"{pool}, stride {stride[POOLINGS[pool]]}, {name}: {windows} windows")
-            assert got["windows"] == windows > 1, name
+            assert got["windows"] == windows > 1, name  # both plots are past one window: that is their point
             assert_agree(server, got, expected, "plot")
             assert f"Read in {windows} overlapping windows of {width + 2} tokens" in page.inner_text("#rule")
         assert page.errors == []
@@ -638,9 +638,12 @@ def test_a_long_plot_is_explained_window_by_window(page, server):
     expected = sentence_importance(predictor, LONG_PLOT_700)
     assert why["sentences"] == [e["sentence"] for e in expected]
     scored = [i for i, d in enumerate(why["drops"]) if d is not None]
-    assert scored == list(range(len(scored))) and len(scored) >= 2  # in plot order, from the first
+    # in plot order, from the first; >= 2 so there is an order to see: the 3 s budget holds several window runs
+    # (434 ms a window even on bench.browser's loaded run, bench/README.md)
+    assert scored == list(range(len(scored))) and len(scored) >= 2
     for i in scored:
         for k, genre in enumerate(why["genres"]):
+            # a drop is a difference of two probabilities, each within tolerance() of predict's: 2x
             assert abs(why["drops"][i][k] - expected[i]["drop"][genre]) <= 2 * tolerance(), (i, genre)
     ids, rule = predictor.token_ids(LONG_PLOT_700), predictor.rules["windows"]
     spans = token_spans(predictor, predictor.sentences(LONG_PLOT_700))
