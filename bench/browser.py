@@ -25,7 +25,8 @@ Every figure comes from one run, side by side. For the shipped text encoder and 
                if nothing else cost the browser anything; it measured 4.7-5.3x (2026-12-04)
   long plot    the 700-word plot (tests/test_browser.py's LONG_PLOT_700, read in windows) beside the 50-word
                one, warm: click → genres, the text encoder's time a window, the window count, the sentence
-               explanation (its window runs, within explain.js's time budget); then the 50-word plot clicked
+               explanation (passages and sentences scored, window runs, its time: target ≤ 3 s, within
+               explain.js's time budget); then the 50-word plot clicked
                0-250 ms after the 700-word genres, while that explanation runs, against clicked when idle: how
                long a click waits behind the explanation (the window run in flight)
 Phases (each a start time after navigation and a duration, as the worker records them): worker start
@@ -591,7 +592,8 @@ def long_plot(playwright, srv, tmp, runs):
     thread: click → genres, the text encoder's time per window, the explanation; then the cancellation: the
     50-word plot clicked 0-250 ms after the 700-word plot's genres (its explanation running) against clicked
     when the demo is idle."""
-    rule = json.loads((tmp / "_site/assets/models/manifest.json").read_text())["rules"]["windows"]
+    rulebook = json.loads((tmp / "_site/assets/models/manifest.json").read_text())["rules"]
+    rule, explanation = rulebook["windows"], rulebook["explanation"]
     context = profile(playwright, tmp / "profile")
     page, _ = visit(context, srv.url, False, [])
     med = statistics.median
@@ -604,7 +606,7 @@ def long_plot(playwright, srv, tmp, runs):
     close(page)
     context.close()
     n, why = long[-1]["windows"], long[-1]["explained"]  # the last run's explanation: the warmest
-    scored = sum(d is not None for d in why["drops"])
+    scored = sum(d is not None for d in why["drops"])  # sentences: each gets its passage's drop
     idle, waited = med(r["genres"] for r in short), [a - med(r["genres"] for r in short) for a in after]
     per_window = med(r["text"] / r["windows"] for r in long)
     words = len(LONG_PLOT_700.split())
@@ -619,7 +621,9 @@ def long_plot(playwright, srv, tmp, runs):
     print(
         f"  {words} words, explanation    {med(r['explained']['ms'] for r in long):5.0f} ms after the genres "
         f"(target ≤ 3000; its budget {why['budgetMs']} ms), click → explanation {med(r['why'] for r in long):.0f} ms: "
-        f"{scored} of {len(why['sentences'])} sentences scored in {why['runs']} window runs"
+        f"{scored} of {len(why['sentences'])} sentences scored in {why['scored']} of {len(why['passages'])} "
+        f"passages, {why['runs']} window runs (the last run; rules.explanation.max_tokens "
+        f"{explanation['max_tokens']})"
     )
     print(
         f"  cancellation          the 50-word plot clicked 0-250 ms after the 700-word genres (explanation "

@@ -534,6 +534,9 @@ def test_sentence_highlights_match_python(page, server):
     expected = sentence_importance(GenrePredictor(server.models), plot)
     assert why["sentences"] == [e["sentence"] for e in expected]
     assert why["genres"] == result(page)["genres"][: len(why["genres"])]
+    # a plot of one window and a few sentences: each sentence left out alone, as before passages
+    assert why["passages"] == [[i, i + 1] for i in range(len(expected))] == passages_of(expected)
+    assert "re-scored" in page.inner_text("#why") and "passage" not in page.inner_text("#why-progress")
     for i, e in enumerate(expected):
         for k, genre in enumerate(why["genres"]):
             # a drop is a difference of two probabilities, each within tolerance() of predict's: 2x
@@ -542,6 +545,94 @@ def test_sentence_highlights_match_python(page, server):
     assert buttons.count() == len(why["genres"])
     buttons.last.click()
     assert buttons.last.get_attribute("aria-pressed") == "true"
+
+
+def passages_of(expected: list[dict]) -> list[list[int]]:
+    """sentence_importance's "passage" of each sentence → [first sentence, past its last] of each passage."""
+    groups = [k for k in (e["passage"] for e in expected) if k is not None]
+    assert groups == sorted(groups)  # in plot order, sentences past max_chars (None) last
+    return [[groups.index(k), len(groups) - groups[::-1].index(k)] for k in dict.fromkeys(groups)]
+
+
+def python_plan(predictor, plot: str) -> tuple[list[int], list[list[int]]]:
+    """The token boundaries n(0..read) occlusion.py plans passages from, and its passages."""
+    from pipeline.runtime import rules
+    from pipeline.runtime.occlusion import token_spans
+
+    parts, rule = predictor.sentences(plot), predictor.rules["windows"]
+    before = np.cumsum([0] + [len(p) for p in parts])[:-1]
+    read = int((before < rule["max_chars"]).sum())
+    ends = [0] + [b for _, b in token_spans(predictor, parts)[:read]]
+    budget = predictor.rules["explanation"]["max_tokens"]
+    return ends, [list(p) for p in rules.passages(ends, len(predictor.token_ids(plot)), rule, budget)]
+
+
+TOKEN_ENDS = """
+import { readFileSync } from "node:fs";
+import { Tokenizer } from %(tokenizers)s;
+import { countTokens } from %(text)s;
+import { tokenEnds } from %(explain)s;
+let input = "";
+for await (const chunk of process.stdin) input += chunk;
+const { tokenizer, rulebook, texts } = JSON.parse(input);
+const tok = new Tokenizer(JSON.parse(readFileSync(tokenizer, "utf8")), {});
+const count = (s) => countTokens(s, tok, rulebook);
+const out = texts.map(([parts, past]) => {
+  const t0 = performance.now(), ends = tokenEnds(parts, past, count), ms = performance.now() - t0;
+  const t1 = performance.now(), prefixes = [0];
+  for (let i = 1; i <= past; i++) prefixes.push(count(parts.slice(0, i).join(""))); // n(i) as defined
+  return { ends, ms, prefixes, prefixMs: performance.now() - t1 };
+});
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+def test_the_explanations_token_ends_are_pythons(server):
+    """explain.js counts each sentence's tokens and adds them up (every sentence but the last ends at
+    whitespace or punctuation, where the tokenizer splits words) instead of tokenizing every prefix: the same
+    boundaries as occlusion.py's token_spans, on plots with awkward boundaries and on bench.browser's
+    200,000-character paste, where it is the difference between ~15 ms and ~0.7 s (printed)."""
+    from pipeline.runtime.predict import GenrePredictor
+
+    predictor = GenrePredictor(server.models)
+    paste = ((LONG_PLOT + " ") * (200_000 // len(LONG_PLOT) + 1))[:200_000]
+    texts = {
+        "the 700-word plot": LONG_PLOT_700,
+        "the 200,000-character paste": paste,
+        "no space after a full stop": "Dr.Who? no space.Next one!Then?!Yes... and more",
+        "accents and combining marks": "Café noir. E\u0301lodie arrive.\u0301 Naïve ÉTÉ! Ångström?",
+        "Chinese, emoji, special-token text": "他走了。她来了! 🎬 Popcorn 👍🏽 time. The [MASK] falls. [SEP] [CLS] end",
+        "control characters and odd spaces": "a.\x1cb.\x85c.\ufeffd.\u3000e.\u00a0f. Tabs.\tand\rreturns.\x0bvt.\x0cff",
+        "a word of 150 letters": "Short one. " + "x" * 150 + ". And after it.",
+        "cut inside a word": ("An antidisestablishmentarian speaks. " * 600)[: 20_000 + 17],
+        "cut inside a sentence": "Begin here. " + "word " * 5_000 + ". Never read.",
+    }
+    cases = []
+    for text in texts.values():
+        parts = predictor.sentences(text)
+        ends, _ = python_plan(predictor, text)
+        cases.append((parts, len(ends) - 1, ends))
+    spec = server.spec
+    src = TOKEN_ENDS % {
+        name: json.dumps((ROOT / path).as_uri())
+        for name, path in {
+            "tokenizers": "assets/vendor/tokenizers.min.mjs",
+            "text": "assets/js/text.js",
+            "explain": "assets/js/explain.js",
+        }.items()
+    }
+    payload = json.dumps(
+        {
+            "tokenizer": str(server.models / spec["text_encoder"]["tokenizer"]),
+            "rulebook": spec["rules"],
+            "texts": [[parts, past] for parts, past, _ in cases],
+        }
+    )
+    proc = subprocess.run(["node", "--input-type=module", "-e", src], input=payload, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for name, (_, past, ends), got in zip(texts, cases, json.loads(proc.stdout)):
+        print(f"{name}: {past} sentences read, token ends in {got['ms']:.0f} ms (by prefix {got['prefixMs']:.0f} ms)")
+        assert got["ends"] == ends == got["prefixes"], name
 
 
 def long_plots(predictor) -> dict[str, str]:
@@ -605,6 +696,28 @@ def test_long_plots_are_read_in_windows_as_predict_reads_them(browser, server, t
         srv.stop()
 
 
+def test_windows_the_runtime_cannot_apply_are_refused(browser, server, tmp_path):
+    """A manifest whose stride skips tokens (over max_len - 2: the schema lets it through) is refused as
+    Python's check_models refuses it, in its words (rules.js windows_problem; tests/test_rules.py compares
+    the two on more cases), instead of being read with tokens no window holds."""
+    from pipeline.runtime import manifest
+
+    width = server.spec["rules"]["windows"]["max_len"] - 2
+    models = with_windows(server, tmp_path / "site", stride=width + 1)
+    with pytest.raises(ValueError) as python:
+        manifest.check_windows(json.loads((models / "manifest.json").read_text())["rules"]["windows"], width + 2)
+    srv = site.Server(tmp_path / "site", tmp_path / "www")
+    context = browser.new_context()
+    try:
+        page = watch(context.new_page())
+        page.goto(srv.url + "#demo")
+        page.wait_for_function("document.getElementById('download').textContent.includes('could not start')")
+        assert str(python.value) in page.inner_text("#download")
+    finally:
+        context.close()
+        srv.stop()
+
+
 def test_the_status_line_counts_the_windows(page, server):
     """While a long plot is read, the status line names each window as it starts, in order."""
     from pipeline.runtime.predict import GenrePredictor
@@ -622,40 +735,52 @@ def test_the_status_line_counts_the_windows(page, server):
     assert result(page)["windows"] == 1 and "Read in" not in page.inner_text("#rule")
 
 
-def test_a_long_plot_is_explained_window_by_window(page, server):
-    """The 700-word plot's explanation: the drops of `predict`'s sentence_importance (each within twice the
-    tolerance, a difference of two probabilities), sentence by sentence in plot order from the first; each
-    sentence re-ran exactly the windows its tokens are in (rules.windows_without); the sentences its time
-    budget left out are said not scored. (Its time is a figure: bench/browser.py prints it.)"""
+def test_a_long_plot_is_explained_by_passage(page, server):
+    """The 700-word plot's explanation: the passages of `predict`'s sentence_importance (rules.passages over
+    the same token boundaries), each left out in plot order re-running exactly the windows its tokens are in
+    (rules.windows_without), and its drop, within twice the tolerance (a difference of two probabilities),
+    given to each of its sentences. Left out one by one its 34 sentences would re-run 42 windows at stride 254,
+    ~15 s; by passage it completes within explain.js's budget, every sentence scored, unless the machine is
+    slower than rules.explanation.max_tokens assumes: the planned ids, at this run's own time per id (the
+    prediction's windows), over the budget. (Its time is a figure: bench/browser.py prints it.)"""
     from pipeline.runtime import rules
-    from pipeline.runtime.occlusion import token_spans
     from pipeline.runtime.predict import GenrePredictor, sentence_importance
 
     predictor = GenrePredictor(server.models)
-    run_demo(page, LONG_PLOT_700)
+    got = run_demo(page, LONG_PLOT_700)
     page.wait_for_selector("#demo-app[data-why-ms]", timeout=300_000)
     why = json.loads(page.get_attribute("#demo-app", "data-why"))
     expected = sentence_importance(predictor, LONG_PLOT_700)
     assert why["sentences"] == [e["sentence"] for e in expected]
-    scored = [i for i, d in enumerate(why["drops"]) if d is not None]
-    # in plot order, from the first; >= 2 so there is an order to see: the 3 s budget holds several window runs
-    # (434 ms a window even on bench.browser's loaded run, bench/README.md)
-    assert scored == list(range(len(scored))) and len(scored) >= 2
-    for i in scored:
+    ends, plan = python_plan(predictor, LONG_PLOT_700)
+    assert why["ends"] == ends and why["passages"] == plan == passages_of(expected)
+    assert 2 <= len(plan) < len(expected)  # grouped: that is the point of passages on this plot
+    ids, rule = predictor.token_ids(LONG_PLOT_700), predictor.rules["windows"]
+    touched = [len(rules.windows_without(ids, rule, ends[i], ends[j])) for i, j in plan]
+    scored = why["scored"]
+    assert why["runs"] == sum(touched[:scored])  # only the windows each passage is in
+    sentences = plan[scored - 1][1] if scored else 0
+    assert [d is not None for d in why["drops"]] == [i < sentences for i in range(len(expected))]
+    for i in range(sentences):  # in plot order, from the first
         for k, genre in enumerate(why["genres"]):
             # a drop is a difference of two probabilities, each within tolerance() of predict's: 2x
             assert abs(why["drops"][i][k] - expected[i]["drop"][genre]) <= 2 * tolerance(), (i, genre)
-    ids, rule = predictor.token_ids(LONG_PLOT_700), predictor.rules["windows"]
-    spans = token_spans(predictor, predictor.sentences(LONG_PLOT_700))
-    touched = [len(rules.windows_without(ids, rule, a, b)) for a, b in spans]
-    assert why["runs"] == sum(touched[i] for i in scored)  # only the windows each sentence is in
-    assert max(touched) >= 2  # the windows overlap: some sentences are in two (or three, by the last window)
-    if len(scored) < len(why["sentences"]):
-        assert f"{len(why['sentences']) - len(scored)} more were not scored" in page.inner_text("#why")
+    text = page.inner_text("#why")
+    assert f"Explained by passage: {len(expected)} sentences in {len(plan)} passages" in text
+    # the machine's speed in this run: the prediction's text-encoder time over its windows of max_len ids
+    text_ms = json.loads(page.get_attribute("#demo-app", "data-model-parts"))["text"]
+    per_id = text_ms / (got["windows"] * rule["max_len"])
+    planned = sum(rules.rerun_tokens(len(ids), rule, ends[i], ends[j]) for i, j in plan)
     print(
-        f"700 words: {len(scored)} of {len(spans)} sentences scored in {why['runs']} window runs, "
-        f"{why['ms']:.0f} ms (budget {why['budgetMs']} ms); all of them would take {sum(touched)} runs"
+        f"700 words: {sentences} of {len(expected)} sentences scored in {scored} of {len(plan)} passages, "
+        f"{why['runs']} window runs, {why['ms']:.0f} ms (budget {why['budgetMs']} ms; {planned} ids planned, "
+        f"{per_id * rule['max_len']:.0f} ms a window); one by one: "
+        f"{sum(len(rules.windows_without(ids, rule, a, b)) for a, b in zip(ends, ends[1:]))} window runs"
     )
+    if scored < len(plan):  # the budget stopped it: only on a machine slower than max_tokens assumes, said so
+        assert planned * per_id > why["budgetMs"], f"{scored} of {len(plan)} passages in {why['ms']:.0f} ms"
+        assert f"{len(plan) - scored} more passages ({len(expected) - sentences} sentences) were not scored" in text
+    assert f"{scored} of {len(plan)} passages re-scored ({why['runs']} window runs)" in text
 
 
 WORKER_LOG = """() => {
@@ -682,7 +807,8 @@ def test_a_new_prediction_stops_the_explanation_at_once(page, server):
     worker.evaluate(WORKER_LOG)
     run_demo(page, LONG_PLOT_700)
     old = int(page.get_attribute("#demo-app", "data-runs"))
-    page.wait_for_function("document.getElementById('why-progress').textContent.startsWith('Scoring sentence 2')")
+    # the first passage scored, the second on its way (the 700-word plot is explained by passage)
+    page.wait_for_function("document.getElementById('why-progress').textContent.startsWith('Scoring passage 2 ')")
     run_demo(page, PLOTS[0])
     page.wait_for_selector("#demo-app[data-why-ms]", timeout=120_000)
     log = worker.evaluate("self.__log")
@@ -793,8 +919,11 @@ def test_long_plot_with_poster_never_blocks_the_page(browser, server, posters):
 
 def test_a_200000_character_paste_stays_responsive(browser, server):
     """The issue's worst case (430 s frozen before): a bounded reading (the first max_chars characters, in
-    windows) and a bounded explanation (its time budget; every sentence that starts past max_chars has a drop
-    of exactly 0, without a run), and the page answers input and paints while it runs."""
+    windows) and a bounded explanation (passages planned as occlusion.py plans them, within its time budget;
+    every sentence that starts past max_chars has a drop of exactly 0, without a run), and the page answers
+    input and paints while it runs."""
+    from pipeline.runtime.predict import GenrePredictor
+
     context = browser.new_context()
     page = open_page(context, server)
     paste = ((LONG_PLOT + " ") * (200_000 // len(LONG_PLOT) + 1))[:200_000]
@@ -809,11 +938,16 @@ def test_a_200000_character_paste_stays_responsive(browser, server):
     scored = sum(d is not None for d in why["drops"][: past[0]])
     print(
         f"200,000 characters: {result(page)['windows']} windows, {len(why['sentences'])} sentences, {scored} "
-        f"scored in {why['runs']} window runs, {len(past)} past {max_chars} characters"
+        f"scored in {why['scored']} of {len(why['passages'])} passages, {why['runs']} window runs, "
+        f"{why['ms']:.0f} ms; {len(past)} past {max_chars} characters"
     )
     assert len(why["sentences"]) > 1000 and scored >= 1
+    assert [why["ends"], why["passages"]] == list(python_plan(GenrePredictor(server.models), paste))
+    assert why["passages"][-1][1] == past[0] > len(why["passages"])  # the sentences read, grouped
     assert all(why["drops"][i] == [0] * len(why["genres"]) for i in past)
-    assert "drop 0" in page.inner_text("#why") and "not scored" in page.inner_text("#why")
+    assert "drop 0" in page.inner_text("#why")
+    if scored < past[0]:  # the budget stopped it (~8 passages of ~3 windows each: a close call, by load)
+        assert "not scored" in page.inner_text("#why")
     assert page.errors == []
     context.close()
 

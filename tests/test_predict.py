@@ -36,7 +36,7 @@ PLOTS = [
     "A young wizard and her dragon set out on a quest to save their kingdom.",
 ]
 
-# A plot of three windows with the shipped rule (584 text tokens; windows of 254 every 190: 0, 190, 330), each
+# A plot of three windows with the pinned rule (584 text tokens; windows of 254 every 190: 0, 190, 330), each
 # part twice so that each window leans to its own genres: horror, then a comedy, then a war
 HORROR = [
     "A family moves into an old farmhouse where a demon has waited for a century.",
@@ -83,20 +83,12 @@ def inputs(tmp_path):
     return tmp_path
 
 
-def add_rules(spec: dict) -> None:
-    """manifest["rules"] as export writes it (until the tiny run's export writes it itself)."""
-    if "rules" not in spec:
-        windows = rules.truncation(spec["text_encoder"]["max_len"])
-        spec["rules"] = {**rules.RULES, "windows": windows, "poster": spec["poster_encoder"]["preprocessing"]}
-
-
 def models_with(folder, change, source):
     """A models folder: `source`'s files linked, its manifest (with rules) changed by `change(spec)`."""
     folder.mkdir()
     spec = json.loads((source / "manifest.json").read_text())
     for name in spec["files"]:
         (folder / name).symlink_to((source / name).resolve())
-    add_rules(spec)
     change(spec)
     (folder / "manifest.json").write_text(json.dumps(spec))
     return folder
@@ -532,9 +524,10 @@ def test_batchable_flag_on_a_fixed_batch_graph_runs_one_at_a_time(inputs, tmp_pa
     assert np.abs(got - want).max() <= 1e-6 + 5e-7
 
 
-def test_committed_models_predict(tmp_path, shipped):
+def test_committed_models_predict(tmp_path):
     """The shipped models in assets/models run through the CLI with its defaults: a short plot read in one
     window, a long one in several (the `windows` column), each the predictor's probabilities."""
+    shipped = GenrePredictor(COMMITTED)  # the rule as shipped, not the window tests' pinned one
     plots = ["A detective hunts a serial killer through a rainy city.", LONG_PLOT]
     src = write_csv(tmp_path / "in.csv", ["overview"], [[p] for p in plots])
     proc = cli("predict", src, "--out", tmp_path / "out.csv", check=False)
@@ -640,22 +633,28 @@ def test_workers_follow_the_amount_of_input():
 ONE_TOKEN_WORDS = "the ghost city night house family war soldier love wedding friend killer detective ship".split()
 
 
+def pinned(spec: dict, **windows) -> None:
+    """The rule the window tests are written for, whatever the manifest ships: windows every 190 tokens (they
+    overlap, the harder case) and every sentence left out alone (no explanation budget)."""
+    spec["rules"]["windows"].update(stride=190, **windows)
+    spec["rules"]["explanation"]["max_tokens"] = 10**9
+
+
 @pytest.fixture(scope="module")
-def shipped():
-    return GenrePredictor(COMMITTED)
+def shipped(tmp_path_factory):
+    """The shipped files under the pinned rule."""
+    return GenrePredictor(models_with(tmp_path_factory.mktemp("pinned") / "models", pinned, COMMITTED))
 
 
 @pytest.fixture(scope="module")
 def pooled(tmp_path_factory):
-    """A predictor of the shipped files for each pooling (the manifest's rules.windows.pool changed)."""
+    """The shipped files under the pinned rule, for each pooling (the manifest's rules.windows.pool changed)."""
     made = {}
 
     def get(how: str) -> GenrePredictor:
         if how not in made:
             folder = tmp_path_factory.mktemp(how) / "models"
-            made[how] = GenrePredictor(
-                models_with(folder, lambda spec: spec["rules"]["windows"].update(pool=how), COMMITTED)
-            )
+            made[how] = GenrePredictor(models_with(folder, lambda spec: pinned(spec, pool=how), COMMITTED))
         return made[how]
 
     return get
@@ -698,7 +697,7 @@ def starts_by_hand(tokens: int, width: int = 254, stride: int = 190) -> list[int
 
 @pytest.mark.parametrize("tokens", [1, 200, 254, 255, 444, 445, 584, 2000])
 def test_a_long_plot_is_read_in_windows_that_cover_every_token(shipped, tokens):
-    """The shipped rule (windows of 256 ids, 254 text tokens, every 190): each window [CLS] + a run of the
+    """The pinned rule (windows of 256 ids, 254 text tokens, every 190): each window [CLS] + a run of the
     text's tokens + [SEP]; the runs start at 0, 190, ... and the last ends with the text, so every token is
     read, and the first window is what the first-window reading (255 ids and [SEP]) read."""
     plot = LONG_PLOT if tokens == 584 else words(tokens)
@@ -852,7 +851,7 @@ def test_sentence_drops_are_the_windows_without_it_by_hand(pooled, how, with_pos
 def test_sentences_past_max_chars_drop_exactly_zero_without_a_run(tmp_path, monkeypatch):
     """With max_chars 300, the sentences past the cut hold no token: drop exactly 0, and no window is run for
     them; the sentence the cut goes through keeps its tokens before the cut. One sentence: NaN, as before."""
-    models = models_with(tmp_path / "models", lambda spec: spec["rules"]["windows"].update(max_chars=300), COMMITTED)
+    models = models_with(tmp_path / "models", lambda spec: pinned(spec, max_chars=300), COMMITTED)
     predictor = GenrePredictor(models)
     recording = Recording(predictor.text)
     monkeypatch.setattr(predictor, "text", recording)
@@ -865,3 +864,90 @@ def test_sentences_past_max_chars_drop_exactly_zero_without_a_run(tmp_path, monk
     assert len(recording.windows) == 1 + 4  # the cut plot's one window, then one per sentence in it
     alone = sentence_importance(predictor, "A heist goes wrong in the city")
     assert len(alone) == 1 and all(np.isnan(d) for d in alone[0]["drop"].values())
+
+
+def test_a_long_plot_is_explained_by_passages_within_the_budget(monkeypatch):
+    """With the shipped explanation budget, leaving each of the 3-window plot's 36 sentences out alone would
+    re-run more token ids than rules.explanation.max_tokens: consecutive sentences are left out together, as
+    rules.passages plans them from the sentences' token spans. The re-runs stay within the budget; each passage's
+    drop, given to each of its sentences, is the windows without the passage's tokens, by hand."""
+    predictor = GenrePredictor(COMMITTED)
+    rule, budget = predictor.rules["windows"], predictor.rules["explanation"]["max_tokens"]
+    ids = predictor.token_ids(LONG_PLOT)
+    spans = spans_by_hand(predictor, LONG_PLOT)
+    ends = [0] + [b for _, b in spans]
+    assert sum(rules.rerun_tokens(len(ids), rule, a, b) for a, b in spans) > budget  # alone: over the budget
+    plan = rules.passages(ends, len(ids), rule, budget)
+    assert 2 < len(plan) < len(spans)
+    recording = Recording(predictor.text)
+    monkeypatch.setattr(predictor, "text", recording)
+    got = sentence_importance(predictor, LONG_PLOT)
+    runs = list(recording.windows)  # before the by-hand runs below
+    whole = np.array([embed(predictor, w) for w in predictor.encode(LONG_PLOT)])
+    assert runs[: len(whole)] == [tuple(w) for w in predictor.encode(LONG_PLOT)]
+    assert sum(len(w) for w in runs[len(whole) :]) <= budget
+    full = pooled_by_hand(predictor, rule["pool"], whole)
+    for g, (i, j) in enumerate(plan):
+        texts = whole.copy()
+        for k, window in rules.windows_without(ids, rule, ends[i], ends[j]).items():
+            texts[k] = embed(predictor, window)
+        want = full - pooled_by_hand(predictor, rule["pool"], texts)
+        for sentence in got[i:j]:
+            assert sentence["passage"] == g
+            assert np.abs(np.array(list(sentence["drop"].values())) - want).max() <= 2 * BATCHED_ENCODER
+
+
+@pytest.mark.parametrize("stride", [190, 254])
+@pytest.mark.parametrize("n_ids", [9, 256, 400, 1000, 4000])
+def test_rerun_tokens_counts_what_windows_without_reruns(stride, n_ids):
+    """rerun_tokens, which the passage plan sums, is the number of ids windows_without builds, for every span."""
+    rule = {**rules.RULES["windows"], "stride": stride}
+    ids = list(range(n_ids))
+    spans = [(a, b) for a in range(0, n_ids - 2, max(1, n_ids // 23)) for b in (a, a + 1, a + 7, a + 300, n_ids - 2)]
+    for a, b in spans:
+        b = min(b, n_ids - 2)
+        want = sum(len(w) for w in rules.windows_without(ids, rule, a, b).values())
+        assert rules.rerun_tokens(n_ids, rule, a, b) == want, (a, b)
+
+
+def plan_cost(plan, ends, n_ids, rule):
+    return sum(rules.rerun_tokens(n_ids, rule, ends[i], ends[j]) for i, j in plan)
+
+
+def test_passages_by_hand():
+    """One window of 4 sentences of 10 tokens (42 ids): alone, each re-runs 32 ids, 128 in all. Within 128: each
+    alone. Within 100: k = 3 runs by start token (0, 0, 1, 2: the first two together), 22 + 32 + 32 = 86 ids.
+    Within 60: k = 3 is over, k = 2 (0, 0, 1, 1) re-runs 22 + 22 = 44. Within 10: nothing fits, k = 2."""
+    rule, ends = rules.RULES["windows"], [0, 10, 20, 30, 40]
+    assert rules.passages(ends, 42, rule, 128) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert rules.passages(ends, 42, rule, 100) == [(0, 2), (2, 3), (3, 4)]
+    assert rules.passages(ends, 42, rule, 60) == rules.passages(ends, 42, rule, 10) == [(0, 2), (2, 4)]
+    assert rules.passages([0, 10, 20], 22, rule, 1) == [(0, 1), (1, 2)]  # two sentences: always alone
+    # 600 text tokens at stride 190: windows at 0, 190, 346. Tokens 200..299 are in the first (54 of them: 202
+    # ids left) and the second (100: 156 left); tokens 0..99 in the first only
+    rule = {**rule, "stride": 190}
+    assert rules.rerun_tokens(602, rule, 200, 300) == 202 + 156
+    assert rules.rerun_tokens(602, rule, 0, 100) == 156 and rules.rerun_tokens(602, rule, 5, 5) == 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_passages_cover_every_sentence_within_the_budget(seed):
+    """Random sentence lengths and budgets: the passages cover the sentences in order, each once; each sentence
+    is alone when that fits the budget; otherwise the plan re-runs at most the budget, unless it is the last
+    resort of two passages; a passage never holds more tokens than a k-th of the text and one sentence."""
+    rng = np.random.default_rng(seed)
+    rule = {**rules.RULES["windows"], "stride": int(rng.choice([190, 254]))}
+    m = int(rng.integers(1, 60))
+    lengths = rng.integers(0, 40, m)  # a sentence of 0 tokens happens
+    ends = [0, *np.cumsum(lengths).tolist()]
+    n_ids = ends[-1] + 2
+    budget = int(rng.integers(1, 6000))
+    plan = rules.passages(ends, n_ids, rule, budget)
+    assert [i for i, j in plan for i in range(i, j)] == list(range(m))  # every sentence once, in order
+    alone = [(i, i + 1) for i in range(m)]
+    if m < 3 or plan_cost(alone, ends, n_ids, rule) <= budget:
+        assert plan == alone
+        return
+    assert 2 <= len(plan) <= m - 1
+    assert len(plan) == 2 or plan_cost(plan, ends, n_ids, rule) <= budget
+    assert all(ends[j] - ends[i] <= ends[-1] / len(plan) + max(lengths) for i, j in plan)

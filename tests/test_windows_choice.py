@@ -43,8 +43,34 @@ def test_the_best_texts_score_wins_among_eligible_variants_and_ties_go_first():
         "joined": {"overviews": BASE, "texts": scores(0.55, 0.45)},
     }
     assert windows.choose_variant(evidence, "overviews") == "storylines"
-    reading = {(254, "mean_embedding"): scores(0.6, 0.5), (190, "max_probability"): scores(0.61, 0.49, 0.62, 0.5)}
-    assert windows.choose_reading(reading) == (190, "max_probability")  # mean of 0.6125 and 0.5 against 0.55
+
+
+READ = {254: 800, 190: 1000}  # windows read at each stride
+
+
+@pytest.mark.parametrize(
+    "denser, chosen",
+    [
+        (scores(0.6125, 0.5), (190, "max_probability")),  # criterion 0.55625 against 0.55: 0.56 points better
+        (scores(0.5531, 0.5531), (190, "max_probability")),  # 0.31 points better: over the tie
+        (scores(0.5529, 0.5529), (254, "mean_embedding")),  # 0.29 points better: within it, fewer windows
+        (scores(0.55, 0.55), (254, "mean_embedding")),  # equal: fewer windows
+    ],
+)
+def test_a_reading_of_more_windows_must_be_better_by_more_than_the_tie(denser, chosen):
+    assert windows.READING_TIE == 0.003  # the 0.3 points issue 28 allows overviews to lose
+    reading = {(254, "mean_embedding"): scores(0.55, 0.55), (190, "max_probability"): denser}
+    assert windows.choose_reading(reading, READ) == chosen
+
+
+def test_among_readings_of_as_many_windows_the_best_wins_and_ties_go_first():
+    reading = {
+        (254, "mean_embedding"): scores(0.55, 0.55),
+        (254, "mean_probability"): scores(0.552, 0.552),  # within the tie of the best, and better than the first
+        (190, "mean_probability"): scores(0.554, 0.554),
+        (254, "max_probability"): scores(0.552, 0.552),  # equal to mean_probability: the first of them wins
+    }
+    assert windows.choose_reading(reading, READ) == (254, "mean_probability")
 
 
 @pytest.mark.parametrize("how", ["mean_probability", "max_probability"])

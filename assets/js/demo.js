@@ -33,7 +33,7 @@ let spec = null, parts = null, plotParts = null; // the manifest; each part's fi
 let busy = false; // a prediction is waiting for its genres
 let posterState = null; // null | {id, pending: Promise, ok, preview, w, h}
 let posterSeq = 0, predictSeq = 0;
-let run = null; // the latest prediction: {id, t0, posterId, fallback, mode, genres, probs, parts, drops}
+let run = null; // the latest prediction: {id, t0, posterId, fallback, mode, genres, probs, parts, drops, passages}
 const waiters = new Map(); // poster id -> resolve
 const have = new Set(); // files downloaded or found stored during this visit (progress messages)
 let withdrawn = ""; // why a shown result was withdrawn: said until the next prediction (the poster's messages keep it)
@@ -335,11 +335,27 @@ function showWhy(k) {
     const d = drops[i];
     el.className = d === null ? "pending" : d > 0 ? "why" : "";
     el.style.backgroundColor = d > 0 ? `rgba(36, 84, 166, ${(0.12 + 0.5 * d / max).toFixed(3)})` : "";
-    el.title = d > 0 ? `without this sentence, ${labels[g]} falls by ${(100 * d).toFixed(1)} points` : "";
+    el.title = d > 0 ? `without ${leftOut(i)}, ${labels[g]} falls by ${(100 * d).toFixed(1)} points` : "";
     if (d === null) delete el.dataset.drop; else el.dataset.drop = String(d);
   });
   run.shown = k;
   for (const [j, b] of [...$("why-genres").children].entries()) b.setAttribute("aria-pressed", String(j === k));
+}
+
+// What was left out with sentence i: the sentence, or the passage it shares its drop with.
+function leftOut(i) {
+  const [a, b] = run.passages[run.passageOf[i]];
+  return b - a > 1 ? `this passage (sentences ${a + 1}–${b})` : "this sentence";
+}
+
+// The progress line while passage g is scored (none after the last): sentence by sentence as each is scored
+// alone, or passage by passage when sentences were grouped (explain.js, rules.passages).
+function scoring(g) {
+  const p = run.passages;
+  if (g >= p.length) return "";
+  if (!run.grouped) return `Scoring sentence ${g + 1} of ${run.past}…`;
+  const [i, j] = p[g];
+  return `Scoring passage ${g + 1} of ${p.length} (sentence${j - i > 1 ? `s ${i + 1}–${j}` : ` ${i + 1}`} of ${run.past})…`;
 }
 
 function whyStart(m) {
@@ -348,10 +364,15 @@ function whyStart(m) {
   run.drops = m.parts.map((_, i) => (i >= m.past ? zeros : null));
   run.explained = run.genres.slice(0, 6);
   run.past = m.past;
+  run.passages = m.passages;
+  run.passageOf = m.passages.flatMap(([i, j], g) => new Array(j - i).fill(g));
+  run.grouped = m.passages.length < m.past;
+  run.ends = m.ends;
   buildWhy();
+  run.spans.forEach((el, i) => { el.dataset.passage = String(run.passageOf[i]); });
   $("why-genres").replaceChildren(...run.explained.map((g, k) => button(spec.labels[g], () => showWhy(k))));
   showWhy(0);
-  $("why-progress").textContent = m.past ? `Scoring sentence 1 of ${m.past}…` : "";
+  $("why-progress").textContent = scoring(0);
   $("why").hidden = false;
 }
 
@@ -363,8 +384,8 @@ function redrawWhy() {
 }
 
 function whyStep(m) {
-  run.drops[m.i] = m.drops;
-  $("why-progress").textContent = m.i + 1 < run.past ? `Scoring sentence ${m.i + 2} of ${run.past}…` : "";
+  for (let i = m.i; i < m.j; i++) run.drops[i] = m.drops; // a passage's sentences share its drop
+  $("why-progress").textContent = scoring(m.passage + 1);
   redrawWhy();
 }
 
@@ -373,15 +394,25 @@ function whyDone(m) {
   const ms = performance.now() - run.t0;
   app.dataset.whyMs = ms.toFixed(1);
   if (m.parts.length >= 2) {
-    const past = m.parts.length - run.past, capped = run.past - m.scored;
-    const notes = [`${m.scored} of ${m.parts.length} sentences re-scored (${m.runs} window run${m.runs === 1 ? "" : "s"})`];
+    const past = m.parts.length - run.past, capped = run.past - m.sentences, n = run.passages.length;
+    const runs = `${m.runs} window run${m.runs === 1 ? "" : "s"}`;
+    const notes = run.grouped
+      ? [`Explained by passage: ${run.past} sentences in ${n} passages, to fit in about ${m.budgetMs / 1000} s (the sentences of a passage share its highlight)`,
+        `${m.scored} of ${n} passages re-scored (${runs})`]
+      : [`${m.sentences} of ${m.parts.length} sentences re-scored (${runs})`];
     if (past > 0) notes.push(`${past} start after the first ${spec.rules.windows.max_chars} characters, which the model does not read, so leaving them out changes nothing (drop 0)`);
-    if (capped > 0) notes.push(`${capped} more were not scored (the explanation stops after ${m.budgetMs / 1000} s)`);
+    if (capped > 0) {
+      const more = run.grouped ? `${n - m.scored} more passages (${capped} sentences)` : `${capped} more`;
+      notes.push(`${more} were not scored (the explanation stops after ${m.budgetMs / 1000} s)`);
+    }
     $("why-progress").textContent = notes.join("; ") + ".";
     app.dataset.why = JSON.stringify({
       sentences: run.parts,
       genres: run.explained.map((g) => spec.labels[g]),
       drops: run.drops.map((d) => (d ? run.explained.map((g) => d[g]) : null)),
+      passages: run.passages, // [first sentence, past its last] of each, in order (rules.passages)
+      ends: run.ends, // the sentences' token boundaries the passages were planned from
+      scored: m.scored, // passages scored, in order from the first
       runs: m.runs, // window runs, within budgetMs (explain.js BUDGET_MS)
       budgetMs: m.budgetMs,
       ms: m.ms, // the explanation's own time

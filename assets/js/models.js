@@ -11,6 +11,7 @@ import * as downloads from "./downloads.js";
 import * as runtime from "./runtime.js";
 import { tokenizer } from "./text.js";
 import { floatWeights } from "./weights.js";
+import { windows_problem } from "./rules.js";
 import manifestSchema from "./manifest_schema.json" with { type: "json" };
 
 export let spec = null; // the manifest
@@ -38,7 +39,7 @@ export async function init(m, progress, stage) {
   fresh.catch(() => {}); // awaited below
   const early = m.early !== false && (await startEarly(m, urls, progress, stage));
   const [manifest, runtimeFiles] = await fresh;
-  const problem = manifestProblem(manifest);
+  const problem = unusable(manifest);
   if (problem) throw new Error(`the models' manifest.json: ${problem}; re-run \`python -m pipeline export\``);
   const before = early ? Object.fromEntries(PLOT.map((part) => [part, filesOf(part)])) : null;
   adopt({ ...m, spec: manifest, vendorFiles: runtimeFiles }, progress, stage);
@@ -56,6 +57,10 @@ export async function init(m, progress, stage) {
   return { spec, parts, plot: PLOT };
 }
 
+// The schema's first problem, then windows the runtime cannot apply as written (Python's check_models reads
+// a manifest the same way: problem, then check_windows): a manifest's reason to be refused, or null.
+const unusable = (m) => manifestProblem(m) ?? windows_problem(m.rules.windows, m.text_encoder.max_len);
+
 export const PLOT = ["runtime", "text", "head"]; // the parts a plot-only prediction needs
 const MODEL_PARTS = PLOT.filter((p) => p !== "runtime"); // of them, those with a session
 const filesOf = (part) => needs(part).map(({ url, info }) => [url, info.bytes, info.sha256]);
@@ -64,7 +69,7 @@ const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 // True when the plot's parts started from the copies kept last visit (all their files stored).
 async function startEarly(m, urls, progress, stage) {
   const [manifest, runtimeFiles] = await Promise.all(urls.map(downloads.stored));
-  if (!manifest || manifestProblem(manifest) || !runtimeFiles) return false;
+  if (!manifest || unusable(manifest) || !runtimeFiles) return false;
   adopt({ ...m, spec: manifest, vendorFiles: runtimeFiles }, progress, stage);
   const files = PLOT.flatMap(needs);
   const stored = await Promise.all(files.map(({ url, info }) => downloads.isStored(url, info)));

@@ -8,6 +8,11 @@ them change and are re-run; every other window keeps the embedding computed for 
 are pooled into probabilities as a prediction pools them, and a sentence's drop is the whole plot's
 probability minus the probability without it, for every genre. A sentence of no tokens changes nothing: its
 drop is exactly 0, without a run. A plot of one sentence has nothing to compare against: its drops are NaN.
+
+A long plot would re-run too many windows to leave every sentence out alone in the demo's time (a 700-word
+plot: ~40 window runs): past the manifest's rules.explanation.max_tokens, consecutive sentences are left
+out together (rules.passages) and each sentence of a passage gets the passage's drop. Sentences past
+max_chars are never read: their drop is exactly 0.
 """
 
 import numpy as np
@@ -31,18 +36,26 @@ def token_spans(predictor: GenrePredictor, parts: list[str]) -> list[tuple[int, 
 def sentence_importance(
     predictor: GenrePredictor, plot: str, pixels: np.ndarray | None = None, batch: int = 1
 ) -> list[dict]:
-    """[{"sentence": text, "drop": {genre: probability drop}}] for each sentence, in order.
+    """[{"sentence": text, "drop": {genre: probability drop}, "passage": its passage's index}] for each
+    sentence, in order (a sentence past max_chars is in no passage: None).
     `batch`: windows per text-encoder call, where the manifest allows it (the result is the same)."""
     parts, rule = predictor.sentences(plot), predictor.rules["windows"]
     ids = predictor.token_ids(plot)
-    changed = [rules.windows_without(ids, rule, a, b) for a, b in token_spans(predictor, parts)]
-    scored = [i for i, c in enumerate(changed) if c] if len(parts) > 1 else []
+    spans = token_spans(predictor, parts)
+    before = np.cumsum([0] + [len(part) for part in parts])[:-1]  # code points before each sentence
+    read = int((before < rule["max_chars"]).sum())  # the sentences after these start past the cut: never read
+    ends = [0] + [b for _, b in spans[:read]]
+    groups = (
+        rules.passages(ends, len(ids), rule, predictor.rules["explanation"]["max_tokens"]) if len(parts) > 1 else []
+    )
+    changed = [rules.windows_without(ids, rule, ends[i], ends[j]) for i, j in groups]
+    scored = [g for g, c in enumerate(changed) if c]
     whole = predictor.embed_windows(rules.windows(ids, rule), batch)
-    rerun = iter(predictor.embed_windows([w for i in scored for w in changed[i].values()], batch))
+    rerun = iter(predictor.embed_windows([w for g in scored for w in changed[g].values()], batch))
     texts = [whole]
-    for i in scored:  # the whole plot's windows, those the sentence was in replaced
+    for g in scored:  # the whole plot's windows, those the passage was in replaced
         text = whole.copy()
-        for k in changed[i]:
+        for k in changed[g]:
             text[k] = next(rerun)
         texts.append(text)
     poster = None if pixels is None else predictor.embed_poster(pixels)  # the same for every occlusion
@@ -50,6 +63,14 @@ def sentence_importance(
         np.zeros((len(texts), predictor.image_dim), np.float32) if poster is None else np.repeat(poster, len(texts), 0)
     )
     probs = predictor.combine_windows(texts, image, np.full(len(texts), float(poster is not None)), batch)
+    by_group = np.zeros((len(groups), len(predictor.labels)), np.float32)
+    by_group[scored] = probs[0] - probs[1:]
     drops = np.full((len(parts), len(predictor.labels)), np.nan if len(parts) == 1 else 0.0, np.float32)
-    drops[scored] = probs[0] - probs[1:]
-    return [{"sentence": s, "drop": dict(zip(predictor.labels, d.tolist()))} for s, d in zip(parts, drops)]
+    passage = [None] * len(parts)
+    for g, (i, j) in enumerate(groups):
+        drops[i:j] = by_group[g]
+        passage[i:j] = [g] * (j - i)
+    return [
+        {"sentence": s, "drop": dict(zip(predictor.labels, d.tolist())), "passage": k}
+        for s, d, k in zip(parts, drops, passage)
+    ]

@@ -48,6 +48,7 @@ from pipeline.runtime.occlusion import sentence_importance
 from pipeline.runtime.predictor import GenrePredictor
 
 __all__ = ["MODES", "GenrePredictor", "ModelsMissing", "check_models", "predict_csv", "sentence_importance"]
+BATCH = 32  # inputs per model call by default (bench.predict measures it against one at a time)
 
 
 class Unusable(Exception):
@@ -382,7 +383,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch",
         type=int,
-        default=32,
+        default=BATCH,
         help="inputs per model call (text windows of any plots, posters, fusion head rows) for the models whose "
         "manifest entry says batchable, and the fusion head (1: one per call everywhere)",
     )

@@ -24,6 +24,7 @@ from pipeline import cache
 from pipeline.choose import thresholds
 from pipeline.learn import logreg
 from pipeline.runtime import rules
+from pipeline.runtime.predict import BATCH
 from pipeline.runtime.predictor import GenrePredictor
 from pipeline.stages import data, evaluate, export, long_text, select, train
 
@@ -215,7 +216,11 @@ def shipped_files(exported: cache.Output, texts: Texts, pred_texts) -> dict:
         idx = np.flatnonzero(rows)
         if not len(idx):
             continue
-        probs = np.stack([predictor.probabilities(str(texts.texts_text[i])) for i in idx])
+        plots = [str(texts.texts_text[i]) for i in idx]
+        text = predictor.embed_plots(plots, BATCH)  # as predict's workers read them, BATCH windows a call
+        probs = predictor.combine_windows(
+            text, np.zeros((len(idx), predictor.image_dim), np.float32), np.zeros(len(idx)), BATCH
+        )
         pred = np.stack([rules.decide(p, predictor.thresholds["plot"]) for p in probs])
         long = texts.words[idx] > 250
         out[name] = {

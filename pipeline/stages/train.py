@@ -50,6 +50,7 @@ KEYS += ("fusion_weight_decay", "fusion_batch", "patience", "balance", "stop_fra
 LONG_KEYS = ("window_strides", "window_pools", "long_variants")
 # what each training variant adds to the overviews (config long_variants)
 VARIANTS = {"overviews": (), "storylines": ("storyline",), "joined": ("storyline", "joined")}
+CHOSEN_ON = "fusion"  # the head `choose` decides with: it reads both input modes
 
 
 def features(cfg, encoder: str):
@@ -84,9 +85,10 @@ def run(cfg, encoder: str = "teacher") -> cache.Output:
             texts = None  # no storylines nor long plots: overviews alone, read from their first window
         if texts is not None:
             rows.add_texts(texts, long_text.strides(cfg))
-        probs, summary, chosen = {}, {}, {"variant": "overviews", "probs": {}}
+        probs, summary, chosen, fits = {}, {}, {"variant": "overviews", "probs": {}}, {}
         if texts is not None:
-            chosen = choose(cfg, rows, texts, text_head, out)
+            chosen = choose(cfg, rows, texts, text_head)
+            fits = chosen.pop("fits")
         names = [n for n in HEADS if encoder == "teacher" or n != "poster_head"]
         for name in names:
             uses_text, uses_image = HEADS[name]
@@ -96,14 +98,17 @@ def run(cfg, encoder: str = "teacher") -> cache.Output:
             if not uses_text:
                 nn.init.zeros_(th.bias)  # poster only: no text, no text prior
             variant = chosen["variant"] if uses_text else "overviews"
-            got, summary[name], head = rows.cross_fit(cfg, th, ee, variant, use_image=uses_image, drop=drop)
+            # the fusion head of each variant was cross-fitted by `choose`, with the same arguments
+            done = fits if name == CHOSEN_ON else {}
+            kw = {"use_image": uses_image, "drop": drop}
+            got, summary[name], head = done.get(variant) or rows.cross_fit(cfg, th, ee, variant, **kw)
             probs.update({f"{name}/{m}": p[: len(y)] for m, p in got.items()})
             if texts is not None and uses_text:
                 # the texts read the chosen way, and as the overviews-only head read them before: first window
                 before = (
                     got
                     if variant == "overviews"
-                    else rows.cross_fit(cfg, th, ee, "overviews", use_image=uses_image, drop=drop)[0]
+                    else (done.get("overviews") or rows.cross_fit(cfg, th, ee, "overviews", **kw))[0]
                 )
                 chosen["probs"].update(rows.read(got, chosen, f"{name}/"))
                 chosen["probs"].update({f"first_window/{name}/{m}": p[rows.blocks["first"]] for m, p in before.items()})
@@ -187,7 +192,7 @@ class Rows:
         return {f"{prefix}{m}": p for m, p in self.reading(probs, chosen["stride"], chosen["pool"]).items()}
 
 
-def choose(cfg, rows: Rows, texts: long_text.LongTexts, text_head, out: Path) -> dict:
+def choose(cfg, rows: Rows, texts: long_text.LongTexts, text_head) -> dict:
     """The training variant, then the stride and pooling, by CV (pipeline/choose/windows.py), on the fusion
     head (the head of both input modes); every text head then learns the same way. Returns the choice and
     its evidence ("probs" is filled by the caller)."""
@@ -200,10 +205,10 @@ def choose(cfg, rows: Rows, texts: long_text.LongTexts, text_head, out: Path) ->
     variants = [v.strip() for v in str(cfg.long_variants).split(",")]
     pools = [p.strip() for p in str(cfg.window_pools).split(",")]
     stride0 = rows.strides[0]
-    fitted, evidence = {}, {}
+    fits, evidence = {}, {}
     for variant in variants:
-        got, _, _ = rows.cross_fit(cfg, text_head, rows.e, variant, use_image=True, drop=cfg.modality_dropout)
-        fitted[variant] = got
+        fits[variant] = rows.cross_fit(cfg, text_head, rows.e, variant, use_image=True, drop=cfg.modality_dropout)
+        got = fits[variant][0]
         cut = windows.cuts(got, y[:n], dev)
         read = rows.reading(got, stride0, "mean_embedding")
         evidence[variant] = {
@@ -212,14 +217,15 @@ def choose(cfg, rows: Rows, texts: long_text.LongTexts, text_head, out: Path) ->
             "texts": windows.scores(read, y_texts, np.flatnonzero(dev_texts), cut),
         }
     variant = windows.choose_variant(evidence, variants[0])
-    got, cut = fitted[variant], evidence[variant]["cuts"]
+    got, cut = fits[variant][0], evidence[variant]["cuts"]
     several = dev_texts & (rows.counts[stride0] > 1)
     reading = {
         (stride, pool): windows.scores(rows.reading(got, stride, pool), y_texts, np.flatnonzero(several), cut)
         for stride in rows.strides
         for pool in pools
     }
-    stride, pool = windows.choose_reading(reading)
+    windows_read = {stride: int(rows.counts[stride][several].sum()) for stride in rows.strides}
+    stride, pool = windows.choose_reading(reading, windows_read)
     return {
         "variant": variant,
         "stride": int(stride),
@@ -229,9 +235,12 @@ def choose(cfg, rows: Rows, texts: long_text.LongTexts, text_head, out: Path) ->
             "variants": evidence,
             "reading": [{"stride": int(s), "pool": p, **v} for (s, p), v in reading.items()],
             "multi_window_dev_texts": int(several.sum()),
+            "windows_read": {str(s): n for s, n in windows_read.items()},
+            "reading_tie": windows.READING_TIE,
             "dev_texts": int(dev_texts.sum()),
         },
         "probs": {},
+        "fits": fits,  # each variant's cross_fit result, for the caller's fusion head
     }
 
 
