@@ -689,7 +689,7 @@ def test_long_plots_are_read_in_windows_as_predict_reads_them(browser, server, t
             print(f"{pool}, stride {stride[POOLINGS[pool]]}, {name}: {windows} windows")
             assert got["windows"] == windows > 1, name  # both plots are past one window: that is their point
             assert_agree(server, got, expected, "plot")
-            assert f"Read in {windows} overlapping windows of {width + 2} tokens" in page.inner_text("#rule")
+            assert f"Read in {windows} windows of {width + 2} tokens" in page.inner_text("#rule")
         assert page.errors == []
     finally:
         context.close()
@@ -730,7 +730,7 @@ def test_the_status_line_counts_the_windows(page, server):
     counted = [t for t in steps if t.startswith("Reading the plot")]
     assert got["windows"] == windows
     assert counted == [f"Reading the plot: window {k} of {windows}…" for k in range(1, windows + 1)], steps
-    assert f"Read in {windows} overlapping windows" in page.inner_text("#rule")
+    assert f"Read in {windows} windows of " in page.inner_text("#rule")
     run_demo(page, PLOTS[0])  # one window: no count, and nothing said about windows
     assert result(page)["windows"] == 1 and "Read in" not in page.inner_text("#rule")
 

@@ -840,8 +840,8 @@ def test_long_plots_render_from_lengths_json(tmp_path):
     pages = long_pages(tmp_path, "long")
     story, methods = visible(pages["index.html"]), pages["methods/index.html"]
     assert (
-        "A plot past the encoder’s 256-token (word-piece) window is read whole, in windows that start every 190 tokens "
-        "(64 shared with the next): the windows’ genre probabilities are averaged." in story
+        "A plot past the encoder’s 256-token (word-piece) window is read whole, in windows of 254 tokens that start "
+        "every 190 tokens, the last one ending with the text: the windows’ genre probabilities are averaged." in story
     )
     h = lengths["long_plots"]["headline"]
     brief = story[story.index("Long plots. On") : story.index("( by length )")]
@@ -940,7 +940,7 @@ def test_the_window_sentence_follows_the_manifest(tmp_path, pool, says):
     windows = {**WINDOWS, "stride": 254, "pool": pool}
     story = visible(long_pages(tmp_path, pool, windows=windows)["index.html"])
     rule = story[story.index("A plot past") : story.index("How each part was trained")]
-    assert says in rule and "in windows that start every 254 tokens (0 shared with the next)" in rule
+    assert says in rule and "in windows of 254 tokens that start every 254 tokens, the last one ending with the text" in rule
 
 
 def test_a_run_without_long_texts_still_renders(tmp_path):
