@@ -940,7 +940,10 @@ def test_the_window_sentence_follows_the_manifest(tmp_path, pool, says):
     windows = {**WINDOWS, "stride": 254, "pool": pool}
     story = visible(long_pages(tmp_path, pool, windows=windows)["index.html"])
     rule = story[story.index("A plot past") : story.index("How each part was trained")]
-    assert says in rule and "in windows of 254 tokens that start every 254 tokens, the last one ending with the text" in rule
+    assert (
+        says in rule
+        and "in windows of 254 tokens that start every 254 tokens, the last one ending with the text" in rule
+    )
 
 
 def test_a_run_without_long_texts_still_renders(tmp_path):
