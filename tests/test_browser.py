@@ -556,15 +556,10 @@ def passages_of(expected: list[dict]) -> list[list[int]]:
 
 def python_plan(predictor, plot: str) -> tuple[list[int], list[list[int]]]:
     """The token boundaries n(0..read) occlusion.py plans passages from, and its passages."""
-    from pipeline.runtime import rules
-    from pipeline.runtime.occlusion import token_spans
+    from pipeline.runtime.occlusion import passage_plan
 
-    parts, rule = predictor.sentences(plot), predictor.rules["windows"]
-    before = np.cumsum([0] + [len(p) for p in parts])[:-1]
-    read = int((before < rule["max_chars"]).sum())
-    ends = [0] + [b for _, b in token_spans(predictor, parts)[:read]]
-    budget = predictor.rules["explanation"]["max_tokens"]
-    return ends, [list(p) for p in rules.passages(ends, len(predictor.token_ids(plot)), rule, budget)]
+    ends, plan = passage_plan(predictor, predictor.sentences(plot), len(predictor.token_ids(plot)))
+    return ends, [list(p) for p in plan]
 
 
 TOKEN_ENDS = """

@@ -33,6 +33,16 @@ def token_spans(predictor: GenrePredictor, parts: list[str]) -> list[tuple[int, 
     return list(zip(ends, ends[1:]))
 
 
+def passage_plan(predictor: GenrePredictor, parts: list[str], n_ids: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """The token boundaries n(0..read) of the sentences read (those starting before max_chars) and the
+    passages rules.passages makes of them, for a plot of n_ids token ids."""
+    rule = predictor.rules["windows"]
+    before = np.cumsum([0] + [len(part) for part in parts])[:-1]  # code points before each sentence
+    read = int((before < rule["max_chars"]).sum())  # the sentences after these start past the cut: never read
+    ends = [0] + [b for _, b in token_spans(predictor, parts)[:read]]
+    return ends, rules.passages(ends, n_ids, rule, predictor.rules["explanation"]["max_tokens"])
+
+
 def sentence_importance(
     predictor: GenrePredictor, plot: str, pixels: np.ndarray | None = None, batch: int = 1
 ) -> list[dict]:
@@ -41,13 +51,7 @@ def sentence_importance(
     `batch`: windows per text-encoder call, where the manifest allows it (the result is the same)."""
     parts, rule = predictor.sentences(plot), predictor.rules["windows"]
     ids = predictor.token_ids(plot)
-    spans = token_spans(predictor, parts)
-    before = np.cumsum([0] + [len(part) for part in parts])[:-1]  # code points before each sentence
-    read = int((before < rule["max_chars"]).sum())  # the sentences after these start past the cut: never read
-    ends = [0] + [b for _, b in spans[:read]]
-    groups = (
-        rules.passages(ends, len(ids), rule, predictor.rules["explanation"]["max_tokens"]) if len(parts) > 1 else []
-    )
+    ends, groups = passage_plan(predictor, parts, len(ids)) if len(parts) > 1 else ([0], [])
     changed = [rules.windows_without(ids, rule, ends[i], ends[j]) for i, j in groups]
     scored = [g for g, c in enumerate(changed) if c]
     whole = predictor.embed_windows(rules.windows(ids, rule), batch)
