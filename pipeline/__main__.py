@@ -12,6 +12,7 @@ STAGES = {
     "select": "choose which extra rows (languages, sources) train the encoder and the peers, by CV",
     "finetune": "fine-tune the text transformer on the chosen extra rows (the seed's recipe)",
     "long_text": "cut storylines, overview + storyline texts and long plots into windows; embed each window once",
+    "bag": "a TF-IDF + logistic regression over whole texts (cross-fitted), blended into the heads' probabilities",
     "distil": "teach a web-sized student text encoder from the fine-tuned one, on plots (no labels read)",
     "train": "cross-fit the heads (plot, fusion, poster) on the dev rows, for the teacher and the student",
     "evaluate": "tune thresholds on out-of-fold rows, choose by CV, score every model on test for the report",
@@ -56,6 +57,7 @@ def main(argv=None) -> int:
         return importlib.import_module(COMMANDS[args.stage][0]).main(args)
     cfg = config.from_args(args)
     from pipeline.stages import (
+        bag,
         data,
         distil,
         embed,
@@ -78,6 +80,7 @@ def main(argv=None) -> int:
         "select": select.run,
         "finetune": finetune.run,
         "long_text": long_text.run,
+        "bag": bag.run,
         "train": lambda cfg: (train.run(cfg), train.run(cfg, "student")),
         "evaluate": evaluate.run,
         "distil": distil.run,

@@ -119,6 +119,11 @@ def tolerance(mode="plot") -> float:
     return FLOAT_BOUND + (PIXEL_TERM if mode == "plot+poster" else 0)
 
 
+def bag_files(spec) -> list[str]:
+    """The bag of words' files: read with the plot, beside the text encoder (models.js's text part)."""
+    return [spec["bag_of_words"]["file"], spec["bag_of_words"]["weights_file"]]
+
+
 def file_entry(path):
     from pipeline import cache
 
@@ -691,6 +696,32 @@ def test_long_plots_are_read_in_windows_as_predict_reads_them(browser, server, t
         srv.stop()
 
 
+def test_a_long_plots_probabilities_are_predicts_with_the_bag_of_words(page, server):
+    """The 700-word plot, read in windows by the encoder and whole by the bag of words: the demo's probabilities
+    are `predict`'s, the bag's logits blended in at the plot mode's weight (bag.js as pipeline/runtime/bag.py),
+    within tolerance(), and the genres shown are the decision on them. The bag moves the heads' probabilities
+    by far more than the tolerance, so a demo that left it out would fail."""
+    from pipeline.runtime.predict import GenrePredictor
+
+    weight = server.spec["bag_of_words"]["blend"]["plot"]
+    if weight == 0:
+        pytest.skip("the bag of words ships with weight 0 for plots: nothing is blended")
+    predictor = GenrePredictor(server.models)
+    got = run_demo(page, LONG_PLOT_700)
+    probs, windows = predictor.prediction(LONG_PLOT_700)
+    expected = {
+        "probabilities": dict(zip(predictor.labels, map(float, probs))),
+        "genres": predictor.decide(probs, "plot"),
+    }
+    assert got["windows"] == windows > 1
+    assert_agree(server, got, expected, "plot")
+    without = {**server.spec["bag_of_words"], "blend": dict.fromkeys(server.spec["bag_of_words"]["blend"], 0.0)}
+    heads = GenrePredictor(server.models, spec={**server.spec, "bag_of_words": without}).prediction(LONG_PLOT_700)[0]
+    moved = float(np.abs(probs - heads).max())
+    print(f"the bag of words (weight {weight}) moves the 700-word plot's probabilities by up to {moved:.4f}")
+    assert moved > 10 * tolerance()
+
+
 def test_windows_the_runtime_cannot_apply_are_refused(browser, server, tmp_path):
     """A manifest whose stride skips tokens (over max_len - 2: the schema lets it through) is refused as
     Python's check_models refuses it, in its words (rules.js windows_problem; tests/test_rules.py compares
@@ -972,7 +1003,7 @@ def test_loads_only_what_is_needed_once_and_works_offline(browser, server, tmp_p
     run_demo(page, PLOTS[0])
     fetched = {u.rsplit("/", 1)[1] for u in seen if "/assets/models/" in u or "/assets/vendor/ort-wasm" in u}
     assert spec["poster_encoder"]["file"] not in fetched
-    needed = [*text_export.files(spec["text_encoder"]), *text_export.files(spec["fusion_head"])]
+    needed = [*text_export.files(spec["text_encoder"]), *text_export.files(spec["fusion_head"]), *bag_files(spec)]
     assert set(needed) <= fetched
     real = sum(spec["files"][f]["bytes"] for f in needed) + sum(v["bytes"] for v in runtime.values())
     assert stated == real  # the page states the real download, runtime included
@@ -985,7 +1016,7 @@ def test_loads_only_what_is_needed_once_and_works_offline(browser, server, tmp_p
     page.wait_for_selector("#demo-app[data-ready='1']")
     run_demo(page, PLOTS[1])
     assert not any(
-        u.endswith((".onnx", ".wasm", ".weights")) or u.endswith("tokenizer.json") for u in seen if "blob:" not in u
+        u.endswith((".onnx", ".wasm", ".weights", "tokenizer.json", *bag_files(spec))) for u in seen if "blob:" not in u
     ), seen
     settle(page, shell_name(server.site))  # the page's shell is kept
 
@@ -1025,6 +1056,7 @@ def test_a_poster_adds_only_the_poster_model(browser, server, posters):
         *text_export.files(spec["text_encoder"]),
         *text_export.files(spec["fusion_head"]),
         *text_export.files(spec["poster_encoder"]),
+        *bag_files(spec),
     }
     assert spec["text_encoder"]["weights_file"] in counts  # the text encoder's packed weights file is counted too
     assert all(n == 1 for f, n in counts.items() if f in used or f.endswith(".wasm")), counts
@@ -1516,9 +1548,8 @@ def redeploy(browser, server, tmp_path, host="127.0.0.1", runtime=False):
         downloaded = {name for name, code in deploy.httpd.served if code == 200}
         assert "fusion_head.onnx" in downloaded
         if host == "127.0.0.1":  # with Cache Storage, only the changed file comes again
-            assert downloaded.isdisjoint(
-                {*text_export.files(server.spec["text_encoder"]), "ort-wasm-simd-threaded.wasm"}
-            )
+            plot_files = {*text_export.files(server.spec["text_encoder"]), *bag_files(server.spec)}
+            assert downloaded.isdisjoint({*plot_files, "ort-wasm-simd-threaded.wasm"})
         # (without it, the HTTP cache alone: a private context keeps no 25 MB entry, so those come again)
         assert page.errors == []
         return page, context, deploy, spec2, first, second

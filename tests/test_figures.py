@@ -20,6 +20,7 @@ def manifest(text_dim=384, image_dim=1280, labels=18, max_len=256, size=224) -> 
         "poster_encoder": {"dim": image_dim, "preprocessing": {"resize_in_model": [size, size]}},
         "fusion_head": {"heads": {"plot": "plot_head", "plot+poster": "fusion"}},
         "thresholds": {"plot": [0.34] * labels, "plot+poster": [0.05 * (i % 7) for i in range(labels)]},
+        "bag_of_words": {"terms": 8000, "blend": {"plot": 0.3, "plot+poster": 0.25}},
     }
 
 
@@ -33,6 +34,11 @@ def manifest(text_dim=384, image_dim=1280, labels=18, max_len=256, size=224) -> 
 def test_the_architecture_says_the_thresholds_the_manifest_ships(cuts, says):
     spec = {**manifest(labels=3), "thresholds": cuts}
     assert says in architecture.svg(spec, 64).replace("\u00a0", " ")
+
+
+def test_the_architecture_says_the_bag_of_words_weights():
+    said = architecture.svg(manifest(), 64).replace("\u00a0", " ")
+    assert "8000 terms" in said and "weight 0.3 / 0.25" in said
 
 
 SVGS = {

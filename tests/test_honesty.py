@@ -35,6 +35,9 @@ def choices(site_data) -> dict:
         "format": {name: enc.get("format_choice") for name, enc in models["shipped"]["encoders"].items()},
         "manifest_thresholds": models["thresholds"],
         "manifest_windows": models["rules"]["windows"],
+        # the bag of words learns from dev texts only: its files are the same bytes
+        "bag": {name: models["files"][name] for name in ("bag_of_words.json", "bag_of_words.weights")},
+        "bag_blend": models["bag_of_words"]["blend"],
         "long_text_reading": lengths["reading"],
         "by_length_out_of_fold": lengths["bands"]["dev"],
         "long_plots_out_of_fold": lengths["long_plots"].get("main_dev"),

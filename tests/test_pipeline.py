@@ -14,6 +14,7 @@ STAGES = [
     "embed",
     "select",
     "finetune",
+    "bag",
     "distil",
     "train",
     "evaluate",

@@ -12,7 +12,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from pipeline.runtime import manifest, rules
+from pipeline.runtime import bag, manifest, rules
 from tests.conftest import ROOT
 
 RULES = rules.RULES
@@ -330,3 +330,199 @@ def test_passages_equal_python_on_random_cases():
         assert js == {"value": expected}, args
         grouped += len(expected) < len(args[0]) - 1
     assert grouped > 500  # most cases group sentences: the branch costTerms serves
+
+
+# ---- the bag of words: pipeline/runtime/bag.py against assets/js/bag.js -------------------------------------
+
+BAG_TERMS = [
+    *("smith", "goes", "washington", "goes washington", "emoji", "here", "spider", "man", "spider man", "οδος"),
+    *("café", "stanbul", "__init__", "007", "٣٤٥", "don", "rock roll", "detective", "clue", "detective finds"),
+    *("finds clue", "abcde", "__proto__", "constructor"),
+]
+BAG_STOP = ["the", "to", "and", "he", "of", "it", "a", "in", "vs"]
+
+
+def small_bag(max_chars: int, seed: int = 30) -> tuple[dict, bytes, dict]:
+    """(bag_of_words.json, .weights, the manifest's rules) of a bag over BAG_TERMS and 5 genres, random numbers
+    stored as bag.write stores them (idf to 5 decimals, float32 scale and bias), read with max_chars."""
+    rng, genres = np.random.default_rng(seed), 5
+    spec = {
+        "terms": BAG_TERMS,
+        "idf": [round(float(x), 5) for x in rng.uniform(1, 6, len(BAG_TERMS))],
+        "stop_words": BAG_STOP,
+        "scale": [float(np.float32(x)) for x in rng.uniform(1e-3, 5e-2, genres)],
+        "bias": [float(np.float32(x)) for x in rng.normal(-2, 1, genres)],
+    }
+    weights = rng.integers(-127, 128, (len(BAG_TERMS), genres)).astype(np.int8).tobytes()
+    return spec, weights, {"windows": {**RULES["windows"], "max_chars": max_chars}, "bag": bag.RULE}
+
+
+BAGS = {"max_chars": small_bag(RULES["windows"]["max_chars"]), "5 characters": small_bag(5)}
+
+BAG_WORDS = [
+    *SENTENCES,
+    "Unicode letters: naïve Café Straße ǅemal ﬁne Ωmega 他走了 日本語の映画",
+    "Digits: Agent 007, ٣٤٥ and ۱۲ and ½ and Ⅻ and x² and 3rd",
+    "Combining marks: E\u0301lodie arrive\u0301 n\u0303o, Devanagari हिन्दी फ़िल्म",
+    "Underscores: __init__ snake_case _ a_b __ _x",
+    "Apostrophes: Don't stop, the spider's web, O’Brien, rock 'n' roll",
+    "Stop words: The man and the woman of the house; to be, it is",
+    "Hyphens: Spider-Man vs. well-known x-ray — e-mail 2-for-1",
+    "Uppercase: İSTANBUL İi KELVIN \u212a ẞ ΟΔΟΣ ΟΔΟΣ. ΟΔΟΣ'Α ΣΑΣ Σ ΣΣ ΟΔΟΣ's",
+    "The detective finds a clue. The detective finds the clue! Detective: finds, clue.",
+    "constructor __proto__ hasOwnProperty toString",
+    # longer than max_chars: astral characters before the cut (a cut by UTF-16 units would end elsewhere) and
+    # the last word cut in two; then an emoji as the last character read
+    "🎬🎬 abcdefgh " * 2000,
+    "a" * (RULES["windows"]["max_chars"] - 1) + "🎬bc de",
+]
+# read to 5 characters: the emoji before the cut and at it, and a sigma final only once cut
+BAG_WORDS_5 = ["ab🎬cd ef", "abcd🎬 ef", "ΟΔΟΣΑ", "ab cd ef"]
+BAG_TEXTS = [
+    "",
+    "Nothing of the vocabulary in this one at all? None.",
+    "Mr. Smith goes to Washington. He goes to Washington again, and again goes.",
+    "The detective finds a clue. The detective finds the clue! Detective: finds, clue. " * 3,
+    "Spider-Man, spider man, SPIDER MAN: the Café of İstanbul, ΟΔΟΣ ٣٤٥ 007 __init__ constructor __proto__",
+    "🎬🎬 abcdefgh " * 2000,
+]
+BAG_BLEND = [
+    (f"p {p}, z {z}, a {a}", [[p, p, p], [z, -z, 0.0], a, bag.RULE["clip"]])
+    for p in (0.0, 1.0, 0.5, 1e-7, float(np.float32(0.3)))
+    for z in (0.0, 2.5, 50.0, 1000.0)
+    for a in (0.0, 0.3, 1.0)
+]
+BAG_CASES = (
+    [(f"words: {t[:60]!r}", "max_chars", "words", [t]) for t in BAG_WORDS]
+    + [(f"words, 5 characters: {t!r}", "5 characters", "words", [t]) for t in BAG_WORDS_5]
+    + [(f"{fn}: {t[:60]!r}", "max_chars", fn, [t]) for fn in ("features", "logits") for t in BAG_TEXTS]
+    + [(f"blend: {name}", None, "blend", args) for name, args in BAG_BLEND]
+)
+
+BAG_NODE = """
+import { Bag, blend } from %s;
+let input = "";
+for await (const chunk of process.stdin) input += chunk;
+const { bags, cases } = JSON.parse(input);
+const made = Object.fromEntries(Object.entries(bags).map(([name, [spec, weights, rulebook]]) => [name, new Bag(spec, Uint8Array.from(weights), rulebook)]));
+const out = cases.map(([bag, fn, args]) => {
+  try {
+    const value = bag === null ? blend(...args) : made[bag][fn](...args);
+    if (fn === "features") return { value: [value.indices, value.values] };
+    return { value: ArrayBuffer.isView(value) ? Array.from(value) : value }; // a typed array as a list
+  } catch (e) { return { error: String(e) }; }
+});
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+def run_bag_js(cases: list[list]) -> list[dict]:
+    """bag.js on [bag name (BAGS) or None (blend), function, args] cases."""
+    src = BAG_NODE % json.dumps((ROOT / "assets/js/bag.js").as_uri())
+    bags = {name: [spec, list(weights), rulebook] for name, (spec, weights, rulebook) in BAGS.items()}
+    payload = json.dumps({"bags": bags, "cases": cases}, ensure_ascii=True)
+    proc = subprocess.run(
+        ["node", "--input-type=module", "-e", src], input=payload, capture_output=True, text=True, check=True
+    )
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def bag_javascript():
+    got = run_bag_js([[bag, fn, args] for _, bag, fn, args in BAG_CASES])
+    return dict(zip((name for name, _, _, _ in BAG_CASES), got))
+
+
+@pytest.mark.parametrize("name,bag_name,fn,args", BAG_CASES, ids=[name for name, _, _, _ in BAG_CASES])
+def test_javascript_bag_equals_python_bag(bag_javascript, name, bag_name, fn, args):
+    got = bag_javascript[name]
+    assert "error" not in got, got["error"]
+    if fn == "blend":
+        with np.errstate(over="ignore"):  # z of 1000: exp overflows to inf, the probability to 0, on both sides
+            expected = np.asarray(bag.blend(np.array(args[0], np.float32), np.array(args[1]), *args[2:]), np.float32)
+        # float32 on both sides from the same float64 steps; log and exp may differ by an ulp between libms,
+        # which float32 rounding almost always hides: at most one float32 step apart
+        assert np.all(np.abs(np.float32(got["value"]) - expected) <= np.spacing(expected)), (got, expected)
+        return
+    spec, weights, rulebook = BAGS[bag_name]
+    model = bag.Bag(spec, weights, rulebook["windows"]["max_chars"], rulebook["bag"])
+    if fn == "words":
+        assert got["value"] == model.words(*args)
+    elif fn == "features":
+        idx, v = model.features(*args)
+        assert got["value"][0] == idx.tolist()
+        # numpy's dot sums the squares for the norm in its own order: an ulp or so of a unit vector's values
+        assert np.allclose(got["value"][1], v, rtol=1e-12, atol=0)
+    else:  # logits: the same products, summed in another order (numpy's matrix product)
+        assert np.allclose(got["value"], model.logits(args)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_the_bag_cases_reach_their_edges():
+    """The words cases cut texts at max_chars (one of them inside a word, after astral characters), drop stop
+    words and make pairs; the features cases hold counts over 1 and a text of no vocabulary term."""
+    spec, weights, rulebook = BAGS["max_chars"]
+    model = bag.Bag(spec, weights, rulebook["windows"]["max_chars"])
+    cut = model.words("🎬🎬 abcdefgh " * 2000)
+    assert cut[len(cut) // 2] == "abcde" and "abcde" in model.index  # the last token read, cut in two
+    tokens = ["stop", "words", "man", "woman"]  # "the", "and" dropped; then the pairs of what is left
+    assert model.words("Stop words: The man and the woman") == tokens + ["stop words", "words man", "man woman"]
+    counts = [model.features(t)[0].size for t in BAG_TEXTS]
+    assert counts[0] == counts[1] == 0 and min(counts[2:]) > 0
+    spider = dict(zip(*model.features(BAG_TEXTS[4])))
+    assert len(set(spider.values())) > 1  # counts of 1 and more: tf = 1 + ln(count) differs
+
+
+def test_javascript_bag_refuses_other_ngrams():
+    spec, weights, rulebook = BAGS["max_chars"]
+    with pytest.raises(ValueError):
+        bag.Bag(spec, weights, 100, {**bag.RULE, "ngrams": 3})
+    src = (
+        f"import {{ Bag }} from {json.dumps((ROOT / 'assets/js/bag.js').as_uri())};\n"
+        f"new Bag({json.dumps(spec)}, new Uint8Array({len(weights)}), {json.dumps({**rulebook, 'bag': {**bag.RULE, 'ngrams': 3}})});"
+    )
+    proc = subprocess.run(["node", "--input-type=module", "-e", src], capture_output=True, text=True)
+    assert proc.returncode != 0 and "ngrams 3" in proc.stderr
+
+
+UNICODE_NODE = """
+// every code point whose pair the JS token pattern matches whole (a token of two), as [first, last] runs; and
+// each code point whose toLowerCase is not itself, with what it becomes
+const token = new RegExp("^(?:" + %s + ")$", "u"), runs = [], lowered = {};
+for (let c = 0; c <= 0x10ffff; c++) {
+  if (c >= 0xd800 && c < 0xe000) continue; // surrogates: no character of their own
+  const s = String.fromCodePoint(c);
+  if (token.test(s.repeat(2))) {
+    if (runs.length && runs[runs.length - 1][1] === c - 1) runs[runs.length - 1][1] = c;
+    else runs.push([c, c]);
+  }
+  if (s.toLowerCase() !== s) lowered[c] = s.toLowerCase();
+}
+process.stdout.write(JSON.stringify({ runs, lowered }));
+"""
+
+
+def test_the_token_pattern_means_the_same_in_both_engines():
+    """Python's \\w is exactly [\\p{L}\\p{N}_] (its categories L and N, and "_") over every code point, so
+    rules.bag's two token patterns read the same tokens; node's own regular expression and lower-casing give
+    the same on every code point Python's Unicode database assigns. (Code points assigned only in a newer
+    Unicode, which node's ICU may know, can differ: a browser's Unicode is its own, nothing here bounds it.)"""
+    import re
+    import unicodedata
+
+    word = re.compile(r"\w")
+    points = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    python_word = {c for c in points if word.fullmatch(chr(c))}
+    categories = {c for c in points if unicodedata.category(chr(c))[0] in "LN" or c == ord("_")}
+    assert python_word == categories
+    # and the whole Python pattern: maximal runs of two or more word characters
+    assert re.findall(bag.RULE["token_pattern"]["python"], "a bc_d é1 x-yz __ ½Ⅻ") == ["bc_d", "é1", "yz", "__", "½Ⅻ"]
+
+    src = UNICODE_NODE % json.dumps(bag.RULE["token_pattern"]["javascript"])
+    proc = subprocess.run(["node", "-e", src], capture_output=True, text=True, check=True)
+    got = json.loads(proc.stdout)
+    js_word = {c for a, b in got["runs"] for c in range(a, b + 1)}
+    assigned = {c for c in points if unicodedata.category(chr(c)) != "Cn"}
+    assert js_word & assigned == python_word
+    js_lower = {int(c): s for c, s in got["lowered"].items()}
+    python_lower = {c: chr(c).lower() for c in assigned if chr(c).lower() != chr(c)}
+    assert {c: s for c, s in js_lower.items() if c in assigned} == python_lower

@@ -138,11 +138,13 @@ def test_models_json_agrees_with_the_manifest():
         assert summary.get(key) == value, f"_data/models.json '{key}' differs from assets/models/manifest.json"
     size = {name: info["bytes"] for name, info in MANIFEST["files"].items()}
     text = MANIFEST["text_encoder"]
-    plot_only = sum(size[f] for f in text_export.files(text) + text_export.files(MANIFEST["fusion_head"]))
+    bag = [MANIFEST["bag_of_words"]["file"], MANIFEST["bag_of_words"]["weights_file"]]  # read with every plot
+    plot_only = sum(size[f] for f in text_export.files(text) + text_export.files(MANIFEST["fusion_head"]) + bag)
     poster = sum(size[f] for f in text_export.files(MANIFEST["poster_encoder"]))  # graph + packed weights
     assert summary["plot_only_mb"] == round(plot_only / 2**20, 1)  # a plot-only visitor's download
     head = sum(size[f] for f in text_export.files(MANIFEST["fusion_head"]))  # graph + packed weights
     assert summary["head_mb"] == round(head / 2**20, 1)
+    assert summary["bag_mb"] == round(sum(size[f] for f in bag) / 2**20, 1)
     encoder = size[text["file"]] + (
         size[text["weights_file"]] if text.get("weights_file") else 0
     )  # graph + packed weights
@@ -972,7 +974,7 @@ def test_a_run_without_long_texts_still_renders(tmp_path):
         if name == "bare":
             assert "This run had no storylines nor long plots" in visible(methods)
             assert len(table_rows(methods, "long-bands-table")) == 8
-            assert visible(methods).count("whole text, windows (ships)") == 1  # one reader, one column
+            assert visible(methods).count("whole text: windows + bag of words (ships)") == 1  # one reader, one column
         else:
             assert "has no length analysis" in visible(methods)
 

@@ -5,9 +5,10 @@
 // alone when leaving each out re-runs at most rules.explanation.max_tokens token ids, else a few passages
 // balanced in tokens. The plot without a passage is the prediction's windows with its tokens left out
 // (rules.windows_without): only the windows that hold them run again, the others keep the embeddings the
-// prediction computed, and the windows are pooled as for the prediction; the passage's drop, which each of
-// its sentences gets, is the probability lost. A passage with no tokens cannot change what the encoder sees:
-// its drop is exactly 0, without a run; so is every sentence past max_chars (in no passage).
+// prediction computed, and the windows are pooled as for the prediction, then blended with the bag of words'
+// reading of the other sentences joined; the passage's drop, which each of its sentences gets, is the
+// probability lost. A passage with no tokens cannot change what the encoder sees: its drop is exactly 0,
+// without a run; so is every sentence past max_chars (in no passage).
 // The window runs go one at a time, in plot order, with a yield before each (a newer prediction stops
 // the explanation there, so its own runs wait behind one window run at most), within BUDGET_MS; each
 // passage's drops are sent as they come.
@@ -46,9 +47,9 @@ export function tokenEnds(parts, past, count) {
 
 // id; plot; ids: the plot's token ids (special tokens included) its windows were cut from; windowMs: the
 // time a window took in the prediction; text: {session, tokenizer}; enc: the encoder's manifest entry;
-// probs: the prediction's; score(replaced {window: embedding}) → the probabilities with those windows
-// replaced; send(message); current() false once a newer prediction started; pause() resolves after the
-// messages already queued for this thread.
+// probs: the prediction's; score(replaced {window: embedding}, words) → the probabilities with those windows
+// replaced, blended with the bag of words' reading of the text `words`; send(message); current() false once
+// a newer prediction started; pause() resolves after the messages already queued for this thread.
 // Messages: why-start {parts, past, passages: [[i, j], ...], ends}; why {passage, i, j, drops} for each
 // passage scored, in order; why-done {runs, scored: passages scored, sentences: sentences they hold}.
 export async function explain({ id, plot, ids, windowMs, text, enc, rulebook, probs, score, send, current, pause }) {
@@ -87,7 +88,7 @@ export async function explain({ id, plot, ids, windowMs, text, enc, rulebook, pr
         ranIds += touched[k].length;
         runs++;
       }
-      const without = await score(replaced);
+      const without = await score(replaced, [...parts.slice(0, i), ...parts.slice(j)].join(""));
       if (!current()) return;
       drops = Array.from(probs, (p, c) => p - without[c]);
     }

@@ -1,7 +1,8 @@
 // What the manifest ships, part by part, and each part loaded once per visit: the files it needs
 // (downloads.js), then its onnxruntime session (runtime.js) or tokenizer (text.js).
 //   runtime  onnxruntime's wasm and its JS glue (assets/vendor/runtime.json)
-//   text     the text encoder, its tokenizer and its packed weights file
+//   text     the text encoder, its tokenizer and its packed weights file; the bag of words' two files
+//            (bag.js), read with the plot like the encoder
 //   head     the fusion head (and its packed weights file, when it has one) (probabilities; also the Jacobian Grad-CAM needs);  poster  the poster encoder
 // worker.js reads the manifest (init); the poster's worker (poster-worker.js) is handed the same copy
 // (adopt), so both threads load what one manifest names. A manifest is used only when it passes
@@ -10,6 +11,7 @@
 import * as downloads from "./downloads.js";
 import * as runtime from "./runtime.js";
 import { tokenizer } from "./text.js";
+import { Bag } from "./bag.js";
 import { floatWeights } from "./weights.js";
 import { windows_problem } from "./rules.js";
 import manifestSchema from "./manifest_schema.json" with { type: "json" };
@@ -100,12 +102,14 @@ export function adopt({ models, vendor, ort = {}, spec: manifest, vendorFiles: r
 const entryOf = (part) => ({ text: spec.text_encoder, head: spec.fusion_head, poster: spec.poster_encoder })[part];
 
 // The files of a part: [{url, name, info: {bytes, sha256}, role}], role "graph", "tokenizer" or "weights"
-// (a model entry's file, tokenizer and weights_file, those it has)
+// (a model entry's file, tokenizer and weights_file, those it has); the text part also "bag" and
+// "bagWeights" (bag_of_words' file and weights_file)
 function needs(part) {
   if (part === "runtime") return Object.entries(vendorFiles).map(([name, info]) => ({ url: new URL(name, base.vendor).href, name, info }));
   const entry = entryOf(part);
   if (!entry) return [];
   const roles = { graph: entry.file, tokenizer: entry.tokenizer, weights: entry.weights_file };
+  if (part === "text") Object.assign(roles, { bag: spec.bag_of_words.file, bagWeights: spec.bag_of_words.weights_file });
   return Object.entries(roles).filter(([, name]) => name).map(([role, name]) => ({ url: new URL(name, base.models).href, name, info: spec.files[name], role }));
 }
 
@@ -143,7 +147,7 @@ function startingRuntime() {
   });
 }
 
-// A part, loaded once: a session ({session, tokenizer} for text), or null when the manifest has no such
+// A part, loaded once: a session ({session, tokenizer, bag} for text), or null when the manifest has no such
 // part; "runtime" starts the runtime.
 export function load(part) {
   if (part === "runtime") return startRuntime();
@@ -154,18 +158,21 @@ export function load(part) {
     // the tokenizer is built as soon as its file is read: the thread is otherwise idle while the wasm
     // compiles (off-thread) and the model's bytes are read
     const tok = got.tokenizer?.then(tokenizer) ?? null;
+    // the bag of words likewise, once both its files are read
+    const readBag = ([json, weights]) => new Bag(JSON.parse(new TextDecoder().decode(json)), weights, rules);
+    const bag = got.bag ? Promise.all([got.bag, got.bagWeights]).then(readBag) : null;
     // the float weights are rebuilt as soon as their file is read, like the tokenizer
     // (a microtask, so that the phase's clock starts before the rebuild runs)
     const rebuild = (blob) => runtime.timed(`weights ${part}`, Promise.resolve().then(() => [floatWeights(blob)]));
     const external = got.weights?.then(rebuild) ?? null;
-    for (const p of [...Object.values(got), tok, external]) p?.catch(() => {}); // each is awaited below; no rejection is left unhandled meanwhile
+    for (const p of [...Object.values(got), tok, bag, external]) p?.catch(() => {}); // each is awaited below; no rejection is left unhandled meanwhile
     await startRuntime();
     const model = await got.graph;
     onStage(`Preparing ${LABELS[part]}…`);
     // the graph optimization level export chose for this graph (pipeline/web_session.py)
     const level = entryOf(part).web_optimization ?? "basic";
     const session = await runtime.session(part, model, { externalData: (await external) ?? undefined, level });
-    return tok ? { session, tokenizer: await tok } : session;
+    return tok ? { session, tokenizer: await tok, bag: await bag } : session;
   })().catch((e) => { delete loads[part]; throw e; });
   return loads[part];
 }

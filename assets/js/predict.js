@@ -1,7 +1,8 @@
 // One prediction, as `python -m pipeline predict` makes it: the plot read in windows (rules.windows), the
 // poster embedding when a poster was given, the fusion head on the windows pooled by the manifest's rule,
-// the manifest's decision rule for that input mode; then the poster heatmap and the sentence explanation,
-// which a newer prediction interrupts.
+// blended with the bag of words' reading of the plot (bag.js, at the input mode's weight), the manifest's
+// decision rule for that input mode; then the poster heatmap and the sentence explanation, which a newer
+// prediction interrupts.
 // The poster is decoded and encoded in its own worker (poster-worker.js) from the moment it is given,
 // so its encoder runs beside this worker's text encoder; a prediction names the poster by its id.
 import * as models from "./models.js";
@@ -9,6 +10,7 @@ import { now, ort, phases, run, shared, timed } from "./runtime.js";
 import { caution, embed, encode } from "./text.js";
 import { gradcam } from "./gradcam.js";
 import { explain } from "./explain.js";
+import { blend } from "./bag.js";
 import * as rules from "./rules.js";
 
 let current = 0; // the prediction that may keep running; an older one stops at its next yield
@@ -183,7 +185,10 @@ export async function predict({ id, plot, posterId }, send) {
   const tHead = performance.now();
   const withCam = !!image?.features;
   const scored = await pooledHead(fusion, embeddings, image?.embedding ?? null, rule.pool, withCam);
-  const probs = Array.from(scored.probs);
+  // the windows' pooled probabilities blended with the bag's logits of `words`: the plot, or (the
+  // explanation) the plot without a passage
+  const withBag = (pooled, words) => Array.from(blend(pooled, text.bag.logits(words), spec.bag_of_words.blend[mode], models.rules.bag.clip));
+  const probs = withBag(scored.probs, plot);
   const genres = genresOf(probs, mode);
   const runMs = since(tReady);
   // each model's own run time (the poster's measured in its worker), for bench/browser.py
@@ -196,7 +201,8 @@ export async function predict({ id, plot, posterId }, send) {
     send({ type: "cam", id, ...maps }, maps.overlays.map((o) => o.data.buffer));
   }
   await explain({
-    id, plot, ids, windowMs: textMs / windows.length, text, enc, rulebook: models.rules, probs, score: scored.score, send,
+    id, plot, ids, windowMs: textMs / windows.length, text, enc, rulebook: models.rules, probs,
+    score: async (replaced, words) => withBag(await scored.score(replaced), words), send,
     current: () => current === id, pause: afterQueuedMessages,
   });
 }

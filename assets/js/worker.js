@@ -5,6 +5,7 @@
 //   rules.js      the shared rules from the manifest (decision, sentences, text windows)
 //   text.js       tokenizer, ids, windows, embeddings      poster.js  poster file → pixels
 //   weights.js    a graph's packed weights file → the weights onnxruntime is handed
+//   bag.js        the bag of words: a text's TF-IDF genre logits, blended into the head's probabilities
 //   predict.js    one prediction                    gradcam.js poster heatmaps      explain.js  sentence drops
 //   poster-worker.js  the poster's own thread (decode + poster encoder), started by the page, connected
 //                     to this worker by a MessageChannel (poster-port)

@@ -9,7 +9,9 @@ a candidate is judged by how it reads, not by thresholds tuned to it. In order:
    stay within OVERVIEW_BOUND of the overviews-only heads', the best mean F1 on the dev movies' other texts;
 2. the stride and the pooling, with that variant's heads, on the dev texts that take more than one window
    (the only texts they change): among the readings within READING_TIE of the best mean F1 there, the one
-   that reads the fewest windows (each costs the demo a window run), then the best.
+   that reads the fewest windows (each costs the demo a window run), then the best;
+3. the weight of the bag of words (stage `bag`) in each head's probabilities, per input mode, read that way:
+   among the weights that keep the overview scores, the best on the dev movies' other texts.
 """
 
 import numpy as np
@@ -40,13 +42,13 @@ def pooled(per_window: np.ndarray, counts: np.ndarray, how: str) -> np.ndarray:
 
 
 def cuts(overview: dict, y: np.ndarray, dev: np.ndarray) -> dict:
-    """Per mode, the one threshold for every genre with the best micro F1 on the dev overviews (out of fold)."""
-    return {m: thresholds.global_threshold(overview[m][dev], y[dev]) for m in MODES}
+    """Per mode (of `overview`), the one threshold for every genre with the best micro F1 on the dev overviews (out of fold)."""
+    return {m: thresholds.global_threshold(overview[m][dev], y[dev]) for m in overview}
 
 
 def scores(probs: dict, y: np.ndarray, rows: np.ndarray, cut: dict) -> dict:
     """{mode: {"micro": .., "macro": ..}} on `rows`."""
-    return {m: dict(zip(("micro", "macro"), f1(y[rows], probs[m][rows], cut[m]))) for m in MODES}
+    return {m: dict(zip(("micro", "macro"), f1(y[rows], probs[m][rows], cut[m]))) for m in probs}
 
 
 def overall(score: dict) -> float:
@@ -55,13 +57,21 @@ def overall(score: dict) -> float:
 
 
 def keeps_overviews(score: dict, base: dict, bound: float = OVERVIEW_BOUND) -> bool:
-    return all(score[m][a] >= base[m][a] - bound for m in MODES for a in ("micro", "macro"))
+    return all(score[m][a] >= base[m][a] - bound for m in score for a in ("micro", "macro"))
 
 
 def choose_variant(evidence: dict, base: str) -> str:
     """evidence: {variant: {"overviews": scores, "texts": scores}}; the first variant wins ties."""
     eligible = [v for v, e in evidence.items() if keeps_overviews(e["overviews"], evidence[base]["overviews"])]
     return max(eligible, key=lambda v: overall(evidence[v]["texts"]))
+
+
+def choose_blend(evidence: dict) -> float:
+    """evidence: {weight: {"overviews": {mode: scores}, "texts": {mode: scores}}} for one head in one input mode
+    (weight 0: no blend). Among the weights whose overview scores stay within OVERVIEW_BOUND of no blend, the
+    best criterion on the dev movies' other texts; the smaller weight wins ties."""
+    eligible = [a for a, e in evidence.items() if keeps_overviews(e["overviews"], evidence[0.0]["overviews"])]
+    return max(sorted(eligible), key=lambda a: overall(evidence[a]["texts"]))
 
 
 def choose_reading(evidence: dict, windows_read: dict, tie: float = READING_TIE) -> tuple[int, str]:

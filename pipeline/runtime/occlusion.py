@@ -5,14 +5,16 @@ and computes the same drops). Sentence i holds the plot's text tokens [n(i), n(i
 count (special tokens not counted) of the sentences before it joined, cut to max_chars as the plot is. The
 plot without sentence i is its token ids without those (rules.windows_without): only the windows that held
 them change and are re-run; every other window keeps the embedding computed for the whole plot. The windows
-are pooled into probabilities as a prediction pools them, and a sentence's drop is the whole plot's
-probability minus the probability without it, for every genre. A sentence of no tokens changes nothing: its
+are pooled into probabilities as a prediction pools them, the bag of words of the plot without it (its
+other sentences joined) is blended in, and a sentence's drop is the whole plot's probability minus the
+probability without it, for every genre. A sentence of no tokens changes nothing: its
 drop is exactly 0, without a run. A plot of one sentence has nothing to compare against: its drops are NaN.
 
 A long plot would re-run too many windows to leave every sentence out alone in the demo's time (a 700-word
 plot: ~40 window runs): past the manifest's rules.explanation.max_tokens, consecutive sentences are left
 out together (rules.passages) and each sentence of a passage gets the passage's drop. Sentences past
-max_chars are never read: their drop is exactly 0.
+max_chars are never read: their drop is exactly 0. (The bag of words cuts the plot without a passage at
+max_chars again, so past a 20,000-character paste it reads a little further than the windows do.)
 """
 
 import numpy as np
@@ -66,7 +68,9 @@ def sentence_importance(
     image = (
         np.zeros((len(texts), predictor.image_dim), np.float32) if poster is None else np.repeat(poster, len(texts), 0)
     )
-    probs = predictor.combine_windows(texts, image, np.full(len(texts), float(poster is not None)), batch)
+    # each passage left out of the text, for the bag of words (the windows left it out of their token ids)
+    plots = [plot] + ["".join(parts[: groups[g][0]] + parts[groups[g][1] :]) for g in scored]
+    probs = predictor.combine_windows(texts, image, np.full(len(texts), float(poster is not None)), batch, plots=plots)
     by_group = np.zeros((len(groups), len(predictor.labels)), np.float32)
     by_group[scored] = probs[0] - probs[1:]
     drops = np.full((len(parts), len(predictor.labels)), np.nan if len(parts) == 1 else 0.0, np.float32)

@@ -98,7 +98,7 @@ def _predict(
             loaded, where = [], []
     if loaded:
         posters[where], has_poster[where] = predictor.embed_posters(loaded), 1
-    probs = predictor.combine_windows(text, posters, has_poster, batch)
+    probs = predictor.combine_windows(text, posters, has_poster, batch, plots=[job[1] for job in jobs])
     modes = [MODES[int(h)] for h in has_poster]
     genres = [predictor.decide(p, m) for p, m in zip(probs, modes)]
     return probs, modes, genres, warnings, [len(windows) for windows in text]

@@ -15,6 +15,7 @@ handed to onnxruntime as those bytes, packed weights rebuilt in memory: what run
 The poster encoder is loaded when the first poster needs it (`load_poster` loads it at once).
 """
 
+import json
 import threading
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from pipeline.runtime import packed_weights, rules
+from pipeline.runtime import bag, packed_weights, rules
 from pipeline.runtime.manifest import check_models, mode_thresholds, read_model_file
 
 LOG_ERRORS_ONLY = 3  # onnxruntime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
@@ -108,6 +109,11 @@ class GenrePredictor:
         self.tokenizer = Tokenizer.from_buffer(self.read(self.spec["text_encoder"]["tokenizer"]))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
+        entry = self.spec["bag_of_words"]
+        self.bag = bag.Bag(
+            json.loads(self.read(entry["file"])), self.read(entry["weights_file"]), self.rules["windows"]["max_chars"]
+        )
+        self.bag_weight = entry["blend"]  # per input mode
 
     def read(self, name: str) -> bytes:
         """A file of the models folder, checked against the manifest (ModelsChanged when it differs)."""
@@ -215,33 +221,43 @@ class GenrePredictor:
         return out
 
     def combine_windows(
-        self, text: list[np.ndarray], image: np.ndarray, has_poster: np.ndarray, batch: int = 1
+        self, text: list[np.ndarray], image: np.ndarray, has_poster: np.ndarray, batch: int = 1, *, plots: list[str]
     ) -> np.ndarray:
         """[N, G] probabilities of N plots from each plot's window embeddings [windows, text dim], pooled by the
         manifest's rule: "mean_embedding" runs the head once on the mean of the windows' embeddings;
         "mean_probability" and "max_probability" run it on every window (with the plot's poster) and take the
-        mean or the maximum of the probabilities. `image` [N, image dim], `has_poster` [N]: each plot's poster."""
+        mean or the maximum of the probabilities. `image` [N, image dim], `has_poster` [N]: each plot's poster.
+        Then each plot's bag of words (`plots`: the texts the windows were read from) is blended in, at its input
+        mode's weight."""
         how = self.rules["windows"]["pool"]
         if not text:
             return np.zeros((0, len(self.labels)), np.float32)
         if how == "mean_embedding":
-            return self.combine_many(np.stack([rules.pool(windows, how) for windows in text]), image, has_poster, batch)
-        counts = [len(windows) for windows in text]
-        owner = np.repeat(np.arange(len(text)), counts)  # each window's plot, for its poster
-        probs = self.combine_many(np.concatenate(text), np.asarray(image)[owner], np.asarray(has_poster)[owner], batch)
-        return np.stack([rules.pool(p, how) for p in split(probs, counts)])
+            probs = self.combine_many(
+                np.stack([rules.pool(windows, how) for windows in text]), image, has_poster, batch
+            )
+        else:
+            counts = [len(windows) for windows in text]
+            owner = np.repeat(np.arange(len(text)), counts)  # each window's plot, for its poster
+            per_window = self.combine_many(
+                np.concatenate(text), np.asarray(image)[owner], np.asarray(has_poster)[owner], batch
+            )
+            probs = np.stack([rules.pool(p, how) for p in split(per_window, counts)])
+        z = self.bag.logits(plots)
+        weight = [self.bag_weight["plot+poster" if has else "plot"] for has in np.asarray(has_poster).ravel()]
+        return np.stack([bag.blend(p, zz, a) for p, zz, a in zip(probs, z, weight)])
 
-    def combine(self, text_emb: np.ndarray, poster_emb: np.ndarray | None = None) -> np.ndarray:
+    def combine(self, text_emb: np.ndarray, plot: str, poster_emb: np.ndarray | None = None) -> np.ndarray:
         """Genre probabilities [G] from one plot's window embeddings [windows, text dim] (embed_plot), pooled by
-        the manifest's rule, and, when there is one, a poster embedding [1, image dim]."""
+        the manifest's rule, the plot's bag of words and, when there is one, a poster embedding [1, image dim]."""
         has = poster_emb is not None
         image = poster_emb if has else np.zeros((1, self.image_dim), np.float32)
-        return self.combine_windows([text_emb], image, np.array([float(has)]))[0]
+        return self.combine_windows([text_emb], image, np.array([float(has)]), plots=[plot])[0]
 
     def prediction(self, plot: str, pixels: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """(genre probabilities [G], how many windows of the plot were read)."""
         text = self.embed_plot(plot)
-        return self.combine(text, None if pixels is None else self.embed_poster(pixels)), len(text)
+        return self.combine(text, plot, None if pixels is None else self.embed_poster(pixels)), len(text)
 
     def probabilities(self, plot: str, pixels: np.ndarray | None = None) -> np.ndarray:
         """Genre probabilities [G] of a plot, read whole, and a poster's pixels when there is one."""

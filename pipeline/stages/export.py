@@ -9,11 +9,14 @@ fusion_head.onnx    the heads CV chose for each input mode, in one graph (fusion
                     encoder's genre head and the sigmoid included; its second output, the poster mode's
                     d logits / d poster embedding, gives the browser Grad-CAM of the visitor's poster;
                     its matrices in fusion_head.weights when the text format packs the head
+bag_of_words.json   the bag of words (stage `bag`, pipeline/runtime/bag.py) and its weight in each mode's
+ (and .weights)     probabilities, as `train` chose it for the shipped head
 The encoder that does not ship is exported too, into this stage's folder only, for its size and speed
 beside the shipped one (shipped.json); only the manifest's files are published.
 """
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,8 +28,9 @@ from pipeline import cache
 from pipeline.choose import format_rule, thresholds
 from pipeline.export import gptq, head_packing, packing, poster_cam, quantize, text_export, web_session
 from pipeline.learn import fusion, poster_encoder, student_model, student_vocab, text
-from pipeline.runtime import image_io, packed_weights, predictor, rules
+from pipeline.runtime import bag, image_io, packed_weights, predictor, rules
 from pipeline.runtime import manifest as models_manifest
+from pipeline.stages import bag as bag_stage
 from pipeline.stages import data, distil, embed, evaluate, finetune, format_check, select, train
 
 # digested at import, so a stage's key names the code that actually runs
@@ -42,6 +46,7 @@ CODE = cache.source_digest(
             packing,
             text_export,
             rules,
+            bag,
             predictor,
         )
     ),
@@ -62,6 +67,7 @@ SKIPPED_PLOTS, CHECK_PLOTS = 128, 200
 # extra-row plots GPTQ fits the int4 MatMuls to. A prototype (act order, float embeddings, 200 held-out extra
 # plots): mean cosine to fp32 0.9952 with 256, 0.9954 with 1,024; `bench.gptq --plots N` measures any count
 GPTQ_PLOTS = 512
+BAG_FILES = ("bag_of_words.json", "bag_of_words.weights")
 
 
 def encoders(cfg, tuned, distilled) -> dict:
@@ -181,15 +187,17 @@ def export_head(head: fusion.ShippedHead, out: Path, text_dim: int, image_dim: i
     quantize.export_onnx(head, args, out / "fusion_head.onnx", ["text", "image", "has_poster"], outputs, axes)
 
 
-def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, window: dict, out: Path) -> dict:
+def manifest(
+    cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, window: dict, bag_weight: dict, out: Path
+) -> dict:
     text_dim, image_dim = encoder["dim"], poster["dim"]
     head_files = [f.name for f in packed_weights.shipped_files(out / "fusion_head.onnx")]
-    names = [*text_export.files(encoder), *text_export.files(poster), *head_files]
+    names = [*text_export.files(encoder), *text_export.files(poster), *head_files, *BAG_FILES]
     files = {f: {"bytes": (out / f).stat().st_size, "sha256": cache.file_digest(out / f)} for f in names}
     return {
         "labels": labels,
         "thresholds": {mode: [thresholds[mode][g] for g in labels] for mode in fusion.MODES},
-        "rules": {**rules.RULES, "windows": window, "poster": poster["preprocessing"]},
+        "rules": {**rules.RULES, "windows": window, "poster": poster["preprocessing"], "bag": bag.RULE},
         "min_words": cfg.min_words,
         "text_encoder": encoder,
         "poster_encoder": poster,
@@ -205,6 +213,12 @@ def manifest(cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, 
             "no_poster": "image all zeros and has_poster 0",
             "web_optimization": web_session.optimization_level(out / "fusion_head.onnx"),
             "heads": heads,
+        },
+        "bag_of_words": {
+            "file": BAG_FILES[0],
+            "weights_file": BAG_FILES[1],
+            "terms": len(json.loads((out / BAG_FILES[0]).read_text())["terms"]),
+            "blend": bag_weight,
         },
         "files": files,
     }
@@ -224,9 +238,10 @@ def shipped_check(out: Path, movies, y, metrics, spec: dict) -> dict:
         for i in tqdm(test, desc="checking shipped models on test"):
             t = genre_predictor.embed_plot(movies.overview[i])
             pixels = image_io.load_image(movies.poster[i]) if movies.poster[i] else None
-            probs["plot"].append(genre_predictor.combine(t, None))
+            plot = movies.overview[i]
+            probs["plot"].append(genre_predictor.combine(t, plot))
             probs["plot+poster"].append(
-                genre_predictor.combine(t, None if pixels is None else genre_predictor.embed_poster(pixels))
+                genre_predictor.combine(t, plot, None if pixels is None else genre_predictor.embed_poster(pixels))
             )
     # the shipped files' probabilities of every test movie, for the error analysis and the margin target
     np.savez_compressed(out / "shipped_probs.npz", **{m: np.asarray(p, np.float32) for m, p in probs.items()})
@@ -308,9 +323,10 @@ def export_poster(cfg, out: Path, movies) -> dict:
 def run(cfg) -> cache.Output:
     curated, tuned, embedded, selected = data.run(cfg), finetune.run(cfg), embed.run(cfg), select.run(cfg)
     trained = {"teacher": train.run(cfg), "student": train.run(cfg, "student")}
-    evaluated, distilled = evaluate.run(cfg), distil.run(cfg)
+    evaluated, distilled, bagged = evaluate.run(cfg), distil.run(cfg), bag_stage.run(cfg)
     metrics = evaluate.load(evaluated)
     parts = {
+        "bag": bagged.key,
         "finetune": tuned.key,
         "train": {k: v.key for k, v in trained.items()},
         "evaluate": evaluated.key,
@@ -363,7 +379,15 @@ def run(cfg) -> cache.Output:
         # how long texts are read: as `train` chose by CV for the teacher's heads; a student reads first windows
         reading = train.load_windows(trained["teacher"]) if shipped_encoder == "teacher" else None
         window = reading["rule"] if reading else rules.truncation(entries[shipped_encoder]["max_len"])
-        spec = manifest(cfg, labels, metrics["thresholds"], entries[shipped_encoder], poster, chosen, window, out)
+        # the bag of words, and its weight in each mode's probabilities as `train` chose it for the shipped head
+        for name in BAG_FILES:
+            shutil.copyfile(bagged / name, out / name)
+        blends = reading.get("blend", {}) if reading else {}
+        # keyed "head/mode" as evaluate.OURS names the shipped models; a head without a blend (the encoder's own): 0
+        weight = {m: blends.get("/".join(evaluate.OURS[m][chosen[m]]), {"weight": 0.0})["weight"] for m in fusion.MODES}
+        spec = manifest(
+            cfg, labels, metrics["thresholds"], entries[shipped_encoder], poster, chosen, window, weight, out
+        )
         (out / "manifest.json").write_text(json.dumps(spec, indent=1, allow_nan=False))
         timing_plots = dev_plots[-32:]
         report = {

@@ -139,7 +139,7 @@ def run(cfg) -> cache.Output:
             pred_over[r] = rules.decide(overviews[r], cut)
             pred_texts[r] = rules.decide(on_texts[r], cut)
         report = {
-            "reading": {k: chosen[k] for k in ("variant", "stride", "pool", "rule", "evidence")},
+            "reading": {k: chosen[k] for k in ("variant", "stride", "pool", "rule", "evidence", "blend")},
             "shipped_plot_model": metrics["shipped"]["plot"],
             "bands": bands(y, fold, words, pred_over, texts, pred_texts),
             "long_plots": long_plots(texts, pred_texts),
@@ -219,7 +219,7 @@ def shipped_files(exported: cache.Output, texts: Texts, pred_texts) -> dict:
         plots = [str(texts.texts_text[i]) for i in idx]
         text = predictor.embed_plots(plots, BATCH)  # as predict's workers read them, BATCH windows a call
         probs = predictor.combine_windows(
-            text, np.zeros((len(idx), predictor.image_dim), np.float32), np.zeros(len(idx)), BATCH
+            text, np.zeros((len(idx), predictor.image_dim), np.float32), np.zeros(len(idx)), BATCH, plots=plots
         )
         pred = np.stack([rules.decide(p, predictor.thresholds["plot"]) for p in probs])
         long = texts.words[idx] > 250

@@ -150,7 +150,8 @@ def run(cfg) -> None:
         return round(sum(spec["files"][f]["bytes"] for f in parts) / 2**20, 1)
 
     head = text_export.files(spec["fusion_head"])  # its graph and, when packed, its weights file
-    plot_only = [*text_export.files(spec["text_encoder"]), *head]
+    bag = [spec["bag_of_words"]["file"], spec["bag_of_words"]["weights_file"]]  # read with every plot
+    plot_only = [*text_export.files(spec["text_encoder"]), *head, *bag]
     poster = text_export.files(spec["poster_encoder"])  # a poster adds the poster encoder and its packed weights
     summary = {
         **spec,
@@ -161,10 +162,11 @@ def run(cfg) -> None:
         ),
         "download_mb": mb(plot_only + poster),
         "head_mb": mb(head),
+        "bag_mb": mb(bag),
         "shipped": json.loads((exported / "shipped.json").read_text()),
     }
     # the plot path of each text encoder, shipped or not, for the side-by-side table
-    head_bytes = sum(spec["files"][f]["bytes"] for f in head)
+    head_bytes = sum(spec["files"][f]["bytes"] for f in head + bag)
     for name, check in summary["shipped"]["encoders"].items():  # each encoder's files, shipped or not
         summary[f"{name}_bytes"] = {"plot_path": sum(check["bytes"].values()) + head_bytes}
     runtime = runtime_bytes()

@@ -36,7 +36,8 @@ from pipeline.learn.fusion import (
     FusionHead,
     cross_fit,
 )
-from pipeline.runtime import rules
+from pipeline.runtime import bag, rules
+from pipeline.stages import bag as bag_stage
 from pipeline.stages import data, distil, embed, finetune, long_text
 
 # digested at import, so a stage's key names the code that actually runs
@@ -47,7 +48,7 @@ KEYS = ("seed", "fusion_hidden", "fusion_dropout", "modality_dropout", "fusion_e
 
 
 KEYS += ("fusion_weight_decay", "fusion_batch", "patience", "balance", "stop_frac")
-LONG_KEYS = ("window_strides", "window_pools", "long_variants")
+LONG_KEYS = ("window_strides", "window_pools", "long_variants", "bag_blends")
 # what each training variant adds to the overviews (config long_variants)
 VARIANTS = {"overviews": (), "storylines": ("storyline",), "joined": ("storyline", "joined")}
 CHOSEN_ON = "fusion"  # the head `choose` decides with: it reads both input modes
@@ -66,10 +67,12 @@ def run(cfg, encoder: str = "teacher") -> cache.Output:
     curated, embedded = data.run(cfg), embed.run(cfg)
     source, e, text_head = features(cfg, encoder)
     long = long_text.run(cfg) if encoder == "teacher" else None
+    bagged = bag_stage.run(cfg) if long else None
     parts = {
         "text": source.key,
         "posters": embedded.posters.key,
         "long_text": long.key if long else None,
+        "bag": bagged.key if bagged else None,
         "config": cfg.subset(*KEYS, *(LONG_KEYS if long else ())),
         "code": CODE,
     }
@@ -113,6 +116,11 @@ def run(cfg, encoder: str = "teacher") -> cache.Output:
                 chosen["probs"].update(rows.read(got, chosen, f"{name}/"))
                 chosen["probs"].update({f"first_window/{name}/{m}": p[rows.blocks["first"]] for m, p in before.items()})
                 chosen["probs"].update({f"overviews_only/{name}/{m}": p[: len(y)] for m, p in before.items()})
+            if texts is not None and uses_text:  # the bag of words blended in, by CV: the shipped probabilities
+                blended = blend(cfg, rows, chosen, got, bag_stage.load_logits(bagged), f"{name}/")
+                probs.update(blended.pop("overviews"))
+                chosen["probs"].update(blended.pop("texts"))
+                chosen.setdefault("blend", {}).update(blended)
             save(head, out, name)
         with torch.no_grad():  # the encoder alone: no head learned from the main rows
             z = text_head(torch.from_numpy(e)).numpy()
@@ -242,6 +250,33 @@ def choose(cfg, rows: Rows, texts: long_text.LongTexts, text_head) -> dict:
         "probs": {},
         "fits": fits,  # each variant's cross_fit result, for the caller's fusion head
     }
+
+
+def blend(cfg, rows: Rows, chosen: dict, got: dict, logits: tuple, prefix: str) -> dict:
+    """Per input mode, the bag's weight in the head's probabilities (windows.choose_blend, on the dev overviews
+    and the dev movies' other texts read the chosen way) and those probabilities blended: {"overviews": {key:
+    main rows}, "texts": {key: texts}, key: {"weight", "evidence"}} with key = prefix + mode."""
+    n, z_over, z_texts = rows.n, *logits
+    dev = np.flatnonzero(rows.fold[:n] >= 0)
+    t_fold = rows.fold[rows.blocks["first"]]
+    dev_texts = np.flatnonzero((t_fold >= 0) & (rows.texts.group.to_numpy() == "main"))
+    y_texts = rows.y[rows.blocks["first"]]
+    read = rows.reading(got, chosen["stride"], chosen["pool"])
+    out = {"overviews": {}, "texts": {}}
+    for mode in got:
+        evidence = {}
+        for a in sorted(float(w) for w in str(cfg.bag_blends).split(",")):
+            over, texts = bag.blend(got[mode][:n], z_over, a), bag.blend(read[mode], z_texts, a)
+            cut = windows.cuts({mode: over}, rows.y[:n], dev)
+            evidence[a] = {
+                "overviews": windows.scores({mode: over}, rows.y[:n], dev, cut),
+                "texts": windows.scores({mode: texts}, y_texts, dev_texts, cut),
+            }
+        a = windows.choose_blend(evidence)
+        out["overviews"][prefix + mode] = bag.blend(got[mode][:n], z_over, a)
+        out["texts"][prefix + mode] = bag.blend(read[mode], z_texts, a)
+        out[prefix + mode] = {"weight": a, "evidence": [{"weight": w, **e} for w, e in evidence.items()]}
+    return out
 
 
 def save(head: FusionHead, out: Path, name: str):

@@ -28,7 +28,7 @@ def svg(spec: dict, hidden: int) -> str:
     student = str(te.get("backbone", "")).startswith("student")
     encoder = ["student of the fine-tuned", "MiniLM-L6"] if student else ["fine-tuned MiniLM-L6"]
     left = [
-        Box("Plot text", [f"WordPiece, ≤ {te['max_len']} tokens"]),
+        Box("Plot text", ["WordPiece tokens,", f"read in {te['max_len']}-token windows"]),
         Box("Text encoder", [*encoder, f"mean pool → {te['dim']}-d"]),
     ]
     right = [
@@ -43,6 +43,10 @@ def svg(spec: dict, hidden: int) -> str:
     width = 2 * MARGIN + 2 * width_col + GAP
     inner = width - 2 * MARGIN - 24
     heads = spec["fusion_head"]["heads"]  # input mode -> the head the graph runs for it
+    bag = spec["bag_of_words"]
+    blend = (
+        f"bag of words ({bag['terms']} terms) mixed in: weight {bag['blend']['plot']} / {bag['blend']['plot+poster']}"
+    )
     head = Box(
         "Head (one graph, switched by the poster)",
         [
@@ -50,6 +54,7 @@ def svg(spec: dict, hidden: int) -> str:
             f"poster → {head_name(heads['plot+poster'])}",
             f"z = linear(text) → {g} logits; z + MLP(...)",
             f"{hidden} hidden, GELU → {g} sigmoids",
+            *wrap(blend, inner),
         ],
     )
     decision = Box("Decision", wrap(threshold_text(spec), inner), fill="#e3f4ea", stroke="#2f9e66")
@@ -70,10 +75,11 @@ def svg(spec: dict, hidden: int) -> str:
         width,
         bottom + MARGIN,
         "Model architecture: text encoder, poster encoder, two heads switched by the poster, one threshold per mode",
-        f"Plot text (up to {te['max_len']} tokens) goes through the {' '.join(encoder)} text encoder to a {te['dim']}-d "
+        f"Plot text (read whole, in windows of {te['max_len']} tokens) goes through the {' '.join(encoder)} text encoder to a {te['dim']}-d "
         f"embedding; an optional poster goes through EfficientNet-Lite0 to a {pe['dim']}-d embedding. Without a "
         f"poster the {head_name(heads['plot'])} turns the text embedding into {g} genre probabilities; "
-        f"with one, the {head_name(heads['plot+poster'])} also sees the poster. "
+        f"with one, the {head_name(heads['plot+poster'])} also sees the poster. A {blend}, on the log-odds scale, "
+        "without / with a poster. "
         f"{threshold_text(spec)}.",
         body,
     )
