@@ -71,7 +71,7 @@ def test_files_read_back_as_written(tmp_path, corpus):
     spec = bag.write(tmp_path, names, vec.idf_, vec.get_stop_words(), w, b)
     model = bag.load(tmp_path, rules.MAX_CHARS)
     scale = np.array(spec["scale"])
-    assert np.abs(model.w - w).max() <= scale.max() / 2 + 1e-12
+    assert (np.abs(model.w - w) <= scale / 2 * (1 + 1e-6)).all()  # each genre within half its own step
     assert np.array_equal(model.idf, np.round(vec.idf_, 5))
     for text in corpus[:20]:
         idx, v = model.features(text)
@@ -100,7 +100,7 @@ def score(over: float, texts: float) -> dict:
     [
         ({0.0: score(0.60, 0.60), 0.2: score(0.61, 0.63), 0.4: score(0.61, 0.62)}, 0.2),  # the best on texts
         ({0.0: score(0.60, 0.60), 0.2: score(0.59, 0.65)}, 0.0),  # overviews lose 1 point: not eligible
-        ({0.0: score(0.60, 0.60), 0.2: score(0.598, 0.65)}, 0.2),  # 0.2 points: within the bound
+        ({0.0: score(0.60, 0.60), 0.2: score(0.60 - windows.OVERVIEW_BOUND * 2 / 3, 0.65)}, 0.2),  # within the bound
         ({0.0: score(0.60, 0.62), 0.3: score(0.61, 0.62), 0.1: score(0.61, 0.62)}, 0.0),  # ties: the smaller
     ],
 )

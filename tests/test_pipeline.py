@@ -2,10 +2,13 @@
 
 import hashlib
 import json
+import re
 import time
+from pathlib import Path
 
 import pytest
 
+from pipeline.runtime import manifest
 from pipeline.stages.figures import architecture
 from tests.conftest import cli
 
@@ -322,3 +325,14 @@ def test_the_pipeline_runs_without_extra_rows(tmp_path):
     out = tmp_path / "genres.csv"
     cli("predict", plots, "--out", out, "--models", run.models)
     assert out.read_text().count("\n") == 2
+
+
+def test_a_run_without_long_texts_ships_the_bag_unblended(tiny):
+    """No storylines nor long plots: the heads learn from overviews alone and train blends nothing, so the
+    manifest ships the bag of words at weight 0 in both modes, and passes the schema."""
+    out = tiny.run("export", "--storylines", "", "--long_plots", "").stdout
+    (folder,) = re.findall(r"^\[export\] running -> (\S+)$", out, re.M)
+    spec = json.loads((Path(folder) / "manifest.json").read_text())
+    assert manifest.problem(spec) is None
+    assert spec["bag_of_words"]["blend"] == {"plot": 0.0, "plot+poster": 0.0}
+    assert "[bag] fold -1" in out  # the bag still learned, from overviews and extra rows

@@ -236,7 +236,7 @@ function showGenres(m) {
   $("others").replaceChildren(...order.filter((i) => !chosen.has(i)).map((i) => row(labels[i], m.probs[i], t[i])));
   const fallback = m.genres.length === 1 && m.probs[m.genres[0]] < t[m.genres[0]];
   // a long plot is read whole, in windows the prediction pools (the manifest's rules.windows)
-  const windows = m.windows > 1 ? `Read in ${m.windows} windows of ${spec.rules.windows.max_len} tokens, pooled into one prediction. ` : "";
+  const windows = m.windows > 1 ? `Read in ${m.windows} windows of ${spec.rules.windows.max_len} tokens, pooled into one prediction with its bag of words. ` : "";
   $("rule").textContent = windows + (fallback ? "No genre reached its threshold, so the most probable one is shown. " : "") +
     `Rule: a genre is predicted when its probability reaches its threshold (tuned for ${m.mode === "plot" ? "plot-only" : "plot + poster"} input; the tick on each bar).`;
   const c = cautionText(m.caution, $("plot").value);

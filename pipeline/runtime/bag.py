@@ -3,7 +3,7 @@ the heads' probabilities. The encoder reads a long text window by window; the ba
 
 How a text becomes the bag's genre logits z (the manifest's rules.bag; assets/js/bag.js applies the same):
   its first max_chars characters (the windows' cut), lower-cased; tokens: the maximal runs of 2 or more word
-  characters (Unicode letters, digits, "_": scikit-learn's default pattern); the stop words dropped; terms: the
+  characters (Unicode letters and numbers, "_": scikit-learn's default pattern); the stop words dropped; terms: the
   tokens and each pair of consecutive ones joined by a space; x[t] = (1 + ln count of t) * idf[t] over the
   vocabulary's terms, x scaled to unit length (none: x = 0); z = x . W + b.
 The mode's blend weight a mixes them: p' = sigmoid((1 - a) * logit(p) + a * z), p clipped to [clip, 1 - clip].
@@ -78,8 +78,8 @@ def blend(probs: np.ndarray, z: np.ndarray, a: float, clip: float = RULE["clip"]
 
 def quantized(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(int8 [terms, G], scale [G]): each genre's column at 127 steps of its largest magnitude."""
-    scale = np.maximum(np.abs(w).max(0), 1e-12) / 127
-    return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
+    scale = (np.maximum(np.abs(w).max(0), 1e-12) / 127).astype(np.float32)  # as stored: the readers' scale
+    return np.clip(np.round(w / scale.astype(np.float64)), -127, 127).astype(np.int8), scale
 
 
 def write(out, terms: list[str], idf: np.ndarray, stop_words, w: np.ndarray, b: np.ndarray) -> dict:

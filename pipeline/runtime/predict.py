@@ -11,7 +11,7 @@ with no pool. Each worker loads its own models (about 0.25 s of CPU and 130 MB),
 has a single chunk to predict would pay for nothing: one chunk is never split between workers.
 
 A plot is read whole (its first max_chars characters; the manifest's rules.windows): one longer than the
-text encoder's max_len tokens is read in overlapping windows, pooled into one prediction. The output's
+text encoder's max_len tokens is read in windows, pooled into one prediction with its bag of words. The output's
 `windows` column says how many windows each plot was read in (1 for a plot that fits in one). A chunk's
 memory is bounded by its rows and max_chars, not by the file.
 

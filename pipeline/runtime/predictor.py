@@ -3,7 +3,8 @@
 The same files, tokenizer and rules as the in-browser demo: the text's windows and their pooling, the
 decision rule and the sentence pattern come from the manifest's "rules" (pipeline/runtime/rules.py applies
 them). A plot is read whole: its token ids are cut into overlapping windows of the encoder's max_len, each
-window is embedded, and the windows are pooled into one prediction (rules.windows, rules.pool).
+window is embedded, and the windows are pooled into one prediction (rules.windows, rules.pool), into which
+the plot's bag of words is blended (pipeline/runtime/bag.py, the manifest's bag_of_words and rules.bag).
 
 A model runs several inputs per call only when the manifest marks it "batchable" (its outputs do
 not depend on what else is in the call: float, or int8 with fixed activation scales) and its graph
@@ -111,7 +112,10 @@ class GenrePredictor:
         self.tokenizer.no_truncation()
         entry = self.spec["bag_of_words"]
         self.bag = bag.Bag(
-            json.loads(self.read(entry["file"])), self.read(entry["weights_file"]), self.rules["windows"]["max_chars"]
+            json.loads(self.read(entry["file"])),
+            self.read(entry["weights_file"]),
+            self.rules["windows"]["max_chars"],
+            self.rules["bag"],
         )
         self.bag_weight = entry["blend"]  # per input mode
 
@@ -245,7 +249,8 @@ class GenrePredictor:
             probs = np.stack([rules.pool(p, how) for p in split(per_window, counts)])
         z = self.bag.logits(plots)
         weight = [self.bag_weight["plot+poster" if has else "plot"] for has in np.asarray(has_poster).ravel()]
-        return np.stack([bag.blend(p, zz, a) for p, zz, a in zip(probs, z, weight)])
+        clip = self.rules["bag"]["clip"]
+        return np.stack([bag.blend(p, zz, a, clip) for p, zz, a in zip(probs, z, weight)])
 
     def combine(self, text_emb: np.ndarray, plot: str, poster_emb: np.ndarray | None = None) -> np.ndarray:
         """Genre probabilities [G] from one plot's window embeddings [windows, text dim] (embed_plot), pooled by

@@ -192,7 +192,7 @@ ANSWER = (
     'POST /predict (JSON {"plot": ..., "poster": base64} or a form with plot and a poster file) answers '
     "JSON: genres, probabilities (per genre), top (the three most likely), poster_used, mode (plot or "
     "plot+poster), windows (how many windows of the text encoder's max_len tokens the plot was read in: a "
-    'long plot is read whole, in overlapping windows pooled into one prediction) and ms; errors: {"error": ...}.'
+    'long plot is read whole, in windows pooled into one prediction with its bag of words) and ms; errors: {"error": ...}.'
 )
 
 

@@ -22,7 +22,7 @@ from pipeline.runtime import bag, rules
 from pipeline.stages import data, long_text, select
 
 # digested at import, so a stage's key names the code that actually runs
-CODE = cache.source_digest(__file__, bag.__file__, logreg.__file__)
+CODE = cache.source_digest(__file__, bag.__file__, logreg.__file__, rules.__file__)
 TRAINS = ("storyline",)  # the kinds of long_text's texts the bag learns from (joined ones repeat the overview)
 
 
@@ -64,8 +64,8 @@ def run(cfg) -> cache.Output:
         extra, y_extra = data.load_extra(curated)
         chosen = select.load(selected)
         fold = movies.fold.to_numpy()
-        table = pd.read_csv(long / "texts.csv", keep_default_na=False)
-        row = table.row.to_numpy()
+        table = pd.read_csv(long / "texts.csv", keep_default_na=False, dtype={"row": np.int64, "text": str})
+        row = table.row.to_numpy()  # none when the run has no storylines nor long plots: overviews and extra rows
         t_fold = np.where(row >= 0, fold[np.maximum(row, 0)], -1)  # a text tied to no movie: scored like a test row
         t_y = data.multi_hot(table.genres, labels)
         learns = table.kind.isin(TRAINS).to_numpy()

@@ -187,6 +187,16 @@ def export_head(head: fusion.ShippedHead, out: Path, text_dim: int, image_dim: i
     quantize.export_onnx(head, args, out / "fusion_head.onnx", ["text", "image", "has_poster"], outputs, axes)
 
 
+def bag_weight(reading: dict | None, model_id: str, mode: str) -> float:
+    """The bag of words' weight in a shipped model's probabilities, as `train` chose it ("head/mode", as
+    evaluate.OURS names the model); 0 where train blends nothing: a run without long texts, the student's
+    heads, the encoder's own head. A head train should have blended and did not is a KeyError, not a 0."""
+    head = evaluate.OURS[mode][model_id]
+    if reading is None or head[0] == "text_finetuned":
+        return 0.0
+    return reading["blend"]["/".join(head)]["weight"]
+
+
 def manifest(
     cfg, labels, thresholds, encoder: dict, poster: dict, heads: dict, window: dict, bag_weight: dict, out: Path
 ) -> dict:
@@ -382,9 +392,7 @@ def run(cfg) -> cache.Output:
         # the bag of words, and its weight in each mode's probabilities as `train` chose it for the shipped head
         for name in BAG_FILES:
             shutil.copyfile(bagged / name, out / name)
-        blends = reading.get("blend", {}) if reading else {}
-        # keyed "head/mode" as evaluate.OURS names the shipped models; a head without a blend (the encoder's own): 0
-        weight = {m: blends.get("/".join(evaluate.OURS[m][chosen[m]]), {"weight": 0.0})["weight"] for m in fusion.MODES}
+        weight = {m: bag_weight(reading, chosen[m], m) for m in fusion.MODES}
         spec = manifest(
             cfg, labels, metrics["thresholds"], entries[shipped_encoder], poster, chosen, window, weight, out
         )

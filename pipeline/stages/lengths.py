@@ -1,7 +1,8 @@
 """Stage `lengths`: how well texts of every length are read, beside the TF-IDF peer and today's first window.
 
 Three readers of the same texts (overviews, storylines, overview + storyline, long plots; `long_text`):
-  windows       the shipped heads reading the whole text as `train` chose (stride, pooling, training rows)
+  windows       the shipped heads reading the whole text as `train` chose (stride, pooling, training rows), the
+                bag of words blended in
   first window  the overviews-only fusion head reading the first 256 tokens alone (the reading before issue 28)
   TF-IDF + LR   the pipeline's TF-IDF peer, learning from the same rows as the shipped heads (dev overviews,
                 the chosen extra rows, and the dev movies' texts of the chosen variant), C as evaluate chose it

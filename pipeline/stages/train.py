@@ -265,7 +265,7 @@ def blend(cfg, rows: Rows, chosen: dict, got: dict, logits: tuple, prefix: str) 
     out = {"overviews": {}, "texts": {}}
     for mode in got:
         evidence = {}
-        for a in sorted(float(w) for w in str(cfg.bag_blends).split(",")):
+        for a in sorted({0.0, *(float(w) for w in str(cfg.bag_blends).split(","))}):  # 0: no bag, the baseline
             over, texts = bag.blend(got[mode][:n], z_over, a), bag.blend(read[mode], z_texts, a)
             cut = windows.cuts({mode: over}, rows.y[:n], dev)
             evidence[a] = {
