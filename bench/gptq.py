@@ -2,7 +2,7 @@
 
   .venv/bin/python -m bench.gptq [--work DIR] [--held_out 200] [--plots N]
 
-Builds the encoder as export's int4 format does (the fine-tuned teacher, vocabulary pruned to the extra
+Builds the encoder as export's int4 format does (the fine-tuned encoder, vocabulary pruned to the extra
 rows' word pieces, 4-bit MatMuls and embedding tables) twice, with nearest rounding and with GPTQ on
 export.gptq_calibration's plots (--plots, default export.GPTQ_PLOTS), and prints each file's embedding
 cosine to fp32 on `--held_out` other extra plots (no dev or test plot, no label), and GPTQ's objective

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-STAGES = ["data", "embed", "select", "finetune", "long_text", "distil", "train", "evaluate", "export"]
+STAGES = ["data", "embed", "select", "finetune", "long_text", "bag", "train", "evaluate", "export"]
 STAGES += ["lengths", "topics", "explain", "figures", "publish"]
 
 

@@ -29,7 +29,7 @@ TINY = [
         "3",
     ),
     *("--epochs", "2", "--batch", "8"),  # text fine-tuning
-    *("--student_plots", "80", "--student_epochs", "2", "--extra_validation_source", "snapshot_a"),
+    *("--extra_validation_source", "snapshot_a"),
     *(
         "--fusion_epochs",
         "30",
@@ -98,6 +98,20 @@ class TinyRun:
 
     def json(self, name: str) -> dict:
         return json.loads((self.site_data / name).read_text())
+
+
+def tiny_config(tiny: TinyRun, **extra):
+    """The tiny run's configuration (TINY's flags and the run's folders) as a Config, for calling a stage's
+    functions directly."""
+    from pipeline import config
+
+    cfg = config.load()
+    for flag, value in zip(TINY[::2], TINY[1::2]):
+        key = flag.removeprefix("--")
+        cfg[key] = type(cfg[key])(value)
+    cfg.update(data=str(tiny.data), work=str(tiny.work), site_data=str(tiny.site_data), models=str(tiny.models))
+    cfg.update(extra=str(tiny.extra), threads=1, **extra)
+    return cfg
 
 
 @pytest.fixture(scope="session")

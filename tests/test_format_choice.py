@@ -99,7 +99,7 @@ def test_int4_is_fitted_to_extra_row_plots_only(monkeypatch, tmp_path):
         backbone=types.SimpleNamespace(embeddings=types.SimpleNamespace(word_embeddings=table))
     )
     monkeypatch.setattr(export.text_export, "prune_vocabulary", lambda m, tok_json, plots, max_len: (m, "{}"))
-    monkeypatch.setattr(export.student_vocab, "load_tokenizer_json", lambda tok: tok)
+    monkeypatch.setattr(export.vocab, "load_tokenizer_json", lambda tok: tok)
     monkeypatch.setattr(export, "export_encoder", export_encoder)
     with pytest.raises(Stop):
         export.choose_format(

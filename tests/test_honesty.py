@@ -1,6 +1,6 @@
 """End to end, the test split decides nothing: the whole tiny pipeline run again with the test rows' labels
 shuffled among themselves (same split, same plots and posters), and the test movies' storylines and long plots
-shuffled among them too, makes every choice the first run made (models, student, thresholds and their pull,
+shuffled among them too, makes every choice the first run made (models, thresholds and their pull,
 format, every logistic-regression C, extra rows, how long texts are read and learned from) and every
 cross-validated figure equal, while the test scores move (so the shuffle reached what reads test labels)."""
 
@@ -20,9 +20,7 @@ def choices(site_data) -> dict:
     models = json.loads((site_data / "models.json").read_text())
     lengths = json.loads((site_data / "lengths.json").read_text())
     return {
-        "chosen": metrics["chosen"],
         "shipped": metrics["shipped"],
-        "student": metrics["student"],
         "thresholds": metrics["thresholds"],
         "threshold_shrink": metrics["threshold_shrink"],
         "threshold_shrink_cv": metrics["threshold_shrink_cv"],
@@ -32,7 +30,7 @@ def choices(site_data) -> dict:
         "cv": {
             m["id"]: (m["cv_micro_f1"], m["cv_macro_f1"], m["cv_threshold_shrink_by_fold"]) for m in metrics["models"]
         },
-        "format": {name: enc.get("format_choice") for name, enc in models["shipped"]["encoders"].items()},
+        "format": models["shipped"]["text_encoder"]["format_choice"],
         "manifest_thresholds": models["thresholds"],
         "manifest_windows": models["rules"]["windows"],
         # the bag of words learns from dev texts only: its files are the same bytes

@@ -20,11 +20,11 @@ import torch
 
 from pipeline import cache
 from pipeline.export import head_packing, packing, quantize, text_export
-from pipeline.learn import fusion, poster_encoder, student_model, text
+from pipeline.learn import fusion, poster_encoder, text
 from pipeline.runtime import image_io
 from pipeline.runtime.predict import GenrePredictor
 from pipeline.stages import data, export, finetune, select
-from tests.test_distil import tiny_config
+from tests.conftest import tiny_config
 
 INT8_COSINE = text_export.MIN_COSINE - 0.005  # the export's bound on dev inputs, margin for other inputs (docstring)
 # int4 is accepted by CV, not a cosine; this bound is the measured minimum less a margin, so a worse rebuild or
@@ -60,9 +60,7 @@ def stage_output(tiny, name: str) -> cache.Output:
 
 @pytest.fixture(scope="module")
 def torch_text(tiny):
-    """The text encoder the tiny run exported (the one evaluate chose to ship), in torch."""
-    if tiny.json("metrics.json")["shipped"]["encoder"] == "student":
-        return student_model.load_student(stage_output(tiny, "distil"))
+    """The fine-tuned text encoder the tiny run exported, in torch."""
     folder = tiny.stage("finetune")
     return text.TextEncoder("minilm", folder / "encoder.safetensors").eval(), text.load_tokenizer("minilm")
 
@@ -85,6 +83,26 @@ def test_shipped_text_encoder_matches_torch(predictor, torch_text, plot):
     quantization = predictor.spec["text_encoder"]["quantization"]
     bound = INT4_COSINE if "4-bit" in quantization else INT8_COSINE if "int8" in quantization else FLOAT_COSINE
     assert min(cosine(g, e) for g, e in zip(got, expected)) >= bound
+
+
+def test_text_export_writes_a_runnable_encoder_that_computes_in_float(tiny, torch_text, tmp_path):
+    """export_text_encoder in the 8-bit format on dev plots: parity with torch, the export's own acceptance
+    bound, float compute, batchable; and the file runs an unseen plot close to torch."""
+    import pandas as pd
+
+    model, tok = torch_text
+    cfg = tiny_config(tiny)
+    movies = pd.read_csv(tiny.stage("data") / "movies.csv", keep_default_na=False)
+    ids = [text.encode(tok, p, cfg.max_len) for p in movies.overview[movies.fold >= 0].tolist()[:48]]
+    check = text_export.export_text_encoder(model, tmp_path / "text.onnx", [], ids, cfg.max_len, quantize.TEXT_MODE)
+    assert check["onnx_fp32_vs_torch_max_abs"] < 1e-4  # the same float32 graph: reassociation only
+    assert check["cosine_to_fp32"]["min"] >= text_export.MIN_COSINE  # the export's own acceptance bound
+    assert check["integer_ops"] == [] and check["batchable"]
+    x = np.array([text.encode(tok, "A haunted cabin and a zyxwvut demon.", cfg.max_len)], np.int64)
+    got = quantize.session(tmp_path / "text.onnx").run(None, {"input_ids": x, "attention_mask": np.ones_like(x)})[0]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x), torch.ones_like(torch.from_numpy(x))).numpy()
+    assert got.shape == (1, model.dim) and cosine(got, expected) >= INT8_COSINE  # an unseen plot (docstring)
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +183,7 @@ def test_shipped_files_hold_no_integer_operator(tiny):
 def test_fusion_head_matches_torch(tiny):
     """The exported head is the ShippedHead of each mode's chosen head, as export builds it."""
     spec = json.loads((tiny.models / "manifest.json").read_text())
-    student = tiny.json("metrics.json")["shipped"]["encoder"] == "student"
-    trained = stage_output(tiny, "train_student" if student else "train")
+    trained = stage_output(tiny, "train")
     text_head = finetune.load_head(stage_output(tiny, "finetune"))
     heads = {m: export.head_for(i, trained, text_head, 1280) for m, i in spec["fusion_head"]["heads"].items()}
     if spec["fusion_head"].get("weights_file"):  # its matrices as the packed file stores them

@@ -18,7 +18,6 @@ STAGES = [
     "select",
     "finetune",
     "bag",
-    "distil",
     "train",
     "evaluate",
     "export",
@@ -111,9 +110,7 @@ def test_metrics_cover_every_model_on_the_test_split(tiny):
     metrics = tiny.json("metrics.json")
     ids = [m["id"] for m in metrics["models"]]
     ours = ["text_finetuned", "plot_head", "fusion_plot_only", "fusion"]
-    assert ids == ["tfidf_lr", "text_lr", "poster_lr", "concat_lr", "poster_mlp", *ours] + [
-        f"student_{i}" for i in ours
-    ]
+    assert ids == ["tfidf_lr", "text_lr", "poster_lr", "concat_lr", "poster_mlp", *ours]
     for m in metrics["models"]:
         for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "micro_precision", "micro_recall"):
             assert 0.0 <= m[key] <= 1.0
@@ -126,7 +123,6 @@ def test_metrics_cover_every_model_on_the_test_split(tiny):
     assert set(metrics["thresholds"]) == {"plot", "plot+poster"}
     by_id = {m["id"]: m for m in metrics["models"]}
     cv = {i: (by_id[i]["cv_micro_f1"]["mean"] + by_id[i]["cv_macro_f1"]["mean"]) / 2 for i in ids}
-    prefix = "student_" if metrics["shipped"]["encoder"] == "student" else ""
     for mode, c in metrics["comparison"].items():
         # the best peer and each mode's shipped model are the ones CV scores best: never chosen on test
         peers = {"plot": ("tfidf_lr", "text_lr")}.get(mode, ids[:4])
@@ -135,10 +131,9 @@ def test_metrics_cover_every_model_on_the_test_split(tiny):
             mode, ["fusion", "plot_head", "text_finetuned"]
         )
         assert c["shipped"] == metrics["shipped"][mode]
-        assert cv[c["shipped"]] == max(cv[prefix + i] for i in candidates)
+        assert cv[c["shipped"]] == max(cv[i] for i in candidates)
         lo, hi = c["paired_points_ci"]["micro_f1_ci"]
         assert lo <= c["micro_points"] <= hi  # the paired interval holds the observed margin
-    assert metrics["student"]["ships"] == (metrics["shipped"]["encoder"] == "student")
     # the invented genres are easy to tell apart: a model that learned nothing would not get here
     assert max(m["micro_f1"] for m in metrics["models"]) > 0.6
 
@@ -168,7 +163,7 @@ def test_manifest_describes_the_exported_files(tiny):
     assert reading["stride"] in (62, 46) and reading["pool"] in rules.POOLS and "truncation" not in spec["text_encoder"]
     assert spec["rules"]["poster"] == spec["poster_encoder"]["preprocessing"]
     shipped = tiny.json("metrics.json")["shipped"]
-    assert spec["fusion_head"]["heads"] == {m: shipped[m].removeprefix("student_") for m in spec["thresholds"]}
+    assert spec["fusion_head"]["heads"] == {m: shipped[m] for m in spec["thresholds"]}
 
 
 def test_rerun_is_cached_and_identical(tiny):
@@ -180,11 +175,9 @@ def test_rerun_is_cached_and_identical(tiny):
         "data",
         "select",
         "finetune",
-        "distil",
         "embed_plots",
         "embed_posters",
         "train",
-        "train_student",
         "evaluate",
         "export",
         "topics",
@@ -199,9 +192,9 @@ def test_rerun_is_cached_and_identical(tiny):
 
 def test_config_change_reruns_only_downstream(tiny):
     out = tiny.run("train", "--fusion_lr", "0.001").stdout
-    for upstream in ("data", "select", "finetune", "distil", "embed_plots", "embed_posters"):
+    for upstream in ("data", "select", "finetune", "embed_plots", "embed_posters"):
         assert f"[{upstream}] cached" in out
-    assert "[train] running" in out and "[train_student] running" in out
+    assert "[train] running" in out
 
 
 def test_finetune_learns_from_the_chosen_extra_rows_and_scores_dev_rows(tiny):
@@ -220,17 +213,16 @@ def test_finetune_learns_from_the_chosen_extra_rows_and_scores_dev_rows(tiny):
     assert np.load(folder / "embeddings.npy").shape == (len(movies), 384)
 
 
-def test_heads_probabilities_cover_every_row_in_both_encoders(tiny):
+def test_heads_probabilities_cover_every_row(tiny):
     import numpy as np
     import pandas as pd
 
     movies = pd.read_csv(tiny.stage("data") / "movies.csv")
-    for stage in ("train", "train_student"):
-        with np.load(tiny.stage(stage) / "probs.npz") as probs:
-            for key in probs.files:
-                assert np.isfinite(probs[key]).all() and probs[key].shape == (len(movies), 4), key
-        history = json.loads((tiny.stage(stage) / "history.json").read_text())
-        assert all(len(h["folds"]) == 3 for h in history.values())
+    with np.load(tiny.stage("train") / "probs.npz") as probs:
+        for key in probs.files:
+            assert np.isfinite(probs[key]).all() and probs[key].shape == (len(movies), 4), key
+    history = json.loads((tiny.stage("train") / "history.json").read_text())
+    assert all(len(h["folds"]) == 3 for h in history.values())
 
 
 def test_topics_are_named_from_their_words_and_saved_with_safetensors(tiny):
@@ -306,9 +298,8 @@ def test_the_pipeline_runs_without_extra_rows(tmp_path):
     from tests.conftest import TinyRun
 
     run = TinyRun(tmp_path)
-    # the teacher ships (no student can pass a bound of -1): export must then choose its format with no
-    # extra-row plots to calibrate GPTQ on
-    args = run.args("all", "--student_bound", "-1")
+    # export must choose its format with no extra-row plots to calibrate GPTQ on
+    args = run.args("all")
     args[args.index("--extra") + 1] = ""
     first = cli(*args)
     (folder,) = set(re.findall(r"^\[finetune\] (?:running ->|cached:) (\S+)$", first.stdout, re.M))
@@ -317,9 +308,8 @@ def test_the_pipeline_runs_without_extra_rows(tmp_path):
     head = load_file(str(tmp_path / folder / "head.safetensors"))
     assert not np.any(head["weight"]) and not np.any(head["bias"])
     assert run.json("metrics.json")["extra_rows"] == 0
-    teacher = run.json("models.json")["shipped"]["encoders"]["teacher"]["format_choice"]
-    assert run.json("metrics.json")["shipped"]["encoder"] == "teacher"
-    assert "skipped" in teacher["tried"]["int4"] and teacher["ships"] == "weights"
+    choice = run.json("models.json")["shipped"]["text_encoder"]["format_choice"]
+    assert "skipped" in choice["tried"]["int4"] and choice["ships"] == "weights"
     plots = tmp_path / "plots.csv"
     plots.write_text("overview\nA detective hunts a killer through the rain-soaked city at night.\n")
     out = tmp_path / "genres.csv"

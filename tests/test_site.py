@@ -281,19 +281,65 @@ def sentence(text: str, start: str) -> str:
     return text[i : text.index(".", i + len(start)) + 1]
 
 
-def test_student_outcome_follows_the_cv_choice(tmp_path):
-    """With evaluate's CV-based choice (metrics.student), the sentence follows its `ships` field."""
-    cv = {m: {a: {"teacher": 0.6, "student": 0.6} for a in ("micro", "macro")} for m in ("plot", "plot+poster")}
+def test_the_web_section_reads_the_shipped_text_encoder_s_checks(tmp_path):
+    """models.json shipped.text_encoder (the shipped encoder's checks) gives the methods page its format choice,
+    CV table and cosine check, and a missed target its CV loss and what was tried; without it, none of them
+    prints (never a claim with its figures missing)."""
+    cv = {m: {a: {"fp32": 0.625, "format": 0.61} for a in ("micro", "macro")} for m in ("plot", "plot+poster")}
+    checks = {
+        "format_choice": {"formats": ["int4", "weights"], "bound": 0.0075, "ships": "int4",
+                          "tried": {"int4": {"ships": True, "cv": cv}}},
+        "dev_plots": 123,
+        "cosine_to_fp32": {"mean": 0.98765, "min": 0.875, "n": 123},
+    }  # fmt: skip
 
-    def choice(ships):
-        def change(d):
-            d["metrics.json"]["student"] = {"cv": cv, "bound": 0.005, "ships": ships}
+    def change(with_checks):
+        def apply(d):
+            d.pop("decisions.yml")  # the log's entries tell of formats in words of their own
+            shipped = d["models.json"]["shipped"]
+            shipped.pop("text_encoder", None)
+            if with_checks:
+                shipped["text_encoder"] = checks
+            (t,) = [t for t in d["targets.json"] if t["mode"] == "plot" and t["target"] == "macro F1"]
+            t.update(goal=0.58, measured=0.57, fp32=0.6, met=False)  # missed by the shipped files, met at fp32
 
-        return change
+        return apply
 
-    yes, no = outcome(tmp_path, "yes", choice(True)), outcome(tmp_path, "no", choice(False))
-    assert "The student ships" in yes and "The teacher ships" not in yes
-    assert "The teacher ships" in no and "outside the bound" in no
+    given, without = outcomes(tmp_path, "given", change(True)), outcomes(tmp_path, "without", change(False))
+    methods = given["methods/index.html"]
+    assert "the first of int4, weights whose CV micro and macro F1 stay within 0.75 points of fp32" in methods
+    assert "int4 ships." in methods
+    assert "int4 (ships) plot 0.625 → 0.61 0.625 → 0.61" in methods
+    assert "embedding cosine on 123 dev plots: mean 0.9877, lowest 0.875" in methods
+    assert "file formats int4, weights, the first within 0.75 points of fp32 in CV shipping" in methods
+    story = given["index.html"]
+    assert "Cross-validation, which chose the format, measured a loss of 1.5 points and allowed 0.75" in story
+    assert "file formats chosen by CV" in story
+    for page, text in without.items():
+        for claim in ("whose CV micro and macro F1", "dev plots: mean", "file formats", "which chose the format"):
+            assert claim not in text, (page, claim)
+
+
+def test_the_dropped_student_is_one_sentence_linked_to_its_decision(tmp_path):
+    """The distilled student encoder was dropped: the methods page says so in one sentence, with no figure typed,
+    linked to the decision log's entry when the log has one (never a link to a missing id); no page otherwise
+    speaks of a student, a teacher or distillation (the log's own entries aside: here a log of one neutral entry)."""
+    entry = {
+        "id": "student-dropped", "date": None, "commit": None, "title": "An entry", "decision": "Decided.",
+        "evidence": None, "test_read": False, "test_result": None, "decided_before": None, "changed_after": None,
+    }  # fmt: skip
+    logged = site.build_pages(tmp_path / "logged", {**site.site_data(), "decisions.yml": [entry]})
+    unlogged = site.build_pages(tmp_path / "unlogged", {**site.site_data(), "decisions.yml": [{**entry, "id": "x"}]})
+    link = 'href="#decision-student-dropped"'
+    assert link in logged["methods/index.html"] and 'id="decision-student-dropped"' in logged["methods/index.html"]
+    assert all(link not in html for html in [*unlogged.values(), logged["index.html"]])
+    for pages in (logged, unlogged):
+        text = " ".join(visible(html) for html in pages.values())
+        said = sentence(text, "A smaller student encoder, distilled")
+        assert "dropped" in said and not NUMBER.search(said), said
+        rest = text.replace(said, "").replace("A smaller student encoder, dropped", "")
+        hits = re.findall(r".{0,60}(?:student|teacher|distil).{0,60}", rest, re.I)
+        assert hits == [], hits
 
 
 def test_balancing_claim_follows_the_data(tmp_path):

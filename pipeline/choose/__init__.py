@@ -1,1 +1,1 @@
-"""Choices as pure functions of scores: thresholds, extra rows, format, model and student."""
+"""Choices as pure functions of scores: thresholds, extra rows, format, the model per input mode, how long texts are read."""

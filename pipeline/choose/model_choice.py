@@ -1,5 +1,5 @@
 """Choosing among models by cross-validation: out-of-fold scores (nested thresholds), the value every
-choice maximises, and whether the student ships."""
+choice maximises."""
 
 import numpy as np
 
@@ -21,9 +21,3 @@ def cv_scores(probs: np.ndarray, y: np.ndarray, fold: np.ndarray, shrinks: list[
 def cv_value(row: dict) -> float:
     """What every choice maximises: the mean of cross-validated micro and macro F1."""
     return (row["cv_micro_f1"]["mean"] + row["cv_macro_f1"]["mean"]) / 2
-
-
-def student_passes(cv: dict, bound: float) -> bool:
-    """The student ships when its CV micro and macro F1 are within `bound` of the teacher's (or above)
-    in every input mode: cv[mode][avg] = {"teacher": F1, "student": F1}, out-of-fold scores only."""
-    return all(v["student"] >= v["teacher"] - bound for by_avg in cv.values() for v in by_avg.values())

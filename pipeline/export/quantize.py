@@ -49,8 +49,8 @@ from pipeline.export import gptq, packing
 from pipeline.runtime import packed_weights
 
 OPSET = 17
-# the 8-bit text format (float compute, batchable): what export writes when no CV check chooses (the encoder
-# that does not ship; the shipped student); the shipped teacher takes the first of text_formats CV accepts
+# the 8-bit text format (float compute, batchable): what export writes when no CV check chooses; the shipped
+# encoder takes the first of text_formats CV accepts
 TEXT_MODE = "weights"
 POSTER_WEIGHTS = (
     8,

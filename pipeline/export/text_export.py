@@ -1,4 +1,4 @@
-"""A text encoder (teacher or student) to the ONNX file the browser and `predict` run, with its checks.
+"""The fine-tuned text encoder to the ONNX file the browser and `predict` run, with its checks.
 
 fp32 ONNX from torch (parity checked), then quantized by quantize.quantize_text in the mode export
 asks for (export.choose_format: "int4" or "weights", by CV). In mode "weights" (8-bit) which layers stay
@@ -89,23 +89,23 @@ def export_text_encoder(
 
 
 def prune_vocabulary(model, tokenizer_json: str, plots: list[str], max_len: int) -> tuple[object, str]:
-    """(a copy of `model` whose word-embedding table keeps only the rows student_vocab.kept_ids keeps for
+    """(a copy of `model` whose word-embedding table keeps only the rows vocab.kept_ids keeps for
     `plots` (training plots: never a dev or test plot, so CV sees what pruning does to unseen text), and
     the tokenizer.json renumbered to match). Every single character stays, so a word the pruned
     vocabulary lacks splits into smaller pieces, never [UNK]."""
     import copy
 
-    from pipeline.learn import student_vocab
+    from pipeline.export import vocab
 
     tok_json = json.loads(tokenizer_json)
-    tok = student_vocab.load_tokenizer_json(tok_json)
+    tok = vocab.load_tokenizer_json(tok_json)
     used = {i for p in plots for i in text.encode(tok, p, max_len)}
-    keep = student_vocab.kept_ids(tok_json, used)
+    keep = vocab.kept_ids(tok_json, used)
     pruned = copy.deepcopy(model)
     table = pruned.backbone.embeddings.word_embeddings
     table.weight = torch.nn.Parameter(table.weight.detach()[torch.tensor(keep)].clone())
     table.num_embeddings = len(keep)
-    return pruned, json.dumps(student_vocab.pruned_tokenizer(tok_json, keep), ensure_ascii=False, separators=(",", ":"))
+    return pruned, json.dumps(vocab.pruned_tokenizer(tok_json, keep), ensure_ascii=False, separators=(",", ":"))
 
 
 def manifest_entry(path: Path, tokenizer: str, backbone: str, dim: int, max_len: int, info: dict) -> dict:

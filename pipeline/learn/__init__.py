@@ -1,1 +1,1 @@
-"""Models and how they learn (torch): text encoder, fine-tuning, student, heads, logistic regression, poster encoder, Grad-CAM."""
+"""Models and how they learn (torch): text encoder, fine-tuning, heads, logistic regression, poster encoder, Grad-CAM."""

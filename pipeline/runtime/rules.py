@@ -1,7 +1,7 @@
 """The rules Python and the browser share, written once as data.
 
 `export` copies RULES into manifest.json (`manifest["rules"]`); `predict`, `serve` and the demo's
-assets/js/rules.js read them from there, and the pipeline's own scoring (evaluate, distil) calls the
+assets/js/rules.js read them from there, and the pipeline's own scoring (evaluate) calls the
 functions below with RULES itself. tests/test_rules.py runs this file and the JS one on the same cases.
 """
 
@@ -19,7 +19,7 @@ RULES = {
     # a genre is predicted when its probability is at or over its threshold (per input mode);
     # a movie with none gets its most likely genre
     "decision": {"predict_when": "probability >= threshold", "if_none": "most_likely"},
-    # sentences for the leave-one-sentence-out explanation and the student's augmentation
+    # sentences for the leave-one-sentence-out explanation
     "sentence_pattern": r"[^.!?]+[.!?]*\s*",
     # text → windows of token ids: the first max_chars characters are tokenized (special tokens included,
     # no padding); a text of more than max_len ids is cut into windows of max_len (its first and last ids,

@@ -8,8 +8,7 @@ included (nested). The peers (logistic regression on
 TF-IDF, on the frozen plot embedding, on the poster embedding, on both) train on exactly the rows the
 shipped model learned from (dev + chosen extra rows) with C chosen inside each fold.
 
-Choices, all on out-of-fold rows: each encoder's model per input mode (the head CV scores best), the
-student against the teacher (`student_bound` in both modes), the best peer. The test split is read
+Choices, all on out-of-fold rows: the model per input mode (the head CV scores best) and the best peer. The test split is read
 only to report: F1 with bootstrap 95 % intervals, and the paired bootstrap of the margin over the best
 peer (the same resamples for both models).
 """
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from pipeline import cache
 from pipeline.choose import model_choice, thresholds
-from pipeline.choose.model_choice import cv_scores, cv_value, student_passes
+from pipeline.choose.model_choice import cv_scores, cv_value
 from pipeline.choose.thresholds import f1_pair, global_threshold
 from pipeline.learn import fusion, logreg, text
 from pipeline.runtime import rules
@@ -155,10 +154,10 @@ def row_for(key, probs, y, fold, labels, shrinks, seed, name=None, mode=None):
     te = fold == -1
     cut, shrink = thresholds.fit(probs, y, fold, shrinks)
     pred = decide(probs[te], cut)
-    name_, mode_ = NAMES.get(key.removeprefix("student_"), (key, mode))
+    name_, mode_ = NAMES.get(key, (key, mode))
     row = {
         "id": key,
-        "name": ("Student: " if key.startswith("student_") else "") + (name or name_),
+        "name": name or name_,
         "mode": mode or mode_,
         "threshold_shrink": thresholds.as_json(shrink),
     }
@@ -168,14 +167,13 @@ def row_for(key, probs, y, fold, labels, shrinks, seed, name=None, mode=None):
 
 def run(cfg) -> cache.Output:
     curated, embedded, selected = data.run(cfg), embed.run(cfg), select.run(cfg)
-    trained, student_trained = train.run(cfg), train.run(cfg, "student")
+    trained = train.run(cfg)
     parts = {
         "train": trained.key,
-        "train_student": student_trained.key,
         "embed": embedded.key,
         "select": selected.key,
         "code": CODE,
-        "config": cfg.subset("default_threshold", "threshold_shrinks", "peer_c", "tfidf_c", "student_bound", "seed"),
+        "config": cfg.subset("default_threshold", "threshold_shrinks", "peer_c", "tfidf_c", "seed"),
     }
 
     def build(out: Path):
@@ -183,12 +181,11 @@ def run(cfg) -> cache.Output:
         fold = movies.fold.to_numpy()
         dev, te = fold >= 0, fold == -1
         probs, peer_info = peer_probs(cfg, movies, y, fold, embedded, curated, selected)
-        heads = {"teacher": train.load_probs(trained), "student": train.load_probs(student_trained)}
-        probs["poster_mlp"] = heads["teacher"]["poster_head/plot+poster"]
-        for who, prefix in (("teacher", ""), ("student", "student_")):
-            for ids in OURS.values():
-                for key, (head, head_mode) in ids.items():
-                    probs[prefix + key] = heads[who][f"{head}/{head_mode}"]
+        heads = train.load_probs(trained)
+        probs["poster_mlp"] = heads["poster_head/plot+poster"]
+        for ids in OURS.values():
+            for key, (head, head_mode) in ids.items():
+                probs[key] = heads[f"{head}/{head_mode}"]
         shrinks = thresholds.parse_shrinks(cfg.threshold_shrinks)
         models, cuts = [], {}
         for key in tqdm(probs, desc="scoring models"):
@@ -196,25 +193,8 @@ def run(cfg) -> cache.Output:
             models.append(row)
         by_id = {m["id"]: m for m in models}
 
-        # choices on out-of-fold rows only: each encoder's model per mode, then student or teacher
-        chosen = {
-            who: {mode: max(ids, key=lambda i: cv_value(by_id[prefix + i])) for mode, ids in OURS.items()}
-            for who, prefix in (("teacher", ""), ("student", "student_"))
-        }
-        student_cv = {
-            mode: {
-                avg: {
-                    "teacher": by_id[chosen["teacher"][mode]][f"cv_{avg}_f1"]["mean"],
-                    "student": by_id["student_" + chosen["student"][mode]][f"cv_{avg}_f1"]["mean"],
-                }
-                for avg in ("micro", "macro")
-            }
-            for mode in MODES
-        }
-        student_ships = student_passes(student_cv, cfg.student_bound)
-        encoder = "student" if student_ships else "teacher"
-        prefix = "student_" if student_ships else ""
-        shipped = {mode: prefix + chosen[encoder][mode] for mode in MODES}
+        # choices on out-of-fold rows only: the model per mode, the best peer
+        shipped = {mode: max(ids, key=lambda i: cv_value(by_id[i])) for mode, ids in OURS.items()}
         peers = {mode: max(ids, key=lambda i: cv_value(by_id[i])) for mode, ids in PEERS.items()}
 
         comparison = {}
@@ -277,9 +257,7 @@ def run(cfg) -> cache.Output:
             "threshold_shrink": {mode: by_id[shipped[mode]]["threshold_shrink"] for mode in MODES},
             "threshold_shrink_cv": strength_evidence,
             "models": models,
-            "chosen": chosen,
-            "student": {"cv": student_cv, "bound": cfg.student_bound, "ships": student_ships},
-            "shipped": {"encoder": encoder, **shipped},
+            "shipped": shipped,
             "peers": {"best": peers, "c_by_fold": peer_info},
             "comparison": comparison,
             "best": by_id[shipped["plot+poster"]],

@@ -1,7 +1,6 @@
 """Stage `export`: the ONNX models the browser and `predict` run, plus manifest.json.
 
-text_encoder.onnx   the text encoder `evaluate` chose to ship (the student when its CV held up against the
-                    teacher, else the teacher), its weights in text_encoder.weights, 4- or 8-bit as the
+text_encoder.onnx   the fine-tuned text encoder, its weights in text_encoder.weights, 4- or 8-bit as the
                     format check chose (choose_format; pipeline/export/text_export.py); tokenizer.json beside it
 poster_encoder.onnx EfficientNet-Lite0 with resize and normalisation inside (pipeline/export/poster_cam.py),
                     its 8-bit convolution weights in poster_encoder.weights (quantize.quantize_poster)
@@ -11,8 +10,6 @@ fusion_head.onnx    the heads CV chose for each input mode, in one graph (fusion
                     its matrices in fusion_head.weights when the text format packs the head
 bag_of_words.json   the bag of words (stage `bag`, pipeline/runtime/bag.py) and its weight in each mode's
  (and .weights)     probabilities, as `train` chose it for the shipped head
-The encoder that does not ship is exported too, into this stage's folder only, for its size and speed
-beside the shipped one (shipped.json); only the manifest's files are published.
 """
 
 import json
@@ -26,12 +23,12 @@ from tqdm import tqdm
 
 from pipeline import cache
 from pipeline.choose import format_rule, thresholds
-from pipeline.export import gptq, head_packing, packing, poster_cam, quantize, text_export, web_session
-from pipeline.learn import fusion, poster_encoder, student_model, student_vocab, text
+from pipeline.export import gptq, head_packing, packing, poster_cam, quantize, text_export, vocab, web_session
+from pipeline.learn import fusion, poster_encoder, text
 from pipeline.runtime import bag, image_io, packed_weights, predictor, rules
 from pipeline.runtime import manifest as models_manifest
 from pipeline.stages import bag as bag_stage
-from pipeline.stages import data, distil, embed, evaluate, finetune, format_check, select, train
+from pipeline.stages import data, embed, evaluate, finetune, format_check, select, train
 
 # digested at import, so a stage's key names the code that actually runs
 CODE = cache.source_digest(
@@ -70,35 +67,21 @@ GPTQ_PLOTS = 512
 BAG_FILES = ("bag_of_words.json", "bag_of_words.weights")
 
 
-def encoders(cfg, tuned, distilled) -> dict:
-    """name → (torch model, tokenizer, tokenizer.json text, backbone description)."""
-    teacher = text.TextEncoder(cfg.text_backbone, tuned / "encoder.safetensors").eval()
-    student, student_tok = student_model.load_student(distilled)
-    spec = student.spec
-    about = f"student of {cfg.text_backbone}: teacher layers {spec['layers']}, {spec['vocab']} word pieces"
-    about += f", rank-{spec['rank']} word embeddings" if spec["rank"] else ""
-    return {
-        "teacher": (
-            teacher,
-            text.load_tokenizer(cfg.text_backbone),
-            text.tokenizer_json(cfg.text_backbone),
-            cfg.text_backbone,
-        ),
-        "student": (student, student_tok, (distilled / "tokenizer.json").read_text(), about),
-    }
+def encoder_parts(cfg, tuned) -> tuple:
+    """The fine-tuned encoder: (torch model, tokenizer, tokenizer.json text, backbone description)."""
+    model = text.TextEncoder(cfg.text_backbone, tuned / "encoder.safetensors").eval()
+    return model, text.load_tokenizer(cfg.text_backbone), text.tokenizer_json(cfg.text_backbone), cfg.text_backbone
 
 
 def export_encoder(
-    cfg, name, parts, dev_plots, out: Path, shipped: bool, mode=quantize.TEXT_MODE, calibration_plots=None
+    cfg, parts, dev_plots, out: Path, mode=quantize.TEXT_MODE, calibration_plots=None
 ) -> tuple[dict, dict]:
     """One text encoder to ONNX in quantize_text's `mode`: (manifest entry, checks). `calibration_plots`: the
     training plots GPTQ fits "int4" to; the checks run on `dev_plots` after the first SKIPPED_PLOTS."""
     if mode == "int4" and not calibration_plots:  # GPTQ fits the file to its calibration plots: never dev ones
         raise ValueError("int4 needs calibration plots of training rows (gptq_calibration)")
     model, tok, tok_json, about = parts
-    file, tok_file = (
-        ("text_encoder.onnx", "tokenizer.json") if shipped else (f"{name}_text_encoder.onnx", f"{name}_tokenizer.json")
-    )
+    file, tok_file = "text_encoder.onnx", "tokenizer.json"
     ids = [text.encode(tok, p, cfg.max_len) for p in dev_plots]
     checked = ids[min(SKIPPED_PLOTS, len(ids) // 2) :]  # small data: the second half
     calibration = [text.encode(tok, p, cfg.max_len) for p in calibration_plots or ()]
@@ -127,11 +110,11 @@ def int4_parts(cfg, parts, extra_plots: list[str]) -> tuple:
     model, _, tok_json, about = parts
     model, tok_json = text_export.prune_vocabulary(model, tok_json, extra_plots, cfg.max_len)
     about += f", vocabulary pruned to {model.backbone.embeddings.word_embeddings.num_embeddings} word pieces"
-    return model, student_vocab.load_tokenizer_json(json.loads(tok_json)), tok_json, about
+    return model, vocab.load_tokenizer_json(json.loads(tok_json)), tok_json, about
 
 
 def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shipped: dict) -> tuple[dict, dict, str]:
-    """The shipped teacher in the first of cfg.text_formats that format_check's CV check passes (the last
+    """The shipped encoder in the first of cfg.text_formats that format_check's CV check passes (the last
     one ships without a check): (manifest entry, checks, format). "int4" also prunes the vocabulary to the
     word pieces of the extra rows the encoder learned from, rounds its MatMuls by GPTQ on GPTQ_PLOTS of those
     rows' plots (never a dev plot: CV judges it on plots it was not fitted to) and stores the head's
@@ -152,9 +135,7 @@ def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shi
         if fmt == "int4":
             calibration, _ = gptq_calibration(cfg, inputs["extra_plots"])
             model, tok, tok_json, about = int4_parts(cfg, parts, inputs["extra_plots"])
-        entry, check = export_encoder(
-            cfg, "teacher", (model, tok, tok_json, about), dev_plots, out, True, fmt, calibration
-        )
+        entry, check = export_encoder(cfg, (model, tok, tok_json, about), dev_plots, out, fmt, calibration)
         if fmt == formats[-1]:
             tried[fmt] = {"cv": None, "ships": True}
             break
@@ -172,7 +153,7 @@ def choose_format(cfg, parts, dev_plots, out: Path, movies, y, inputs: dict, shi
 
 
 def head_for(model_id: str, trained, text_head, image_dim: int) -> fusion.FusionHead:
-    """The head behind a model id of evaluate.OURS (without the student_ prefix)."""
+    """The head behind a model id of evaluate.OURS."""
     head_name, _ = evaluate.OURS["plot"].get(model_id) or evaluate.OURS["plot+poster"][model_id]
     if head_name == "text_finetuned":
         return fusion.text_only(text_head, image_dim)
@@ -189,8 +170,8 @@ def export_head(head: fusion.ShippedHead, out: Path, text_dim: int, image_dim: i
 
 def bag_weight(reading: dict | None, model_id: str, mode: str) -> float:
     """The bag of words' weight in a shipped model's probabilities, as `train` chose it ("head/mode", as
-    evaluate.OURS names the model); 0 where train blends nothing: a run without long texts, the student's
-    heads, the encoder's own head. A head train should have blended and did not is a KeyError, not a 0."""
+    evaluate.OURS names the model); 0 where train blends nothing: a run without long texts, the encoder's
+    own head. A head train should have blended and did not is a KeyError, not a 0."""
     head = evaluate.OURS[mode][model_id]
     if reading is None or head[0] == "text_finetuned":
         return 0.0
@@ -273,21 +254,6 @@ def shipped_check(out: Path, movies, y, metrics, spec: dict) -> dict:
     return check
 
 
-def native_ms(out: Path, entries: dict, plots: list[str]) -> dict:
-    """Warm median ms per plot of each text encoder in native onnxruntime (one thread), side by side
-    in one run on the same plots, each through its own tokenizer."""
-    from tokenizers import Tokenizer
-
-    timings = {}
-    for name, entry in entries.items():
-        tok = Tokenizer.from_file(str(out / entry["tokenizer"]))
-        tok.no_padding()
-        tok.no_truncation()
-        feeds = quantize.text_feeds([text.encode(tok, p, entry["max_len"]) for p in plots])
-        timings[name] = quantize.native_ms(out / entry["file"], feeds)
-    return timings
-
-
 # dev posters (shuffled): the first POSTER_SKIPPED once calibrated the static int8 format (removed) and are
 # still skipped, so the check runs on the posters of the earlier reports; the next POSTER_CHECK judge the file
 POSTER_SKIPPED, POSTER_CHECK = 64, 60
@@ -332,15 +298,13 @@ def export_poster(cfg, out: Path, movies) -> dict:
 
 def run(cfg) -> cache.Output:
     curated, tuned, embedded, selected = data.run(cfg), finetune.run(cfg), embed.run(cfg), select.run(cfg)
-    trained = {"teacher": train.run(cfg), "student": train.run(cfg, "student")}
-    evaluated, distilled, bagged = evaluate.run(cfg), distil.run(cfg), bag_stage.run(cfg)
+    trained, evaluated, bagged = train.run(cfg), evaluate.run(cfg), bag_stage.run(cfg)
     metrics = evaluate.load(evaluated)
     parts = {
         "bag": bagged.key,
         "finetune": tuned.key,
-        "train": {k: v.key for k, v in trained.items()},
+        "train": trained.key,
         "evaluate": evaluated.key,
-        "distil": distilled.key,
         "posters": embedded.posters.key,
         "code": CODE,
         "select": selected.key,
@@ -363,9 +327,8 @@ def run(cfg) -> cache.Output:
             np.random.default_rng(cfg.seed).permutation(np.flatnonzero(fold >= 0))
         ].tolist()
         dev_plots = dev_plots[: SKIPPED_PLOTS + CHECK_PLOTS]
-        shipped_encoder = metrics["shipped"]["encoder"]
         text_head = finetune.load_head(tuned)
-        chosen = {m: metrics["shipped"][m].removeprefix("student_") for m in fusion.MODES}
+        chosen = {m: metrics["shipped"][m] for m in fusion.MODES}
         extra, _ = data.load_extra(curated)
         inputs = {  # what the format check reads: no test row
             "extra_plots": extra.overview.iloc[select.load(selected)].tolist(),
@@ -374,36 +337,22 @@ def run(cfg) -> cache.Output:
             "has_poster": (movies.poster != "").to_numpy(np.float32)[:, None],
             "text_head": text_head,
         }
-        entries, checks, fmt = {}, {}, quantize.TEXT_MODE
-        for name, parts_ in encoders(cfg, tuned, distilled).items():
-            if name == shipped_encoder == "teacher":
-                entries[name], checks[name], fmt = choose_format(cfg, parts_, dev_plots, out, movies, y, inputs, chosen)
-            else:
-                entries[name], checks[name] = export_encoder(cfg, name, parts_, dev_plots, out, name == shipped_encoder)
+        entry, check, fmt = choose_format(cfg, encoder_parts(cfg, tuned), dev_plots, out, movies, y, inputs, chosen)
         poster = export_poster(cfg, out, movies)
-        heads = {m: head_for(chosen[m], trained[shipped_encoder], text_head, poster["dim"]) for m in fusion.MODES}
-        dim = entries[shipped_encoder]["dim"]
-        export_head(fusion.ShippedHead(heads["plot"], heads["plot+poster"]), out, dim, poster["dim"])
+        heads = {m: head_for(chosen[m], trained, text_head, poster["dim"]) for m in fusion.MODES}
+        export_head(fusion.ShippedHead(heads["plot"], heads["plot+poster"]), out, entry["dim"], poster["dim"])
         if fmt in head_packing.PACKED_HEAD:
             packing.pack(out / "fusion_head.onnx", head_packing.head_plan(out / "fusion_head.onnx"))
-        # how long texts are read: as `train` chose by CV for the teacher's heads; a student reads first windows
-        reading = train.load_windows(trained["teacher"]) if shipped_encoder == "teacher" else None
-        window = reading["rule"] if reading else rules.truncation(entries[shipped_encoder]["max_len"])
+        # how long texts are read: as `train` chose by CV for the heads
+        reading = train.load_windows(trained)
+        window = reading["rule"] if reading else rules.truncation(entry["max_len"])
         # the bag of words, and its weight in each mode's probabilities as `train` chose it for the shipped head
         for name in BAG_FILES:
             shutil.copyfile(bagged / name, out / name)
         weight = {m: bag_weight(reading, chosen[m], m) for m in fusion.MODES}
-        spec = manifest(
-            cfg, labels, metrics["thresholds"], entries[shipped_encoder], poster, chosen, window, weight, out
-        )
+        spec = manifest(cfg, labels, metrics["thresholds"], entry, poster, chosen, window, weight, out)
         (out / "manifest.json").write_text(json.dumps(spec, indent=1, allow_nan=False))
-        timing_plots = dev_plots[-32:]
-        report = {
-            "shipped": shipped_check(out, movies, y, metrics, spec),
-            "encoder": shipped_encoder,
-            "encoders": checks,
-            "native_ms": {**native_ms(out, entries, timing_plots), "plots": len(timing_plots), "threads": 1},
-        }
+        report = {"shipped": shipped_check(out, movies, y, metrics, spec), "text_encoder": check}
         (out / "shipped.json").write_text(json.dumps(report, indent=1))
 
     return cache.cached(cfg, "export", parts, build)

@@ -63,11 +63,11 @@ def page_facts(cfg, spec: dict, metrics: dict) -> dict:
     list lengths and facts of the models that the page would otherwise type by hand."""
     from pipeline.learn import text
 
-    facts = {"labels": len(metrics.get("labels", [])), "student_layers": len(str(cfg.student_layers).split(","))}
+    facts = {"labels": len(metrics.get("labels", []))}
     try:  # layers of the text backbone (6 for MiniLM-L6), from its own config
         from transformers import AutoConfig
 
-        facts["teacher_layers"] = AutoConfig.from_pretrained(text.backbone_path(cfg.text_backbone)).num_hidden_layers
+        facts["encoder_layers"] = AutoConfig.from_pretrained(text.backbone_path(cfg.text_backbone)).num_hidden_layers
     except Exception:  # offline without the backbone: the page says nothing about the layer count
         pass
     features = spec.get("poster_encoder", {}).get("outputs", {}).get("features")
@@ -139,7 +139,7 @@ def run(cfg) -> None:
 
     spec = json.loads((exported / "manifest.json").read_text())
     models.mkdir(parents=True, exist_ok=True)
-    for stale in models.iterdir():  # a model this run does not ship (a student that failed its check) goes
+    for stale in models.iterdir():  # a file this run does not ship goes
         if stale.name not in spec["files"] and stale.name != "manifest.json":
             stale.unlink()
     for name in spec["files"]:
@@ -165,10 +165,6 @@ def run(cfg) -> None:
         "bag_mb": mb(bag),
         "shipped": json.loads((exported / "shipped.json").read_text()),
     }
-    # the plot path of each text encoder, shipped or not, for the side-by-side table
-    head_bytes = sum(spec["files"][f]["bytes"] for f in head + bag)
-    for name, check in summary["shipped"]["encoders"].items():  # each encoder's files, shipped or not
-        summary[f"{name}_bytes"] = {"plot_path": sum(check["bytes"].values()) + head_bytes}
     runtime = runtime_bytes()
     if runtime is not None:  # one honest first-visit size: models and the wasm runtime
         summary["runtime_bytes"] = runtime

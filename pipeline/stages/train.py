@@ -7,18 +7,15 @@ Every head adds a correction to the text encoder's genre logits z = text_head(e)
                serves both input modes
   poster_head  poster only (no text at all: the Grad-CAM gallery and the results table)
 The encoder's outputs (e) on the main rows are honest features: `finetune` learned from the extra
-rows only, and the student (`distil`) from the teacher's outputs on plots, never a label. So only the
-heads need cross-fitting: for each dev fold a head trains on the other folds (early stopping on a
+rows only, never a label of the main rows. So only the heads need cross-fitting: for each dev fold a head trains on the other folds (early stopping on a
 random share of them) and predicts the held-out fold, in each input mode; those out-of-fold
 probabilities are what every CV score and threshold is computed from. The shipped heads then train on
 every dev row for the median epoch count the folds' early stopping chose, and predict the test rows.
 
-The teacher's text heads can also learn from the dev movies' other texts (`long_text`: storylines, and
+The text heads can also learn from the dev movies' other texts (`long_text`: storylines, and
 overview + storyline read in windows); which of `long_variants` they learn from, and how a long text is
 read (stride, pooling), is chosen by CV here (pipeline/choose/windows.py), and every text is scored out
 of fold for the report (stage `lengths`).
-
-`run(cfg)` trains the heads on the teacher's features, `run(cfg, "student")` on the student's (overviews only).
 """
 
 import json
@@ -38,7 +35,7 @@ from pipeline.learn.fusion import (
 )
 from pipeline.runtime import bag, rules
 from pipeline.stages import bag as bag_stage
-from pipeline.stages import data, distil, embed, finetune, long_text
+from pipeline.stages import data, embed, finetune, long_text
 
 # digested at import, so a stage's key names the code that actually runs
 CODE = cache.source_digest(__file__, fusion.__file__, windows.__file__)
@@ -54,26 +51,16 @@ VARIANTS = {"overviews": (), "storylines": ("storyline",), "joined": ("storyline
 CHOSEN_ON = "fusion"  # the head `choose` decides with: it reads both input modes
 
 
-def features(cfg, encoder: str):
-    """(cache output, text embeddings of every main row, the encoder's genre head) for "teacher" or "student"."""
-    tuned = finetune.run(cfg)
-    if encoder == "teacher":
-        return tuned, np.load(tuned / "embeddings.npy"), finetune.load_head(tuned)
-    distilled = distil.run(cfg)  # taught through the teacher's head: the student's logits are head(e)
-    return distilled, np.load(distilled / "embeddings.npy"), finetune.load_head(tuned)
-
-
-def run(cfg, encoder: str = "teacher") -> cache.Output:
-    curated, embedded = data.run(cfg), embed.run(cfg)
-    source, e, text_head = features(cfg, encoder)
-    long = long_text.run(cfg) if encoder == "teacher" else None
-    bagged = bag_stage.run(cfg) if long else None
+def run(cfg) -> cache.Output:
+    curated, embedded, tuned = data.run(cfg), embed.run(cfg), finetune.run(cfg)
+    e, text_head = np.load(tuned / "embeddings.npy"), finetune.load_head(tuned)
+    long, bagged = long_text.run(cfg), bag_stage.run(cfg)
     parts = {
-        "text": source.key,
+        "text": tuned.key,
         "posters": embedded.posters.key,
-        "long_text": long.key if long else None,
-        "bag": bagged.key if bagged else None,
-        "config": cfg.subset(*KEYS, *(LONG_KEYS if long else ())),
+        "long_text": long.key,
+        "bag": bagged.key,
+        "config": cfg.subset(*KEYS, *LONG_KEYS),
         "code": CODE,
     }
 
@@ -83,8 +70,8 @@ def run(cfg, encoder: str = "teacher") -> cache.Output:
         has_poster = (movies.poster != "").to_numpy(np.float32)[:, None]
         fold = movies.fold.to_numpy()
         rows = Rows(e, image, has_poster, y, fold)
-        texts = long_text.LongTexts(long, labels) if long is not None else None
-        if texts is not None and len(texts.texts) == 0:
+        texts = long_text.LongTexts(long, labels)
+        if len(texts.texts) == 0:
             texts = None  # no storylines nor long plots: overviews alone, read from their first window
         if texts is not None:
             rows.add_texts(texts, long_text.strides(cfg))
@@ -92,8 +79,7 @@ def run(cfg, encoder: str = "teacher") -> cache.Output:
         if texts is not None:
             chosen = choose(cfg, rows, texts, text_head)
             fits = chosen.pop("fits")
-        names = [n for n in HEADS if encoder == "teacher" or n != "poster_head"]
-        for name in names:
+        for name in HEADS:
             uses_text, uses_image = HEADS[name]
             drop = cfg.modality_dropout if name == "fusion" else 0.0
             ee = rows.e if uses_text else np.zeros((len(rows.e), 0), np.float32)
@@ -131,7 +117,7 @@ def run(cfg, encoder: str = "teacher") -> cache.Output:
             np.savez_compressed(out / "long_probs.npz", **chosen.pop("probs"))
             (out / "windows.json").write_text(json.dumps(chosen, indent=1))
 
-    return cache.cached(cfg, "train" if encoder == "teacher" else "train_student", parts, build)
+    return cache.cached(cfg, "train", parts, build)
 
 
 class Rows:

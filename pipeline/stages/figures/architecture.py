@@ -24,12 +24,9 @@ def svg(spec: dict, hidden: int) -> str:
     te, pe = spec["text_encoder"], spec["poster_encoder"]
     g = len(spec["labels"])
     size = pe["preprocessing"]["resize_in_model"]
-    # the shipped encoder, as the manifest names it: the fine-tuned MiniLM or a student distilled from it
-    student = str(te.get("backbone", "")).startswith("student")
-    encoder = ["student of the fine-tuned", "MiniLM-L6"] if student else ["fine-tuned MiniLM-L6"]
     left = [
         Box("Plot text", ["WordPiece tokens,", f"read in {te['max_len']}-token windows"]),
-        Box("Text encoder", [*encoder, f"mean pool → {te['dim']}-d"]),
+        Box("Text encoder", ["fine-tuned MiniLM-L6", f"mean pool → {te['dim']}-d"]),
     ]
     right = [
         Box("Poster (optional)", ["RGB pixels, any size"], fill="#eef1f6", stroke=GREY),
@@ -75,7 +72,7 @@ def svg(spec: dict, hidden: int) -> str:
         width,
         bottom + MARGIN,
         "Model architecture: text encoder, poster encoder, two heads switched by the poster, one threshold per mode",
-        f"Plot text (read whole, in windows of {te['max_len']} tokens) goes through the {' '.join(encoder)} text encoder to a {te['dim']}-d "
+        f"Plot text (read whole, in windows of {te['max_len']} tokens) goes through the fine-tuned MiniLM-L6 text encoder to a {te['dim']}-d "
         f"embedding; an optional poster goes through EfficientNet-Lite0 to a {pe['dim']}-d embedding. Without a "
         f"poster the {head_name(heads['plot'])} turns the text embedding into {g} genre probabilities; "
         f"with one, the {head_name(heads['plot+poster'])} also sees the poster. A {blend}, on the log-odds scale, "

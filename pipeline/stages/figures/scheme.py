@@ -105,7 +105,7 @@ def svg_extra(n_extra: int, fold_sizes: list[int], n_test: int, passes: int, hea
         Box(
             "Choices, on dev folds only",
             [
-                *wrap("which model ships per input mode, student or teacher, thresholds per genre and mode", inner),
+                *wrap("which model ships per input mode, thresholds per genre and mode", inner),
                 *wrap("peers train on the same rows (extra + dev), regularisation chosen inside each fold", inner),
             ],
             fill="#fdeede",

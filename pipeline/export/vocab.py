@@ -1,8 +1,7 @@
-"""The student's vocabulary: the teacher's tokenizer pruned to the word pieces the student needs.
+"""The "int4" format's vocabulary: the encoder's tokenizer pruned to the word pieces its training plots use.
 
 Kept: the special tokens, every single character and "##" + character (so any word still splits into
-pieces, never all [UNK]), the ids the student's training plots use, and the teacher vocabulary's
-first `top` word pieces (the most frequent ones). Ids are renumbered in the same order.
+pieces, never all [UNK]) and the ids the training plots use. Ids are renumbered in the same order.
 """
 
 import json
@@ -10,22 +9,20 @@ import json
 from tokenizers import Tokenizer
 
 SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-FIRST_WORD = 1996  # in BERT's uncased vocabulary, ids from here are word pieces, roughly by frequency
 
 
-def kept_ids(tokenizer_json: dict, used: set[int], top: int = 0) -> list[int]:
-    """Teacher token ids the student keeps, ascending: special tokens, every single character and
-    "##" + character, the ids the training plots use, and the first `top` word pieces."""
+def kept_ids(tokenizer_json: dict, used: set[int]) -> list[int]:
+    """Token ids kept, ascending: special tokens, every single character and "##" + character, and the
+    ids the training plots use."""
     vocab = tokenizer_json["model"]["vocab"]
     keep = {vocab[t] for t in SPECIAL if t in vocab}
     keep |= {i for t, i in vocab.items() if len(t.removeprefix("##")) == 1}
     keep |= set(used)
-    keep |= set(range(FIRST_WORD, min(FIRST_WORD + top, len(vocab))))
     return sorted(keep)
 
 
 def pruned_tokenizer(tokenizer_json: dict, keep: list[int]) -> dict:
-    """The teacher's tokenizer.json with only the `keep` ids, renumbered 0..len(keep)-1 in the same
+    """The tokenizer.json with only the `keep` ids, renumbered 0..len(keep)-1 in the same
     order (so [PAD] stays 0); special-token ids in added_tokens and the post-processor follow.
     Padding and truncation are off, as in text.tokenizer_json."""
     old = {i: t for t, i in tokenizer_json["model"]["vocab"].items()}
