@@ -62,14 +62,17 @@ def test_the_cut_is_the_windows_cut(corpus):
 
 
 def test_files_read_back_as_written(tmp_path, corpus):
-    """bag.write stores the rounded idf and int8 weights with a scale per genre; load reads exactly those, and
-    the logits are x . (int8 * scale) + bias, each weight within half a step of the float one."""
+    """bag.stored rounds the idf and stores int8 weights with a scale per genre; write and load keep exactly
+    those, and the logits are x . (int8 * scale) + bias, each weight within half a step of the float one."""
     vec, _ = fitted(corpus)
     names = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
     rng = np.random.default_rng(0)
     w, b = rng.normal(size=(len(names), 3)), rng.normal(size=3)
-    spec = bag.write(tmp_path, names, vec.idf_, vec.get_stop_words(), w, b)
+    spec, weights = bag.stored(names, vec.idf_, vec.get_stop_words(), w, b)
+    bag.write(tmp_path, spec, weights)
     model = bag.load(tmp_path, rules.MAX_CHARS)
+    in_memory = bag.Bag(spec, weights, rules.MAX_CHARS)
+    assert np.array_equal(in_memory.w, model.w) and np.array_equal(in_memory.idf, model.idf)
     scale = np.array(spec["scale"])
     assert (np.abs(model.w - w) <= scale / 2 * (1 + 1e-6)).all()  # each genre within half its own step
     assert np.array_equal(model.idf, np.round(vec.idf_, 5))

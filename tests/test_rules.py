@@ -344,7 +344,7 @@ BAG_STOP = ["the", "to", "and", "he", "of", "it", "a", "in", "vs"]
 
 def small_bag(max_chars: int, seed: int = 30) -> tuple[dict, bytes, dict]:
     """(bag_of_words.json, .weights, the manifest's rules) of a bag over BAG_TERMS and 5 genres, random numbers
-    stored as bag.write stores them (idf to 5 decimals, float32 scale and bias), read with max_chars."""
+    stored as bag.stored stores them (idf to 5 decimals, float32 scale and bias), read with max_chars."""
     rng, genres = np.random.default_rng(seed), 5
     spec = {
         "terms": BAG_TERMS,

@@ -82,9 +82,9 @@ def quantized(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.round(w / scale.astype(np.float64)), -127, 127).astype(np.int8), scale
 
 
-def write(out, terms: list[str], idf: np.ndarray, stop_words, w: np.ndarray, b: np.ndarray) -> dict:
-    """bag_of_words.json and .weights in the folder `out`, from float weights w [terms, G] and bias b [G]; the
-    spec written (its numbers as stored: what every reader of the files computes with)."""
+def stored(terms: list[str], idf: np.ndarray, stop_words, w: np.ndarray, b: np.ndarray) -> tuple[dict, bytes]:
+    """(bag_of_words.json's spec, bag_of_words.weights' bytes) from float weights w [terms, G] and bias b [G]: the
+    numbers as stored, what every reader of the files computes with."""
     q, scale = quantized(w)
     spec = {
         "terms": list(terms),
@@ -93,9 +93,13 @@ def write(out, terms: list[str], idf: np.ndarray, stop_words, w: np.ndarray, b: 
         "scale": [float(s) for s in scale],
         "bias": [float(np.float32(x)) for x in b],
     }
+    return spec, q.tobytes()
+
+
+def write(out, spec: dict, weights: bytes) -> None:
+    """bag_of_words.json and .weights in the folder `out` (from `stored`)."""
     (out / "bag_of_words.json").write_text(json.dumps(spec, ensure_ascii=False, separators=(",", ":")))
-    (out / "bag_of_words.weights").write_bytes(q.tobytes())
-    return spec
+    (out / "bag_of_words.weights").write_bytes(weights)
 
 
 def load(folder, max_chars: int) -> Bag:

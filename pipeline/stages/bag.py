@@ -40,12 +40,13 @@ def fit(cfg, texts: list[str], y: np.ndarray, out: Path) -> bag.Bag:
     vec = TfidfVectorizer(
         min_df=2, max_features=cfg.bag_terms, ngram_range=(1, 2), sublinear_tf=True, stop_words="english"
     ).fit(texts)
-    terms = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
-    zero = np.zeros((len(terms), y.shape[1]))
-    spec = bag.write(out, terms, vec.idf_, vec.get_stop_words(), zero, np.zeros(y.shape[1]))
-    features = bag.Bag(spec, (out / "bag_of_words.weights").read_bytes(), rules.MAX_CHARS)  # idf as stored
+    terms, stop = sorted(vec.vocabulary_, key=vec.vocabulary_.get), vec.get_stop_words()
+    # the features as the files will give them (idf as stored); the weights do not enter them
+    features = bag.Bag(
+        *bag.stored(terms, vec.idf_, stop, np.zeros((len(terms), y.shape[1])), np.zeros(y.shape[1])), rules.MAX_CHARS
+    )
     model = logreg.LogReg(cfg.bag_c, scale=False).fit(matrix(features, texts), y)
-    bag.write(out, terms, vec.idf_, vec.get_stop_words(), model.w.numpy(), model.b.numpy())
+    bag.write(out, *bag.stored(terms, vec.idf_, stop, model.w.numpy(), model.b.numpy()))
     return bag.load(out, rules.MAX_CHARS)
 
 

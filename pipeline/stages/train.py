@@ -160,6 +160,15 @@ class Rows:
         self.append("first", texts.windows[[w[0] for w in windows]], *per)
         self.strides, self.texts = strides, t
 
+    def dev_overviews(self) -> np.ndarray:
+        """Indices of the main rows in a dev fold."""
+        return np.flatnonzero(self.fold[: self.n] >= 0)
+
+    def dev_texts(self) -> np.ndarray:
+        """Mask over the texts: a dev movie's other texts (group "main"); never a test movie's, nor a text of
+        another set (long plots of extra rows or of no row)."""
+        return (self.fold[self.blocks["first"]] >= 0) & (self.texts.group.to_numpy() == "main")
+
     def trainable(self, variant: str) -> np.ndarray:
         """The overviews, and the texts of the variant's kinds read the first stride's way (mean embedding)."""
         out = np.zeros(len(self.y), bool)
@@ -191,11 +200,7 @@ def choose(cfg, rows: Rows, texts: long_text.LongTexts, text_head) -> dict:
     head (the head of both input modes); every text head then learns the same way. Returns the choice and
     its evidence ("probs" is filled by the caller)."""
     y, n = rows.y, rows.n
-    dev = np.flatnonzero(rows.fold[:n] >= 0)
-    t = texts.texts
-    t_fold = rows.fold[rows.blocks["first"]]
-    dev_texts = (t_fold >= 0) & (t.group.to_numpy() == "main")
-    y_texts = texts.y
+    dev, dev_texts, y_texts = rows.dev_overviews(), rows.dev_texts(), texts.y
     variants = [v.strip() for v in str(cfg.long_variants).split(",")]
     pools = [p.strip() for p in str(cfg.window_pools).split(",")]
     stride0 = rows.strides[0]
@@ -243,9 +248,7 @@ def blend(cfg, rows: Rows, chosen: dict, got: dict, logits: tuple, prefix: str) 
     and the dev movies' other texts read the chosen way) and those probabilities blended: {"overviews": {key:
     main rows}, "texts": {key: texts}, key: {"weight", "evidence"}} with key = prefix + mode."""
     n, z_over, z_texts = rows.n, *logits
-    dev = np.flatnonzero(rows.fold[:n] >= 0)
-    t_fold = rows.fold[rows.blocks["first"]]
-    dev_texts = np.flatnonzero((t_fold >= 0) & (rows.texts.group.to_numpy() == "main"))
+    dev, dev_texts = rows.dev_overviews(), np.flatnonzero(rows.dev_texts())
     y_texts = rows.y[rows.blocks["first"]]
     read = rows.reading(got, chosen["stride"], chosen["pool"])
     out = {"overviews": {}, "texts": {}}
