@@ -472,6 +472,33 @@ def test_the_bag_cases_reach_their_edges():
     assert len(set(spider.values())) > 1  # counts of 1 and more: tf = 1 + ln(count) differs
 
 
+BAD_BAGS = {  # name -> (change to small_bag's spec, weights byte count, the manifest's label count)
+    "more genres than labels": (lambda spec: spec, None, 4),
+    "fewer genres than labels": (lambda spec: spec, None, 6),
+    "a byte short": (lambda spec: spec, -1, 5),
+    "a genre's bias missing": (lambda spec: {**spec, "bias": spec["bias"][:-1]}, None, 5),
+}
+
+
+@pytest.mark.parametrize("name", BAD_BAGS)
+def test_both_bags_refuse_files_that_do_not_fit_the_manifest_alike(name):
+    """A bag whose genres are not the manifest's labels, or whose weights are not terms x genres bytes, is
+    refused by bag.py and bag.js with the same message (no probability is blended from the wrong genres)."""
+    change, short, labels = BAD_BAGS[name]
+    spec, weights, rulebook = BAGS["max_chars"]
+    spec, weights = change(spec), weights[: len(weights) + short] if short else weights
+    with pytest.raises(ValueError) as python:
+        bag.Bag(spec, weights, 100, bag.RULE, labels)
+    src = (
+        f"import {{ Bag }} from {json.dumps((ROOT / 'assets/js/bag.js').as_uri())};\n"
+        f"try {{ new Bag({json.dumps(spec)}, new Uint8Array({len(weights)}), {json.dumps(rulebook)}, {labels}); }}\n"
+        "catch (e) { process.stdout.write(e.message); process.exit(0); }\nprocess.exit(3);"
+    )
+    proc = subprocess.run(["node", "--input-type=module", "-e", src], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr  # 3: the JS bag accepted it
+    assert proc.stdout == str(python.value)
+
+
 def test_javascript_bag_refuses_other_ngrams():
     spec, weights, rulebook = BAGS["max_chars"]
     with pytest.raises(ValueError):

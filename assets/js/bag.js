@@ -6,11 +6,13 @@ import * as rules from "./rules.js";
 
 export class Bag {
   // spec: bag_of_words.json; weights: the bytes of bag_of_words.weights (int8 [terms, genres], row-major);
-  // rulebook: the manifest's rules (windows.max_chars, bag)
-  constructor(spec, weights, rulebook) {
+  // rulebook: the manifest's rules (windows.max_chars, bag); labels: the manifest's label count, which the
+  // bag's genres must match (null: not checked). The checks and their messages are bag.py's.
+  constructor(spec, weights, rulebook, labels = null) {
     const rule = rulebook.bag;
     if (rule.ngrams !== 2) throw new Error(`bag ngrams ${JSON.stringify(rule.ngrams)}: this code reads words and pairs of words (2)`);
     this.genres = spec.bias.length;
+    if (labels !== null && this.genres !== labels) throw new Error(`bag_of_words.json: ${this.genres} genres for ${labels} labels`);
     if (weights.length !== spec.terms.length * this.genres) {
       throw new Error(`bag_of_words.weights: ${weights.length} bytes for ${spec.terms.length} terms x ${this.genres} genres`);
     }

@@ -32,12 +32,18 @@ RULE = {
 
 
 class Bag:
-    def __init__(self, spec: dict, weights: bytes, max_chars: int, rule: dict = RULE):
+    def __init__(self, spec: dict, weights: bytes, max_chars: int, rule: dict = RULE, labels: int | None = None):
+        """`labels`: the manifest's label count, which the bag's genres must match (None: not checked). The
+        checks and their messages are bag.js's."""
         self.terms = spec["terms"]
         self.index = {t: i for i, t in enumerate(self.terms)}
         self.idf = np.asarray(spec["idf"], np.float64)
         self.stop = frozenset(spec["stop_words"])
         genres = len(spec["bias"])
+        if labels is not None and genres != labels:
+            raise ValueError(f"bag_of_words.json: {genres} genres for {labels} labels")
+        if len(weights) != len(self.terms) * genres:
+            raise ValueError(f"bag_of_words.weights: {len(weights)} bytes for {len(self.terms)} terms x {genres} genres")
         q = np.frombuffer(weights, np.int8).reshape(len(self.terms), genres)
         self.w = q.astype(np.float64) * np.asarray(spec["scale"], np.float64)
         self.b = np.asarray(spec["bias"], np.float64)

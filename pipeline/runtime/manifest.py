@@ -154,6 +154,8 @@ def validate(value, node: dict, path: list) -> str | None:
             return f"{where(path)} must match {node['pattern']}"
     if is_type(value, "number") and "minimum" in node and value < node["minimum"]:
         return f"{where(path)} must be at least {node['minimum']}"
+    if is_type(value, "number") and "maximum" in node and value > node["maximum"]:
+        return f"{where(path)} must be at most {node['maximum']}"
     return None
 
 

@@ -116,6 +116,7 @@ class GenrePredictor:
             self.read(entry["weights_file"]),
             self.rules["windows"]["max_chars"],
             self.rules["bag"],
+            len(self.labels),
         )
         self.bag_weight = entry["blend"]  # per input mode
 
