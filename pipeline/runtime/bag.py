@@ -43,7 +43,9 @@ class Bag:
         if labels is not None and genres != labels:
             raise ValueError(f"bag_of_words.json: {genres} genres for {labels} labels")
         if len(weights) != len(self.terms) * genres:
-            raise ValueError(f"bag_of_words.weights: {len(weights)} bytes for {len(self.terms)} terms x {genres} genres")
+            raise ValueError(
+                f"bag_of_words.weights: {len(weights)} bytes for {len(self.terms)} terms x {genres} genres"
+            )
         q = np.frombuffer(weights, np.int8).reshape(len(self.terms), genres)
         self.w = q.astype(np.float64) * np.asarray(spec["scale"], np.float64)
         self.b = np.asarray(spec["bias"], np.float64)
