@@ -90,7 +90,7 @@ def test_int4_is_fitted_to_extra_row_plots_only(monkeypatch, tmp_path):
     class Stop(Exception):
         pass
 
-    def export_encoder(cfg, name, parts, dev_plots, out, shipped, mode, calibration_plots=None):
+    def export_encoder(cfg, parts, dev_plots, out, mode, calibration_plots=None):
         seen[mode] = calibration_plots
         raise Stop
 
@@ -117,6 +117,4 @@ def test_int4_is_fitted_to_extra_row_plots_only(monkeypatch, tmp_path):
     monkeypatch.undo()
     for none in (None, []):  # no extra rows: refused, never nearest rounding or dev plots in its place
         with pytest.raises(ValueError, match="training rows"):
-            export.export_encoder(
-                cfg, "teacher", (model, None, "{}", "minilm"), ["a dev plot"] * 4, tmp_path, True, "int4", none
-            )
+            export.export_encoder(cfg, (model, None, "{}", "minilm"), ["a dev plot"] * 4, tmp_path, "int4", none)
