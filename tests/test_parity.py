@@ -28,7 +28,7 @@ from tests.conftest import tiny_config
 
 INT8_COSINE = text_export.MIN_COSINE - 0.005  # the export's bound on dev inputs, margin for other inputs (docstring)
 # int4 is accepted by CV, not a cosine; this bound is the measured minimum less a margin, so a worse rebuild or
-# rounding fails: the tiny run's teacher as export builds int4 (test_int4_text_encoder_matches_torch) gave
+# rounding fails: the tiny run's fine-tuned encoder as export builds int4 (test_int4_text_encoder_matches_torch) gave
 # 0.921 over PLOTS (the others 0.94-0.97); GPTQ on other subsets of its 48 calibration plots, or nearest
 # rounding, gave minima of 0.927-0.935, so the margin, 0.011, is that spread. (The real shipped 4-bit file
 # measured >= 0.96 on PLOTS, issue 27; the real data's check: dev min 0.985 on 200 plots, shipped.json.)
@@ -106,15 +106,15 @@ def test_text_export_writes_a_runnable_encoder_that_computes_in_float(tiny, torc
 
 
 @pytest.fixture(scope="module")
-def int4_teacher(tiny, tmp_path_factory):
-    """The tiny run's teacher as export's "int4" format builds it (export.int4_parts: the vocabulary pruned to
+def int4_encoder(tiny, tmp_path_factory):
+    """The tiny run's fine-tuned encoder as export's "int4" format builds it (export.int4_parts: the vocabulary pruned to
     the extra rows' word pieces; GPTQ on export.gptq_calibration's extra-row plots, all of the tiny run's):
     (the torch model it was built from, its tokenizer, a session of the file)."""
     cfg = tiny_config(tiny)
-    teacher = text.TextEncoder("minilm", tiny.stage("finetune") / "encoder.safetensors").eval()
+    encoder = text.TextEncoder("minilm", tiny.stage("finetune") / "encoder.safetensors").eval()
     extra, _ = data.load_extra(stage_output(tiny, "data"))
     plots = extra.overview.iloc[select.load(stage_output(tiny, "select"))].tolist()  # as export reads them
-    parts = (teacher, text.load_tokenizer("minilm"), text.tokenizer_json("minilm"), "minilm")
+    parts = (encoder, text.load_tokenizer("minilm"), text.tokenizer_json("minilm"), "minilm")
     model, tok, _, _ = export.int4_parts(cfg, parts, plots)
     calibration, _ = export.gptq_calibration(cfg, plots, count=min(export.GPTQ_PLOTS, len(plots)))
     folder = tmp_path_factory.mktemp("int4")
@@ -126,10 +126,10 @@ def int4_teacher(tiny, tmp_path_factory):
 
 
 @pytest.mark.parametrize("plot", PLOTS)
-def test_int4_text_encoder_matches_torch(int4_teacher, plot):
+def test_int4_text_encoder_matches_torch(int4_encoder, plot):
     """The 4-bit format (the real data's shipped one) against its torch model: within INT4_COSINE (where it
     comes from: there)."""
-    model, tok, session, max_len = int4_teacher
+    model, tok, session, max_len = int4_encoder
     x = np.array([text.encode(tok, plot, max_len)], np.int64)
     with torch.no_grad():
         expected = model(torch.from_numpy(x), torch.ones_like(torch.from_numpy(x))).numpy()

@@ -620,6 +620,38 @@ def test_a_model_file_that_differs_from_the_manifest_is_refused(tmp_path, name, 
     assert not (tmp_path / "out.csv").exists()
 
 
+def test_a_bag_of_words_for_other_genres_is_refused(tmp_path):
+    """A bag of words whose genres are not the manifest's labels (its files listed with their true size and
+    sha256, so only the bag's own check can catch it) is refused as models to rebuild: GenrePredictor raises
+    ModelsMissing, and predict exits 2 with one line and writes nothing (no probability blended from the
+    wrong genres). The same check in the demo: tests/test_rules.py (bags that do not fit)."""
+    from pipeline.runtime.manifest import ModelsMissing
+
+    models = copied_models(tmp_path)
+    spec = json.loads((models / "manifest.json").read_text())
+    name = spec["bag_of_words"]["file"]
+    bag_spec = json.loads((models / name).read_text())
+    genres = len(bag_spec["bias"])
+    assert genres == len(spec["labels"])  # as shipped
+    terms, weights = len(bag_spec["terms"]), (models / spec["bag_of_words"]["weights_file"]).read_bytes()
+    # one genre fewer, weights cut to match: a consistent bag of 17 genres beside 18 labels
+    bag_spec.update(bias=bag_spec["bias"][:-1], scale=bag_spec["scale"][:-1])
+    cut = np.frombuffer(weights, np.int8).reshape(terms, genres)[:, :-1]
+    (models / name).write_text(json.dumps(bag_spec))
+    (models / spec["bag_of_words"]["weights_file"]).write_bytes(cut.tobytes())
+    for f in (name, spec["bag_of_words"]["weights_file"]):
+        data = (models / f).read_bytes()
+        spec["files"][f] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (models / "manifest.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelsMissing, match=f"{genres - 1} genres for {genres} labels"):
+        GenrePredictor(models)
+    src = write_csv(tmp_path / "in.csv", ["overview"], [[PLOTS[0]]])
+    proc = cli("predict", src, "--out", tmp_path / "out.csv", "--models", models, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "genres for" in proc.stderr and "make pipeline" in proc.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_a_changed_poster_encoder_is_refused_before_a_plot_only_run(tmp_path):
     """The poster encoder is loaded only when a poster needs it, but checked at start all the same."""
     models = copied_models(tmp_path)

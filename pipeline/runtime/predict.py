@@ -348,6 +348,11 @@ def write_predictions(
                 progress.update(len(chunk))
         except broken:  # a worker killed (out of memory?): say so, keep what was written
             raise Unusable(f"a worker process died after {written} predictions were written to {out_csv}") from None
+        except ModelsMissing:
+            if written == 0:  # the models refused before any prediction: no output left behind, as at the start
+                out.close()
+                out_csv.unlink(missing_ok=True)
+            raise
         finally:
             progress.close()
     return written

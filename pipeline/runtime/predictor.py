@@ -25,7 +25,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from pipeline.runtime import bag, packed_weights, rules
-from pipeline.runtime.manifest import check_models, mode_thresholds, read_model_file
+from pipeline.runtime.manifest import CREATE, ModelsMissing, check_models, mode_thresholds, read_model_file
 
 LOG_ERRORS_ONLY = 3  # onnxruntime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 MAX_PADDING = 1.25  # a batch's longest plot has at most this many times the tokens of its shortest
@@ -111,13 +111,16 @@ class GenrePredictor:
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         entry = self.spec["bag_of_words"]
-        self.bag = bag.Bag(
-            json.loads(self.read(entry["file"])),
-            self.read(entry["weights_file"]),
-            self.rules["windows"]["max_chars"],
-            self.rules["bag"],
-            len(self.labels),
-        )
+        try:  # files that do not fit the manifest (genres, byte count): refused as models to rebuild
+            self.bag = bag.Bag(
+                json.loads(self.read(entry["file"])),
+                self.read(entry["weights_file"]),
+                self.rules["windows"]["max_chars"],
+                self.rules["bag"],
+                len(self.labels),
+            )
+        except ValueError as e:
+            raise ModelsMissing(f"{e}; {CREATE}") from None
         self.bag_weight = entry["blend"]  # per input mode
 
     def read(self, name: str) -> bytes:

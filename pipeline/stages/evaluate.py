@@ -8,8 +8,8 @@ included (nested). The peers (logistic regression on
 TF-IDF, on the frozen plot embedding, on the poster embedding, on both) train on exactly the rows the
 shipped model learned from (dev + chosen extra rows) with C chosen inside each fold.
 
-Choices, all on out-of-fold rows: the model per input mode (the head CV scores best) and the best peer. The test split is read
-only to report: F1 with bootstrap 95 % intervals, and the paired bootstrap of the margin over the best
+Choices, all on out-of-fold rows: the model per input mode (the head CV scores best) and the best peer.
+The test split is read only to report: F1 with bootstrap 95 % intervals, and the paired bootstrap of the margin over the best
 peer (the same resamples for both models).
 """
 

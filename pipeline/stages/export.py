@@ -45,6 +45,7 @@ CODE = cache.source_digest(
             rules,
             bag,
             predictor,
+            vocab,
         )
     ),
     thresholds.__file__,
@@ -218,7 +219,7 @@ def manifest(
 def shipped_check(out: Path, movies, y, metrics, spec: dict) -> dict:
     """The exported models through the same code as `predict`, on the test split, in both input
     modes with their own thresholds: F1 beside the fp32 models' (only reported, never chosen on).
-    `spec` is the manifest to run (the shipped one, or a variant naming another text encoder)."""
+    `spec` is the manifest to run."""
     with tempfile.TemporaryDirectory() as tmp:  # a models folder holding `spec`, the files linked in
         for f in spec["files"]:
             (Path(tmp) / f).symlink_to((out / f).resolve())

@@ -7,8 +7,9 @@ Every head adds a correction to the text encoder's genre logits z = text_head(e)
                serves both input modes
   poster_head  poster only (no text at all: the Grad-CAM gallery and the results table)
 The encoder's outputs (e) on the main rows are honest features: `finetune` learned from the extra
-rows only, never a label of the main rows. So only the heads need cross-fitting: for each dev fold a head trains on the other folds (early stopping on a
-random share of them) and predicts the held-out fold, in each input mode; those out-of-fold
+rows only, never a label of the main rows. So only the heads need cross-fitting: for each dev fold a
+head trains on the other folds (early stopping on a random share of them) and predicts the held-out
+fold, in each input mode; those out-of-fold
 probabilities are what every CV score and threshold is computed from. The shipped heads then train on
 every dev row for the median epoch count the folds' early stopping chose, and predict the test rows.
 
