@@ -34,18 +34,23 @@ class LogReg:
             self.mean, self.std = x.mean(0), np.maximum(x.std(0), 1e-6)
             x = (x - self.mean) / self.std
         xt, yt = _tensor(x), torch.from_numpy(np.ascontiguousarray(y, np.float32))
+        # the gradient written out, not left to autograd, whose backward through a sparse matrix made the TF-IDF
+        # peer's fit (18,934 x 50,000) 2.3x slower: 14.4 s against 6.2 s (2026-12-06)
+        xt_t = _tensor(x.T) if sp.issparse(x) else xt.T
         w = torch.zeros(x.shape[1], y.shape[1], requires_grad=True)
         b = torch.zeros(y.shape[1], requires_grad=True)
         opt = torch.optim.LBFGS([w, b], lr=1, max_iter=self.max_iter, history_size=20, line_search_fn="strong_wolfe")
         n = len(y)
 
+        @torch.no_grad()
         def closure():
-            opt.zero_grad()
-            z = xt @ w + b
             # sklearn's objective divided by C * n: mean log-loss + |w|^2 / (2 C n)
+            z = xt @ w + b
             loss = torch.nn.functional.binary_cross_entropy_with_logits(z, yt, reduction="sum") / n
             loss = loss + (w * w).sum() / (2 * self.c * n)
-            loss.backward()
+            residual = (torch.sigmoid(z) - yt) / n
+            w.grad = xt_t @ residual + w / (self.c * n)
+            b.grad = residual.sum(0)
             return loss
 
         opt.step(closure)
