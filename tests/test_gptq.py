@@ -108,7 +108,9 @@ def matmul_graph(path, w: np.ndarray):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
-def test_hessians_average_x_transpose_x_over_every_token_of_every_feed(tmp_path):
+@pytest.mark.parametrize("per_product", [1, 2, 64])  # a product per plot, a remainder after full groups, one group
+def test_hessians_average_x_transpose_x_over_every_token_of_every_feed(tmp_path, monkeypatch, per_product):
+    monkeypatch.setattr(gptq, "HESSIAN_PLOTS", per_product)
     rng = np.random.default_rng(8)
     w = rng.normal(0, 1, (12, 5)).astype(np.float32)
     matmul_graph(tmp_path / "g.onnx", w)

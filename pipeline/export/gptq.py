@@ -34,6 +34,9 @@ def matmul_inputs(model: onnx.ModelProto, weights) -> dict[str, str]:
     return {n.input[1]: n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in set(weights)}
 
 
+HESSIAN_PLOTS = 64  # plots whose rows enter X^T X in one product
+
+
 def hessians(fp32_onnx: Path, weights, feeds) -> dict[str, np.ndarray]:
     """{weight: X^T X / tokens} (float64 [K, K]) over the rows of its MatMul's input on `feeds` (one plot
     per feed: no padding token enters)."""
@@ -45,13 +48,25 @@ def hessians(fp32_onnx: Path, weights, feeds) -> dict[str, np.ndarray]:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    sums, tokens = {}, 0
-    for f in feeds:
+    sums, tokens, pending = {}, 0, {a: [] for a in names}
+
+    def add_pending():
+        # one product over many plots' rows: 6.6x faster than a product per plot (10 ms against 1.5 ms for 80
+        # rows of the 1,536-wide input, 2026-12-06), the same sums in another order
+        for a in names:
+            if pending[a]:
+                x = np.concatenate(pending[a]).astype(np.float64)
+                sums[a] = sums.get(a, 0) + x.T @ x
+                pending[a].clear()
+
+    for i, f in enumerate(feeds):
         out = sess.run(names, f)
         for a, x in zip(names, out):
-            x = x.reshape(-1, x.shape[-1]).astype(np.float64)
-            sums[a] = sums.get(a, 0) + x.T @ x
+            pending[a].append(x.reshape(-1, x.shape[-1]))
         tokens += int(np.prod(out[0].shape[:-1]))
+        if (i + 1) % HESSIAN_PLOTS == 0:
+            add_pending()
+    add_pending()
     if not tokens:
         raise ValueError("no calibration plots")
     return {w: sums[a] / tokens for w, a in acts.items()}
