@@ -48,16 +48,6 @@ def batches(lengths: np.ndarray, rows: np.ndarray, size: int, rng=None) -> list[
     return out
 
 
-@torch.no_grad()
-def logits(model, encoded, lengths, rows, size=64) -> np.ndarray:
-    """Logits of `rows`, in their order."""
-    model.eval()
-    out = np.zeros((len(encoded), model.head.out_features), np.float32)
-    for b in batches(lengths, rows, size):
-        out[b] = model(*text.pad([encoded[i] for i in b])).numpy()
-    return out[rows]
-
-
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x))
 
@@ -74,12 +64,10 @@ def held_out_scores(y: np.ndarray, z: np.ndarray) -> dict:
     }
 
 
-def train(cfg, encoded, lengths, y, fit, held=None, epochs=None) -> tuple[TextClassifier, list[dict], np.ndarray]:
-    """Fine-tune on rows `fit` for `epochs` (default cfg.epochs) of the cfg.epochs-long schedule.
-
-    After each epoch the `held` rows are scored (reported only): returns (model, per-epoch history,
-    held-out logits [epochs, len(held), G])."""
-    epochs = cfg.epochs if epochs is None else epochs
+def train(cfg, encoded, lengths, y, fit, embed_rows, held) -> tuple[TextClassifier, list[dict], np.ndarray]:
+    """Fine-tune on rows `fit` for cfg.epochs. After each epoch the encoder embeds `embed_rows` and the head scores
+    the `held` ones among them (positions in embed_rows; reported only), so the last epoch's pass is also the
+    embeddings the caller keeps: returns (model, per-epoch history, embeddings of embed_rows)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = TextClassifier(cfg.text_backbone, y.shape[1])
@@ -93,11 +81,11 @@ def train(cfg, encoded, lengths, y, fit, held=None, epochs=None) -> tuple[TextCl
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
     loss_fn = nn.BCEWithLogitsLoss()
     target = torch.from_numpy(y)
-    history, held_logits = [], []
-    for epoch in range(epochs):
+    history, embedded = [], None
+    for epoch in range(cfg.epochs):
         model.train()
         total, parts = 0.0, batches(lengths, fit, cfg.batch, rng)
-        for i, b in enumerate(bar := tqdm(parts, desc=f"fine-tuning epoch {epoch + 1}/{epochs}")):
+        for i, b in enumerate(bar := tqdm(parts, desc=f"fine-tuning epoch {epoch + 1}/{cfg.epochs}")):
             loss = loss_fn(model(*text.pad([encoded[j] for j in b])), target[b])
             (loss / cfg.accum).backward()
             if (i + 1) % cfg.accum == 0 or i + 1 == len(parts):
@@ -107,12 +95,13 @@ def train(cfg, encoded, lengths, y, fit, held=None, epochs=None) -> tuple[TextCl
             total += loss.item() * len(b)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         row = {"epoch": epoch + 1, "train_loss": total / len(fit)}
-        if held is not None:
-            held_logits.append(logits(model, encoded, lengths, held))
-            row.update({f"held_{k}": v for k, v in held_out_scores(y[held], held_logits[-1]).items()})
+        embedded = embeddings(model, encoded, lengths, embed_rows)
+        with torch.no_grad():
+            held_logits = model.head(torch.from_numpy(embedded[held])).numpy()
+        row.update({f"held_{k}": v for k, v in held_out_scores(y[embed_rows][held], held_logits).items()})
         history.append(row)
         print(f"[finetune] epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
-    return model.eval(), history, np.array(held_logits, np.float32)
+    return model.eval(), history, embedded
 
 
 @torch.no_grad()

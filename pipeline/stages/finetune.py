@@ -61,15 +61,16 @@ def run(cfg) -> cache.Output:
         fit = np.arange(n, len(encoded))
         dev = np.flatnonzero(movies.fold.to_numpy() >= 0)
         if len(fit):
-            model, history, _ = train(cfg, encoded, lengths, targets, fit, dev)
+            model, history, main = train(cfg, encoded, lengths, targets, fit, np.arange(n), dev)
         else:  # no extra rows: the pretrained encoder as it is and a head that adds no prior (all zeros), so the
             # heads (`train`, cross-fitted) learn from the dev rows alone; no main-set label reaches the encoder
             model, history = text_classifier.TextClassifier(cfg.text_backbone, y.shape[1]).eval(), []
             nn.init.zeros_(model.head.weight)
             nn.init.zeros_(model.head.bias)
+            main = embeddings(model, encoded, lengths, np.arange(n))
         save_file({k: v.contiguous() for k, v in model.encoder.state_dict().items()}, str(out / "encoder.safetensors"))
         save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(out / "head.safetensors"))
-        np.save(out / "embeddings.npy", embeddings(model, encoded, lengths, np.arange(n)))
+        np.save(out / "embeddings.npy", main)
         (out / "history.json").write_text(json.dumps({"epochs": history, "extra_rows": len(fit)}, indent=1))
 
     return cache.cached(cfg, "finetune", parts, build)
