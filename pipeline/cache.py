@@ -9,6 +9,7 @@ import ast
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -32,17 +33,19 @@ def file_digest(path: Path) -> str:
 _seen: dict[tuple, str] = {}  # files_digest results in this process, by the files' names, sizes and mtimes
 
 
-def files_digest(paths: list[Path], desc: str = "hashing") -> str:
+def files_digest(paths: list, desc: str = "hashing") -> str:
     """One digest over many files' names and contents (posters, say).
 
     Every stage asks for its upstream stages' keys, so one run asks for the same folder's digest
-    many times: unchanged files (same size and mtime) are not read again within a process."""
-    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(paths))
+    many times: unchanged files (same size and mtime) are not read again within a process. Paths as
+    strings and one os.stat each: pathlib's objects made the check alone ~0.1 s for 4,000 posters."""
+    names = sorted(map(str, paths))
+    stamp = tuple((p, st.st_size, st.st_mtime_ns) for p in names for st in (os.stat(p),))
     if stamp in _seen:
         return _seen[stamp]
     h = hashlib.sha256()
-    for p in tqdm(sorted(paths), desc=desc, leave=False, disable=len(paths) < 500):
-        h.update(p.name.encode())
+    for p in tqdm(names, desc=desc, leave=False, disable=len(names) < 500):
+        h.update(os.path.basename(p).encode())
         h.update(file_digest(p).encode())
     _seen[stamp] = h.hexdigest()[:16]
     return _seen[stamp]

@@ -8,6 +8,7 @@ genres + `source`, no posters). Output: `movies.csv` (curated, with `split` and 
 """
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -29,15 +30,25 @@ REQUIRED = ["tmdb_id", "title", "genres", "overview", "poster"]
 EXTRA_REQUIRED = ["tmdb_id", "title", "original_language", "genres", "overview", "source"]
 
 
+_read: dict[tuple, pd.DataFrame] = {}  # movies.csv tables read in this process, by path, size and mtime
+
+
 def read_movies(folder: Path, required=REQUIRED, flag="--data") -> pd.DataFrame:
+    """The folder's movies.csv (a copy: callers may change it). Every stage's key asks for data.run's, many
+    times a run, so an unchanged file is parsed once a process."""
     path = folder / "movies.csv"
     if not path.exists():
         sys.exit(f"error: no movies.csv in {folder} (pass {flag} DIR; see README)")
-    df = pd.read_csv(path, dtype={"poster": str, "original_language": str}, keep_default_na=False)
+    st = path.stat()
+    stamp = (str(path), st.st_size, st.st_mtime_ns)
+    if stamp not in _read:
+        df = pd.read_csv(path, dtype={"poster": str, "original_language": str}, keep_default_na=False)
+        _read[stamp] = df
+    df = _read[stamp]
     missing = [c for c in required if c not in df.columns]
     if missing:
         sys.exit(f"error: {path} lacks columns {missing}")
-    return df
+    return df.copy()
 
 
 def poster_ok(path: Path) -> bool:
@@ -168,7 +179,8 @@ def extra_folder(cfg) -> Path | None:
 def run(cfg) -> cache.Output:
     folder, extra_dir = cfg.path("data"), extra_folder(cfg)
     df = read_movies(folder)
-    posters = [folder / p for p in df.poster if p and (folder / p).is_file()]
+    base = str(folder)  # os.path, not pathlib: every stage asks for this key, many times a run
+    posters = [os.path.join(base, p) for p in df.poster if p and os.path.isfile(os.path.join(base, p))]
     parts = {
         "folder": str(folder.resolve()),  # curated rows keep absolute poster paths
         "movies": cache.file_digest(folder / "movies.csv"),
