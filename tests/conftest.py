@@ -20,7 +20,7 @@ TINY = [
         "--max_len",
         "64",
         "--window_strides",
-        "62,46",  # max_len - 2 (no overlap) and a quarter of each window read twice, as config.toml's
+        "62,46",  # max_len - 2 (no overlap, as config.toml's) and a quarter read twice: the stride choice runs
         "--topic_min_size",
         "5",
         "--gradcam_posters",
