@@ -35,7 +35,8 @@ def fitted(corpus: list[str], terms: int | None = None) -> tuple[TfidfVectorizer
     vec = TfidfVectorizer(min_df=1, max_features=terms, ngram_range=(1, 2), sublinear_tf=True, stop_words="english")
     vec.fit(corpus)
     names = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
-    spec = {"terms": names, "idf": vec.idf_.tolist(), "stop_words": sorted(vec.get_stop_words()), "scale": [1.0]}
+    spec = {"genres": ["Drama"], "terms": names, "idf": vec.idf_.tolist(), "stop_words": sorted(vec.get_stop_words())}
+    spec["scale"] = [1.0]
     return vec, bag.Bag({**spec, "bias": [0.0]}, np.zeros(len(names), np.int8).tobytes(), rules.MAX_CHARS)
 
 
@@ -68,7 +69,7 @@ def test_files_read_back_as_written(tmp_path, corpus):
     names = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
     rng = np.random.default_rng(0)
     w, b = rng.normal(size=(len(names), 3)), rng.normal(size=3)
-    spec, weights = bag.stored(names, vec.idf_, vec.get_stop_words(), w, b)
+    spec, weights = bag.stored(["Action", "Comedy", "Drama"], names, vec.idf_, vec.get_stop_words(), w, b)
     bag.write(tmp_path, spec, weights)
     model = bag.load(tmp_path, rules.MAX_CHARS)
     in_memory = bag.Bag(spec, weights, rules.MAX_CHARS)

@@ -620,11 +620,13 @@ def test_a_model_file_that_differs_from_the_manifest_is_refused(tmp_path, name, 
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_a_bag_of_words_for_other_genres_is_refused(tmp_path):
+@pytest.mark.parametrize("rows,workers", [(1, 1), (130, 2)])  # 130 rows: 3 chunks of 64, so a pool of 2
+def test_a_bag_of_words_for_other_genres_is_refused(tmp_path, rows, workers):
     """A bag of words whose genres are not the manifest's labels (its files listed with their true size and
     sha256, so only the bag's own check can catch it) is refused as models to rebuild: GenrePredictor raises
     ModelsMissing, and predict exits 2 with one line and writes nothing (no probability blended from the
-    wrong genres). The same check in the demo: tests/test_rules.py (bags that do not fit)."""
+    wrong genres), in this process or before a pool of workers starts. The same check in the demo:
+    tests/test_rules.py (bags that do not fit)."""
     from pipeline.runtime.manifest import ModelsMissing
 
     models = copied_models(tmp_path)
@@ -634,8 +636,9 @@ def test_a_bag_of_words_for_other_genres_is_refused(tmp_path):
     genres = len(bag_spec["bias"])
     assert genres == len(spec["labels"])  # as shipped
     terms, weights = len(bag_spec["terms"]), (models / spec["bag_of_words"]["weights_file"]).read_bytes()
+    assert bag_spec["genres"] == spec["labels"]
     # one genre fewer, weights cut to match: a consistent bag of 17 genres beside 18 labels
-    bag_spec.update(bias=bag_spec["bias"][:-1], scale=bag_spec["scale"][:-1])
+    bag_spec.update(genres=bag_spec["genres"][:-1], bias=bag_spec["bias"][:-1], scale=bag_spec["scale"][:-1])
     cut = np.frombuffer(weights, np.int8).reshape(terms, genres)[:, :-1]
     (models / name).write_text(json.dumps(bag_spec))
     (models / spec["bag_of_words"]["weights_file"]).write_bytes(cut.tobytes())
@@ -643,12 +646,12 @@ def test_a_bag_of_words_for_other_genres_is_refused(tmp_path):
         data = (models / f).read_bytes()
         spec["files"][f] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (models / "manifest.json").write_text(json.dumps(spec))
-    with pytest.raises(ModelsMissing, match=f"{genres - 1} genres for {genres} labels"):
+    with pytest.raises(ModelsMissing, match="its genres .* are not the manifest's labels"):
         GenrePredictor(models)
-    src = write_csv(tmp_path / "in.csv", ["overview"], [[PLOTS[0]]])
-    proc = cli("predict", src, "--out", tmp_path / "out.csv", "--models", models, check=False)
+    src = write_csv(tmp_path / "in.csv", ["overview"], [[PLOTS[i % len(PLOTS)]] for i in range(rows)])
+    proc = cli("predict", src, "--out", tmp_path / "out.csv", "--models", models, "--workers", workers, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "genres for" in proc.stderr and "make pipeline" in proc.stderr
+    assert "are not the manifest's labels" in proc.stderr and "make pipeline" in proc.stderr
     assert not (tmp_path / "out.csv").exists()
 
 

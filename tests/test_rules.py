@@ -342,11 +342,15 @@ BAG_TERMS = [
 BAG_STOP = ["the", "to", "and", "he", "of", "it", "a", "in", "vs"]
 
 
+BAG_GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]
+
+
 def small_bag(max_chars: int, seed: int = 30) -> tuple[dict, bytes, dict]:
     """(bag_of_words.json, .weights, the manifest's rules) of a bag over BAG_TERMS and 5 genres, random numbers
     stored as bag.stored stores them (idf to 5 decimals, float32 scale and bias), read with max_chars."""
-    rng, genres = np.random.default_rng(seed), 5
+    rng, genres = np.random.default_rng(seed), len(BAG_GENRES)
     spec = {
+        "genres": BAG_GENRES,
         "terms": BAG_TERMS,
         "idf": [round(float(x), 5) for x in rng.uniform(1, 6, len(BAG_TERMS))],
         "stop_words": BAG_STOP,
@@ -472,21 +476,26 @@ def test_the_bag_cases_reach_their_edges():
     assert len(set(spider.values())) > 1  # counts of 1 and more: tf = 1 + ln(count) differs
 
 
-BAD_BAGS = {  # name -> (change to small_bag's spec, weights byte count, the manifest's label count)
-    "more genres than labels": (lambda spec: spec, None, 4),
-    "fewer genres than labels": (lambda spec: spec, None, 6),
-    "a byte short": (lambda spec: spec, -1, 5),
-    "a genre's bias missing, labels not checked": (lambda spec: {**spec, "bias": spec["bias"][:-1]}, None, None),
+BAD_BAGS = {  # name -> (change to small_bag's spec, change to its weights' byte count, the manifest's labels)
+    "more genres than labels": (lambda spec: spec, 0, BAG_GENRES[:4]),
+    "fewer genres than labels": (lambda spec: spec, 0, [*BAG_GENRES, "Western"]),
+    "other genres, as many": (lambda spec: spec, 0, [*BAG_GENRES[:4], "Western"]),
+    "the genres in another order": (lambda spec: spec, 0, BAG_GENRES[::-1]),
+    "a byte short": (lambda spec: spec, -1, BAG_GENRES),
+    "a genre's bias missing, labels not checked": (lambda spec: {**spec, "bias": spec["bias"][:-1]}, 0, None),
+    "a genre's scale too many": (lambda spec: {**spec, "scale": [*spec["scale"], 0.1]}, 0, BAG_GENRES),
+    "a term's idf missing": (lambda spec: {**spec, "idf": spec["idf"][:-1]}, 0, BAG_GENRES),
 }
 
 
 @pytest.mark.parametrize("name", BAD_BAGS)
 def test_both_bags_refuse_files_that_do_not_fit_the_manifest_alike(name):
-    """A bag whose genres are not the manifest's labels, or whose weights are not terms x genres bytes, is
-    refused by bag.py and bag.js with the same message (no probability is blended from the wrong genres)."""
+    """A bag whose genres are not the manifest's labels (in order), whose per-genre or per-term numbers are not
+    one per genre or term, or whose weights are not terms x genres bytes, is refused by bag.py and bag.js with
+    the same message (no probability is blended from the wrong genres)."""
     change, short, labels = BAD_BAGS[name]
     spec, weights, rulebook = BAGS["max_chars"]
-    spec, weights = change(spec), weights[: len(weights) + short] if short else weights
+    spec, weights = change(spec), weights[: len(weights) + short]
     with pytest.raises(ValueError) as python:
         bag.Bag(spec, weights, 100, bag.RULE, labels)
     src = (
@@ -499,16 +508,34 @@ def test_both_bags_refuse_files_that_do_not_fit_the_manifest_alike(name):
     assert proc.stdout == str(python.value)
 
 
-def test_javascript_bag_refuses_other_ngrams():
+def test_both_bags_accept_the_manifests_labels():
+    """The refusals above are of the faults alone: the same bag with its own genres as the labels is read."""
     spec, weights, rulebook = BAGS["max_chars"]
-    with pytest.raises(ValueError):
-        bag.Bag(spec, weights, 100, {**bag.RULE, "ngrams": 3})
+    assert bag.Bag(spec, weights, 100, bag.RULE, list(BAG_GENRES)).genres == BAG_GENRES
     src = (
         f"import {{ Bag }} from {json.dumps((ROOT / 'assets/js/bag.js').as_uri())};\n"
-        f"new Bag({json.dumps(spec)}, new Uint8Array({len(weights)}), {json.dumps({**rulebook, 'bag': {**bag.RULE, 'ngrams': 3}})});"
+        f"new Bag({json.dumps(spec)}, new Uint8Array({len(weights)}), {json.dumps(rulebook)}, {json.dumps(BAG_GENRES)});"
     )
     proc = subprocess.run(["node", "--input-type=module", "-e", src], capture_output=True, text=True)
-    assert proc.returncode != 0 and "ngrams 3" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_both_bags_check_the_ngrams_first():
+    """A rule of other ngrams is refused before anything else, by both, with the same message (here the genres
+    are wrong as well)."""
+    spec, weights, rulebook = BAGS["max_chars"]
+    rule = {**bag.RULE, "ngrams": 3}
+    with pytest.raises(ValueError) as python:
+        bag.Bag(spec, weights, 100, rule, BAG_GENRES[:2])
+    src = (
+        f"import {{ Bag }} from {json.dumps((ROOT / 'assets/js/bag.js').as_uri())};\n"
+        f"try {{ new Bag({json.dumps(spec)}, new Uint8Array({len(weights)}), {json.dumps({**rulebook, 'bag': rule})}, "
+        f"{json.dumps(BAG_GENRES[:2])}); }}\n"
+        "catch (e) { process.stdout.write(e.message); process.exit(0); }\nprocess.exit(3);"
+    )
+    proc = subprocess.run(["node", "--input-type=module", "-e", src], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == str(python.value) and "ngrams 3" in proc.stdout
 
 
 UNICODE_NODE = """

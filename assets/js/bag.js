@@ -6,16 +6,23 @@ import * as rules from "./rules.js";
 
 export class Bag {
   // spec: bag_of_words.json; weights: the bytes of bag_of_words.weights (int8 [terms, genres], row-major);
-  // rulebook: the manifest's rules (windows.max_chars, bag); labels: the manifest's label count, which the
-  // bag's genres must match (null: not checked). The checks and their messages are bag.py's.
+  // rulebook: the manifest's rules (windows.max_chars, bag); labels: the manifest's labels, which the bag's
+  // genres must be, in order (null: not checked). Every check and its message is bag.py's, in the same order.
   constructor(spec, weights, rulebook, labels = null) {
     const rule = rulebook.bag;
     if (rule.ngrams !== 2) throw new Error(`bag ngrams ${JSON.stringify(rule.ngrams)}: this code reads words and pairs of words (2)`);
-    this.genres = spec.bias.length;
-    if (labels !== null && this.genres !== labels) throw new Error(`bag_of_words.json: ${this.genres} genres for ${labels} labels`);
-    if (weights.length !== spec.terms.length * this.genres) {
-      throw new Error(`bag_of_words.weights: ${weights.length} bytes for ${spec.terms.length} terms x ${this.genres} genres`);
+    const genres = spec.genres;
+    if (labels !== null && (genres.length !== labels.length || genres.some((g, i) => g !== labels[i]))) {
+      throw new Error(`bag_of_words.json: its genres (${genres.join(", ")}) are not the manifest's labels (${labels.join(", ")})`);
     }
+    for (const key of ["scale", "bias"]) {
+      if (spec[key].length !== genres.length) throw new Error(`bag_of_words.json: ${spec[key].length} ${key} values for ${genres.length} genres`);
+    }
+    if (spec.idf.length !== spec.terms.length) throw new Error(`bag_of_words.json: ${spec.idf.length} idf values for ${spec.terms.length} terms`);
+    if (weights.length !== spec.terms.length * genres.length) {
+      throw new Error(`bag_of_words.weights: ${weights.length} bytes for ${spec.terms.length} terms x ${genres.length} genres`);
+    }
+    this.genres = genres.length;
     this.index = new Map(spec.terms.map((t, i) => [t, i])); // a Map: a term may be "constructor" or "__proto__"
     this.idf = spec.idf;
     this.stop = new Set(spec.stop_words);

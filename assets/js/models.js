@@ -159,7 +159,7 @@ export function load(part) {
     // compiles (off-thread) and the model's bytes are read
     const tok = got.tokenizer?.then(tokenizer) ?? null;
     // the bag of words likewise, once both its files are read
-    const readBag = ([json, weights]) => new Bag(JSON.parse(new TextDecoder().decode(json)), weights, rules, spec.labels.length);
+    const readBag = ([json, weights]) => new Bag(JSON.parse(new TextDecoder().decode(json)), weights, rules, spec.labels);
     const bag = got.bag ? Promise.all([got.bag, got.bagWeights]).then(readBag) : null;
     // the float weights are rebuilt as soon as their file is read, like the tokenizer
     // (a microtask, so that the phase's clock starts before the rebuild runs)

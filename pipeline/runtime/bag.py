@@ -8,8 +8,8 @@ How a text becomes the bag's genre logits z (the manifest's rules.bag; assets/js
   vocabulary's terms, x scaled to unit length (none: x = 0); z = x . W + b.
 The mode's blend weight a mixes them: p' = sigmoid((1 - a) * logit(p) + a * z), p clipped to [clip, 1 - clip].
 
-Its files (stage `bag` fits them, `export` ships them): bag_of_words.json (terms, idf, stop words, each
-genre's weight scale and bias) and bag_of_words.weights (W as int8, terms x genres, row-major; W = int8 * scale).
+Its files (stage `bag` fits them, `export` ships them): bag_of_words.json (its genres, terms, idf, stop words,
+each genre's weight scale and bias) and bag_of_words.weights (W as int8, terms x genres, row-major; W = int8 * scale).
 """
 
 import json
@@ -32,26 +32,33 @@ RULE = {
 
 
 class Bag:
-    def __init__(self, spec: dict, weights: bytes, max_chars: int, rule: dict = RULE, labels: int | None = None):
-        """`labels`: the manifest's label count, which the bag's genres must match (None: not checked). The
-        checks and their messages are bag.js's."""
-        self.terms = spec["terms"]
+    def __init__(self, spec: dict, weights: bytes, max_chars: int, rule: dict = RULE, labels: list | None = None):
+        """`labels`: the manifest's labels, which the bag's genres must be, in order (None: not checked). Every
+        check and its message is bag.js's, in the same order."""
+        if rule["ngrams"] != 2:
+            raise ValueError(f"bag ngrams {rule['ngrams']!r}: this code reads words and pairs of words (2)")
+        genres = list(spec["genres"])
+        if labels is not None and genres != list(labels):
+            raise ValueError(
+                f"bag_of_words.json: its genres ({', '.join(genres)}) are not the manifest's labels ({', '.join(labels)})"
+            )
+        for key in ("scale", "bias"):
+            if len(spec[key]) != len(genres):
+                raise ValueError(f"bag_of_words.json: {len(spec[key])} {key} values for {len(genres)} genres")
+        if len(spec["idf"]) != len(spec["terms"]):
+            raise ValueError(f"bag_of_words.json: {len(spec['idf'])} idf values for {len(spec['terms'])} terms")
+        if len(weights) != len(spec["terms"]) * len(genres):
+            raise ValueError(
+                f"bag_of_words.weights: {len(weights)} bytes for {len(spec['terms'])} terms x {len(genres)} genres"
+            )
+        self.genres, self.terms = genres, spec["terms"]
         self.index = {t: i for i, t in enumerate(self.terms)}
         self.idf = np.asarray(spec["idf"], np.float64)
         self.stop = frozenset(spec["stop_words"])
-        genres = len(spec["bias"])
-        if labels is not None and genres != labels:
-            raise ValueError(f"bag_of_words.json: {genres} genres for {labels} labels")
-        if len(weights) != len(self.terms) * genres:
-            raise ValueError(
-                f"bag_of_words.weights: {len(weights)} bytes for {len(self.terms)} terms x {genres} genres"
-            )
-        q = np.frombuffer(weights, np.int8).reshape(len(self.terms), genres)
+        q = np.frombuffer(weights, np.int8).reshape(len(self.terms), len(genres))
         self.w = q.astype(np.float64) * np.asarray(spec["scale"], np.float64)
         self.b = np.asarray(spec["bias"], np.float64)
         self.max_chars, self.pattern = max_chars, re.compile(rule["token_pattern"]["python"])
-        if rule["ngrams"] != 2:
-            raise ValueError(f"bag ngrams {rule['ngrams']!r}: this code reads words and pairs of words (2)")
 
     def words(self, text: str) -> list[str]:
         """The text's terms, in order: its tokens without stop words, then each pair of consecutive ones."""
@@ -90,11 +97,14 @@ def quantized(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.round(w / scale.astype(np.float64)), -127, 127).astype(np.int8), scale
 
 
-def stored(terms: list[str], idf: np.ndarray, stop_words, w: np.ndarray, b: np.ndarray) -> tuple[dict, bytes]:
-    """(bag_of_words.json's spec, bag_of_words.weights' bytes) from float weights w [terms, G] and bias b [G]: the
-    numbers as stored, what every reader of the files computes with."""
+def stored(
+    genres: list[str], terms: list[str], idf: np.ndarray, stop_words, w: np.ndarray, b: np.ndarray
+) -> tuple[dict, bytes]:
+    """(bag_of_words.json's spec, bag_of_words.weights' bytes) from float weights w [terms, G] and bias b [G] of
+    `genres`: the numbers as stored, what every reader of the files computes with."""
     q, scale = quantized(w)
     spec = {
+        "genres": list(genres),
         "terms": list(terms),
         "idf": [round(float(x), 5) for x in idf],
         "stop_words": sorted(stop_words),

@@ -45,7 +45,7 @@ from pipeline.runtime import image_io
 from pipeline.runtime.csv_stream import CsvRecords
 from pipeline.runtime.manifest import MODES, ModelsMissing, check_models
 from pipeline.runtime.occlusion import sentence_importance
-from pipeline.runtime.predictor import GenrePredictor
+from pipeline.runtime.predictor import GenrePredictor, read_bag
 
 __all__ = ["MODES", "GenrePredictor", "ModelsMissing", "check_models", "predict_csv", "sentence_importance"]
 BATCH = 32  # inputs per model call by default (bench.predict measures it against one at a time)
@@ -132,6 +132,8 @@ def run_chunks(
     import multiprocessing  # a pool only: a small input never imports it
     from concurrent.futures import ProcessPoolExecutor
 
+    # a bag that does not fit is refused here: in the workers' start-up it read as "a worker process died"
+    read_bag(Path(models), spec or check_models(Path(models)))
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init, initargs=(str(models), batch)) as pool:
         inflight: deque = deque()

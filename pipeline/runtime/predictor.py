@@ -89,6 +89,22 @@ def padded(encoded: list[list[int]]) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def read_bag(models: Path, spec: dict) -> bag.Bag:
+    """The bag of words of the checked folder `models`; files that do not fit the manifest (genres, sizes) are
+    refused as models to rebuild (ModelsMissing)."""
+    entry = spec["bag_of_words"]
+    try:
+        return bag.Bag(
+            json.loads(read_model_file(models, spec, entry["file"])),
+            read_model_file(models, spec, entry["weights_file"]),
+            spec["rules"]["windows"]["max_chars"],
+            spec["rules"]["bag"],
+            spec["labels"],
+        )
+    except ValueError as e:
+        raise ModelsMissing(f"{e}; {CREATE}") from None
+
+
 class GenrePredictor:
     def __init__(self, models: Path, threads: int = 1, spec: dict | None = None):
         """The models at `models`; `spec`: their manifest, when check_models has just checked the folder."""
@@ -110,18 +126,8 @@ class GenrePredictor:
         self.tokenizer = Tokenizer.from_buffer(self.read(self.spec["text_encoder"]["tokenizer"]))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        entry = self.spec["bag_of_words"]
-        try:  # files that do not fit the manifest (genres, byte count): refused as models to rebuild
-            self.bag = bag.Bag(
-                json.loads(self.read(entry["file"])),
-                self.read(entry["weights_file"]),
-                self.rules["windows"]["max_chars"],
-                self.rules["bag"],
-                len(self.labels),
-            )
-        except ValueError as e:
-            raise ModelsMissing(f"{e}; {CREATE}") from None
-        self.bag_weight = entry["blend"]  # per input mode
+        self.bag = read_bag(self.models, self.spec)
+        self.bag_weight = self.spec["bag_of_words"]["blend"]  # per input mode
 
     def read(self, name: str) -> bytes:
         """A file of the models folder, checked against the manifest (ModelsChanged when it differs)."""
@@ -252,9 +258,12 @@ class GenrePredictor:
             )
             probs = np.stack([rules.pool(p, how) for p in split(per_window, counts)])
         z = self.bag.logits(plots)
-        weight = [self.bag_weight["plot+poster" if has else "plot"] for has in np.asarray(has_poster).ravel()]
-        clip = self.rules["bag"]["clip"]
-        return np.stack([bag.blend(p, zz, a, clip) for p, zz, a in zip(probs, z, weight)])
+        has = np.asarray(has_poster).ravel() > 0
+        out = np.asarray(probs, np.float32).copy()
+        for mode, rows in (("plot", ~has), ("plot+poster", has)):  # one blend per input mode, at its weight
+            if rows.any():
+                out[rows] = bag.blend(out[rows], z[rows], self.bag_weight[mode], self.rules["bag"]["clip"])
+        return out
 
     def combine(self, text_emb: np.ndarray, plot: str, poster_emb: np.ndarray | None = None) -> np.ndarray:
         """Genre probabilities [G] from one plot's window embeddings [windows, text dim] (embed_plot), pooled by

@@ -35,18 +35,19 @@ def matrix(model: bag.Bag, texts: list[str]) -> sp.csr_matrix:
     return sp.csr_matrix((val, idx, indptr), shape=(len(texts), len(model.terms)))
 
 
-def fit(cfg, texts: list[str], y: np.ndarray, out: Path) -> bag.Bag:
-    """The bag learned from `texts`, written to `out` and read back as the runtime reads it."""
+def fit(cfg, labels: list[str], texts: list[str], y: np.ndarray, out: Path) -> bag.Bag:
+    """The bag of `labels` learned from `texts`, written to `out` and read back as the runtime reads it."""
     vec = TfidfVectorizer(
         min_df=2, max_features=cfg.bag_terms, ngram_range=(1, 2), sublinear_tf=True, stop_words="english"
     ).fit(texts)
     terms, stop = sorted(vec.vocabulary_, key=vec.vocabulary_.get), vec.get_stop_words()
     # the features as the files will give them (idf as stored); the weights do not enter them
     features = bag.Bag(
-        *bag.stored(terms, vec.idf_, stop, np.zeros((len(terms), y.shape[1])), np.zeros(y.shape[1])), rules.MAX_CHARS
+        *bag.stored(labels, terms, vec.idf_, stop, np.zeros((len(terms), y.shape[1])), np.zeros(y.shape[1])),
+        rules.MAX_CHARS,
     )
     model = logreg.LogReg(cfg.bag_c, scale=False).fit(matrix(features, texts), y)
-    bag.write(out, *bag.stored(terms, vec.idf_, stop, model.w.numpy(), model.b.numpy()))
+    bag.write(out, *bag.stored(labels, terms, vec.idf_, stop, model.w.numpy(), model.b.numpy()))
     return bag.load(out, rules.MAX_CHARS)
 
 
@@ -79,7 +80,7 @@ def run(cfg) -> cache.Output:
         tmp.mkdir()
         for k in [*sorted(int(f) for f in np.unique(fold[fold >= 0])), -1]:
             learn = (fold_all == logreg.EXTRA) | ((fold_all >= 0) & (fold_all != k))
-            model = fit(cfg, [corpus[i] for i in np.flatnonzero(learn)], y_all[learn], out if k == -1 else tmp)
+            model = fit(cfg, labels, [corpus[i] for i in np.flatnonzero(learn)], y_all[learn], out if k == -1 else tmp)
             overviews[fold == k] = model.logits(movies.overview[fold == k].tolist())
             texts[t_fold == k] = model.logits(table.text[t_fold == k].tolist())
             print(f"[bag] fold {k}: {learn.sum()} texts, {len(model.terms)} terms", flush=True)
