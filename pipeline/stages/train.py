@@ -54,7 +54,6 @@ CHOSEN_ON = "fusion"  # the head `choose` decides with: it reads both input mode
 
 def run(cfg) -> cache.Output:
     curated, embedded, tuned = data.run(cfg), embed.run(cfg), finetune.run(cfg)
-    e, text_head = np.load(tuned / "embeddings.npy"), finetune.load_head(tuned)
     long, bagged = long_text.run(cfg), bag_stage.run(cfg)
     parts = {
         "text": tuned.key,
@@ -66,6 +65,7 @@ def run(cfg) -> cache.Output:
     }
 
     def build(out: Path):
+        e, text_head = np.load(tuned / "embeddings.npy"), finetune.load_head(tuned)
         movies, labels, y = data.load(curated)
         image = embedded.posters_array()
         has_poster = (movies.poster != "").to_numpy(np.float32)[:, None]
@@ -166,9 +166,9 @@ class Rows:
         return np.flatnonzero(self.fold[: self.n] >= 0)
 
     def dev_texts(self) -> np.ndarray:
-        """Mask over the texts: a dev movie's other texts (group "main"); never a test movie's, nor a text of
-        another set (long plots of extra rows or of no row)."""
-        return (self.fold[self.blocks["first"]] >= 0) & (self.texts.group.to_numpy() == "main")
+        """Indices of the texts that are a dev movie's other texts (group "main"); never a test movie's, nor a
+        text of another set (long plots of extra rows or of no row)."""
+        return np.flatnonzero((self.fold[self.blocks["first"]] >= 0) & (self.texts.group.to_numpy() == "main"))
 
     def trainable(self, variant: str) -> np.ndarray:
         """The overviews, and the texts of the variant's kinds read the first stride's way (mean embedding)."""
@@ -214,13 +214,13 @@ def choose(cfg, rows: Rows, texts: long_text.LongTexts, text_head) -> dict:
         evidence[variant] = {
             "cuts": cut,
             "overviews": windows.scores(got, y[:n], dev, cut),
-            "texts": windows.scores(read, y_texts, np.flatnonzero(dev_texts), cut),
+            "texts": windows.scores(read, y_texts, dev_texts, cut),
         }
     variant = windows.choose_variant(evidence, variants[0])
     got, cut = fits[variant][0], evidence[variant]["cuts"]
-    several = dev_texts & (rows.counts[stride0] > 1)
+    several = dev_texts[rows.counts[stride0][dev_texts] > 1]
     reading = {
-        (stride, pool): windows.scores(rows.reading(got, stride, pool), y_texts, np.flatnonzero(several), cut)
+        (stride, pool): windows.scores(rows.reading(got, stride, pool), y_texts, several, cut)
         for stride in rows.strides
         for pool in pools
     }
@@ -234,10 +234,10 @@ def choose(cfg, rows: Rows, texts: long_text.LongTexts, text_head) -> dict:
         "evidence": {
             "variants": evidence,
             "reading": [{"stride": int(s), "pool": p, **v} for (s, p), v in reading.items()],
-            "multi_window_dev_texts": int(several.sum()),
+            "multi_window_dev_texts": len(several),
             "windows_read": {str(s): n for s, n in windows_read.items()},
             "reading_tie": windows.READING_TIE,
-            "dev_texts": int(dev_texts.sum()),
+            "dev_texts": len(dev_texts),
         },
         "probs": {},
         "fits": fits,  # each variant's cross_fit result, for the caller's fusion head
@@ -249,7 +249,7 @@ def blend(cfg, rows: Rows, chosen: dict, got: dict, logits: tuple, prefix: str) 
     and the dev movies' other texts read the chosen way) and those probabilities blended: {"overviews": {key:
     main rows}, "texts": {key: texts}, key: {"weight", "evidence"}} with key = prefix + mode."""
     n, z_over, z_texts = rows.n, *logits
-    dev, dev_texts = rows.dev_overviews(), np.flatnonzero(rows.dev_texts())
+    dev, dev_texts = rows.dev_overviews(), rows.dev_texts()
     y_texts = rows.y[rows.blocks["first"]]
     read = rows.reading(got, chosen["stride"], chosen["pool"])
     out = {"overviews": {}, "texts": {}}
