@@ -485,6 +485,18 @@ BAD_BAGS = {  # name -> (change to small_bag's spec, change to its weights' byte
     "a genre's bias missing, labels not checked": (lambda spec: {**spec, "bias": spec["bias"][:-1]}, 0, None),
     "a genre's scale too many": (lambda spec: {**spec, "scale": [*spec["scale"], 0.1]}, 0, BAG_GENRES),
     "a term's idf missing": (lambda spec: {**spec, "idf": spec["idf"][:-1]}, 0, BAG_GENRES),
+    "no genres (a bag from before they were named)": (
+        lambda spec: {k: v for k, v in spec.items() if k != "genres"},
+        0,
+        BAG_GENRES,
+    ),
+    "genres as one string": (lambda spec: {**spec, "genres": "Action"}, 0, None),
+    "a genre that is not a name": (lambda spec: {**spec, "genres": [*BAG_GENRES[:4], 5]}, 0, None),
+    "other labels and a scale too many: the labels first": (
+        lambda spec: {**spec, "scale": [*spec["scale"], 0.1]},
+        0,
+        BAG_GENRES[:4],
+    ),
 }
 
 

@@ -12,6 +12,9 @@ export class Bag {
     const rule = rulebook.bag;
     if (rule.ngrams !== 2) throw new Error(`bag ngrams ${JSON.stringify(rule.ngrams)}: this code reads words and pairs of words (2)`);
     const genres = spec.genres;
+    if (!Array.isArray(genres) || !genres.every((g) => typeof g === "string")) {
+      throw new Error("bag_of_words.json: no list of genre names (a bag written before its genres were named)");
+    }
     if (labels !== null && (genres.length !== labels.length || genres.some((g, i) => g !== labels[i]))) {
       throw new Error(`bag_of_words.json: its genres (${genres.join(", ")}) are not the manifest's labels (${labels.join(", ")})`);
     }

@@ -37,7 +37,9 @@ class Bag:
         check and its message is bag.js's, in the same order."""
         if rule["ngrams"] != 2:
             raise ValueError(f"bag ngrams {rule['ngrams']!r}: this code reads words and pairs of words (2)")
-        genres = list(spec["genres"])
+        genres = spec.get("genres")
+        if not isinstance(genres, list) or not all(isinstance(g, str) for g in genres):
+            raise ValueError("bag_of_words.json: no list of genre names (a bag written before its genres were named)")
         if labels is not None and genres != list(labels):
             raise ValueError(
                 f"bag_of_words.json: its genres ({', '.join(genres)}) are not the manifest's labels ({', '.join(labels)})"
