@@ -4,8 +4,8 @@ printed, nothing asserted.
   .venv/bin/python -m bench.predict [--data /work/shared/data/tmdb5000] [--rows 3000] [--baseline_rows 300]
                                     [--long_rows 500] [--startup_runs 5]
 
-A plot is read whole (issue 28): one over the encoder's max_len tokens is read in overlapping windows
-(the manifest's rules.windows), so a plot costs about its window count in encoder runs; `predict` writes
+A plot is read whole (issue 28): one over the encoder's max_len tokens is read in windows
+(the manifest's rules.windows, its stride apart), so a plot costs about its window count in encoder runs; `predict` writes
 each plot's count in its `windows` column, and the figures below print them.
 
 First the start-up: `predict` of one plot (`--workers 1`, and the defaults), a 50-word plot and a 700-word

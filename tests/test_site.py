@@ -862,6 +862,10 @@ def with_long_texts(data: dict, lengths: dict | None = None, windows: dict = WIN
     rules.pop("truncation", None)
     rules["windows"] = windows
     data["lengths.json"] = synthetic_lengths() if lengths is None else lengths
+    reading = data["lengths.json"]["reading"]
+    if reading:  # the candidate strides the run's config tried: those its evidence holds
+        strides = dict.fromkeys(str(r["stride"]) for r in reading["evidence"]["reading"])
+        data["config.json"]["window_strides"] = ",".join(strides)
     data["targets.json"] = [t for t in data["targets.json"] if t.get("fp32") or t.get("ci")] + list(targets)
     for key, entry in PROVENANCE.items():
         data["provenance.yml"].setdefault(key, entry)
@@ -918,6 +922,31 @@ def test_long_plots_render_from_lengths_json(tmp_path):
     assert shipped[1] == "long plots, > 250 words 109 0.663 / 0.571 0.669 / 0.562"
     assert 'src="/mm-genre/assets/figures/f1_by_length.png"' in methods
     assert "IMDb storylines" in visible(methods[methods.index('id="data"') :]) and "SemanticWebAi" in methods
+
+
+@pytest.mark.parametrize("strides", [(254, 190), (254,)])
+def test_the_stride_choice_is_told_as_the_run_made_it(tmp_path, strides):
+    """With two candidate strides the methods page tells the stride-and-pooling choice and its window-count tie;
+    with one it tells the pooling choice alone and why overlapping windows are no longer tried (the log's entry)."""
+    lengths = synthetic_lengths()
+    ev = lengths["reading"]["evidence"]
+    ev["reading"] = [r for r in ev["reading"] if r["stride"] in strides]
+    ev["reading_tie"] = 0.003
+    lengths["reading"]["stride"] = strides[-1]
+    methods = visible(long_pages(tmp_path, f"strides{len(strides)}", lengths=lengths)["methods/index.html"])
+    choice = methods[methods.index("Three choices, made in order") : methods.index("Training variants, CV")]
+    dropped = "Windows that overlap are no longer a candidate: stride 190"
+    if len(strides) > 1:
+        assert "The stride and the pooling" in choice and "the fewest windows" in choice
+        assert dropped not in methods and "Smaller strides were not tried" in methods
+    else:
+        assert "The pooling" in choice and "The stride and" not in choice and "the fewest windows" not in choice
+        assert (
+            dropped in methods and "stride-190-dropped" in methods and "Strides under 190 were never tried" in methods
+        )
+    assert len(
+        table_rows(long_pages(tmp_path, f"rows{len(strides)}", lengths=lengths)["methods/index.html"], "long-reading")
+    ) == 3 * len(strides)
 
 
 @pytest.mark.parametrize(

@@ -372,7 +372,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="CSV to write: tmdb_id, one probability column per genre, genres, mode, windows (how many "
         "windows of the encoder's max_len tokens the plot was read in: a long plot is read whole, in "
-        "overlapping windows pooled into one prediction)",
+        "windows, the manifest's stride apart, pooled into one prediction)",
     )
     p.add_argument(
         "--models",

@@ -2,7 +2,7 @@
 
 The same files, tokenizer and rules as the in-browser demo: the text's windows and their pooling, the
 decision rule and the sentence pattern come from the manifest's "rules" (pipeline/runtime/rules.py applies
-them). A plot is read whole: its token ids are cut into overlapping windows of the encoder's max_len, each
+them). A plot is read whole: its token ids are cut into windows of the encoder's max_len (the manifest's stride apart), each
 window is embedded, and the windows are pooled into one prediction (rules.windows, rules.pool), into which
 the plot's bag of words is blended (pipeline/runtime/bag.py, the manifest's bag_of_words and rules.bag).
 
@@ -169,7 +169,7 @@ class GenrePredictor:
 
     def encode(self, plot: str) -> list[list[int]]:
         """The windows the encoder reads, token ids each, by the manifest's rule (rules.windows): one for a plot
-        of at most max_len tokens, else overlapping windows that cover every token."""
+        of at most max_len tokens, else windows the manifest's stride apart that cover every token."""
         return rules.windows(self.token_ids(plot), self.rules["windows"])
 
     def sentences(self, plot: str) -> list[str]:
