@@ -936,7 +936,7 @@ def test_the_stride_choice_is_told_as_the_run_made_it(tmp_path, strides):
     methods = visible(long_pages(tmp_path, f"strides{len(strides)}", lengths=lengths)["methods/index.html"])
     choice = methods[methods.index("Three choices, made in order") : methods.index("Training variants, CV")]
     dropped = "Overlapping windows (stride 190) are no longer a candidate for reading long texts (the decision log"
-    if len(strides) > 1:
+    if len(strides) > 1:  # two candidates: the stride is chosen too, under the window-count tie
         assert "The stride and the pooling" in choice and "the fewest windows" in choice
         assert dropped not in methods and "Smaller strides were not tried:" in methods
     else:

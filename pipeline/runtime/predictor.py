@@ -2,9 +2,10 @@
 
 The same files, tokenizer and rules as the in-browser demo: the text's windows and their pooling, the
 decision rule and the sentence pattern come from the manifest's "rules" (pipeline/runtime/rules.py applies
-them). A plot is read whole: its token ids are cut into windows of the encoder's max_len (the manifest's stride apart), each
-window is embedded, and the windows are pooled into one prediction (rules.windows, rules.pool), into which
-the plot's bag of words is blended (pipeline/runtime/bag.py, the manifest's bag_of_words and rules.bag).
+them). A plot is read whole: its token ids are cut into windows of the encoder's max_len (the manifest's
+stride apart), each window is embedded, and the windows are pooled into one prediction (rules.windows,
+rules.pool), into which the plot's bag of words is blended (pipeline/runtime/bag.py, the manifest's
+bag_of_words and rules.bag).
 
 A model runs several inputs per call only when the manifest marks it "batchable" (its outputs do
 not depend on what else is in the call: float, or int8 with fixed activation scales) and its graph

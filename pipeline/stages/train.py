@@ -15,8 +15,8 @@ every dev row for the median epoch count the folds' early stopping chose, and pr
 
 The text heads can also learn from the dev movies' other texts (`long_text`: storylines, and
 overview + storyline read in windows); which of `long_variants` they learn from, and how a long text is
-read (the pooling, and the stride when window_strides lists several), is chosen by CV here (pipeline/choose/windows.py), and every text is scored out
-of fold for the report (stage `lengths`).
+read (the pooling, and the stride when window_strides lists several), is chosen by CV here
+(pipeline/choose/windows.py), and every text is scored out of fold for the report (stage `lengths`).
 """
 
 import json
