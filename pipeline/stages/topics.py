@@ -17,14 +17,41 @@ from pipeline.stages import data, embed
 CODE = cache.source_digest(__file__)
 
 
-def fit(docs: list[str], embeddings: np.ndarray, cfg):
+NEIGHBOURS = 15  # UMAP's n_neighbors, both maps
+
+
+def cosine_neighbours(x: np.ndarray, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's k nearest rows by cosine distance, itself first, and their distances: the exact neighbours
+    UMAP finds itself for under 4,096 rows, but by one matrix product. UMAP's own way called its numba
+    distance once per pair through scikit-learn (14 million Python calls, 33 s a map on 3,781 plots)."""
+    from sklearn.metrics.pairwise import cosine_distances
+
+    d = cosine_distances(x)
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return idx.astype(np.int32), np.take_along_axis(d, idx, axis=1).astype(np.float32)
+
+
+def umap(neighbours: tuple, components: int, min_dist: float, seed: int):
+    """A seeded UMAP on the given neighbours (cosine_neighbours)."""
+    from umap import UMAP
+
+    return UMAP(
+        n_neighbors=NEIGHBOURS,
+        n_components=components,
+        min_dist=min_dist,
+        metric="cosine",
+        random_state=seed,
+        precomputed_knn=neighbours,
+    )
+
+
+def fit(docs: list[str], embeddings: np.ndarray, cfg, neighbours: tuple):
     from bertopic import BERTopic
     from hdbscan import HDBSCAN
     from sklearn.feature_extraction.text import CountVectorizer
-    from umap import UMAP
 
     model = BERTopic(
-        umap_model=UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=cfg.seed),
+        umap_model=umap(neighbours, 5, 0.0, cfg.seed),
         hdbscan_model=HDBSCAN(min_cluster_size=cfg.topic_min_size, metric="euclidean", prediction_data=True),
         vectorizer_model=CountVectorizer(stop_words="english"),  # one document per topic: no min_df
         top_n_words=10,
@@ -42,20 +69,17 @@ def run(cfg) -> cache.Output:
     parts = cache.stage_parts(CODE, cfg.subset("seed", "topic_min_size"), data=curated, plots=embedded.plots)
 
     def build(out: Path):
-        from umap import UMAP
-
         movies, labels, y = data.load(curated)
         frozen = embedded.plots_array()
-        model, assigned = fit(movies.overview.tolist(), frozen, cfg)
+        neighbours = cosine_neighbours(frozen)
+        model, assigned = fit(movies.overview.tolist(), frozen, cfg, neighbours)
         model.save(
             str(out / "bertopic"),
             serialization="safetensors",
             save_ctfidf=True,
             save_embedding_model=text.backbone_path(cfg.text_backbone),
         )
-        coords = UMAP(
-            n_neighbors=15, n_components=2, min_dist=0.1, metric="cosine", random_state=cfg.seed
-        ).fit_transform(frozen)
+        coords = umap(neighbours, 2, 0.1, cfg.seed).fit_transform(frozen)
         np.save(out / "coords.npy", coords.astype(np.float32))
         np.save(out / "assigned.npy", assigned)
         found = []
