@@ -101,6 +101,8 @@ def train(cfg, encoded, lengths, y, fit, embed_rows, held) -> tuple[TextClassifi
         row.update({f"held_{k}": v for k, v in held_out_scores(y[embed_rows][held], held_logits).items()})
         history.append(row)
         print(f"[finetune] epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+    if embedded is None:  # --epochs 0: the pretrained encoder's embeddings
+        embedded = embeddings(model, encoded, lengths, embed_rows)
     return model.eval(), history, embedded
 
 
