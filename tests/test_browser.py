@@ -763,6 +763,41 @@ def test_the_status_line_counts_the_windows(page, server):
     assert result(page)["windows"] == 1 and "Read in" not in page.inner_text("#rule")
 
 
+def test_a_poster_given_while_a_long_plot_is_read_stops_the_old_reading(browser, server, posters):
+    """A poster chosen while the 700-word plot's windows are read starts the prediction again with it: from the
+    moment the worker has the new prediction, the old one runs no further window and sends nothing (the window
+    in flight finishes), and the status line counts the new prediction's windows from the first."""
+    folder, _ = posters
+    context = browser.new_context()  # its own page: the module's page is left with no poster, no wrapped worker
+    page = open_page(context, server)
+    worker = next(w for w in page.workers if w.url.endswith("/worker.js"))
+    worker.evaluate(WORKER_LOG)
+    page.evaluate(STATUS_LOG)
+    page.fill("#plot", LONG_PLOT_700)
+    page.click("#predict")
+    page.wait_for_function("document.getElementById('status').textContent.includes('window 1 of')")
+    page.set_input_files("#poster", str(folder / "plain.jpg"))
+    page.wait_for_function(
+        "JSON.parse(document.getElementById('demo-app').dataset.result ?? 'null')?.mode === 'plot+poster'",
+        timeout=180_000,
+    )
+    got = result(page)
+    assert got["windows"] > 2
+    log = worker.evaluate("self.__log")
+    (old, _), (new, arrived) = [(id, t) for way, kind, id, t in log if way == "in"]
+    late = [kind for way, kind, id, t in log if way == "out" and id == old and t > arrived]
+    assert late == [], late
+    assert [kind for way, kind, id, t in log if way == "out" and id == old].count("stage") < got["windows"]
+    status = [e["text"] for e in page.evaluate("window.__status") if e["text"].startswith("Reading the plot")]
+    steps = [t for i, t in enumerate(status) if i == 0 or t != status[i - 1]]
+    restart = max(i for i, t in enumerate(steps) if t.startswith("Reading the plot: window 1 of"))
+    assert steps[restart:] == [
+        f"Reading the plot: window {k} of {got['windows']}…" for k in range(1, got["windows"] + 1)
+    ]
+    assert page.errors == []
+    context.close()
+
+
 def test_a_long_plot_is_explained_by_passage(page, server):
     """The 700-word plot's explanation: the passages of `predict`'s sentence_importance (rules.passages over
     the same token boundaries), each left out in plot order re-running exactly the windows its tokens are in

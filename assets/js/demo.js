@@ -548,7 +548,7 @@ function onMessage({ data: m }) {
       if (wanted) warm(wanted);
       break;
     case "progress": progress(m); break;
-    case "stage": if (busy) status(m.text); break;
+    case "stage": if (busy && (m.id === undefined || m.id === run?.id)) status(m.text); break; // no id: loading
     case "poster": posterReady(m); break;
     case "poster-error": posterFailed(m); break;
     case "genres": genres(m); break;

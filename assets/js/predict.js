@@ -13,7 +13,7 @@ import { explain } from "./explain.js";
 import { blend } from "./bag.js";
 import * as rules from "./rules.js";
 
-let current = 0; // the prediction that may keep running; an older one stops at its next yield
+let current = 0; // the prediction that may keep running; an older one stops before its next window or passage
 let waiting = 0; // predictions waiting for their models (a return visit's warm-up run then is not needed)
 let port = null; // to the poster's worker (poster-worker.js), which the page starts and connects
 let loadAsked = false;
@@ -155,6 +155,10 @@ export function afterQueuedMessages() {
 
 const since = (t) => performance.now() - t;
 
+// Thrown into an older prediction's window loop once a newer one started (a poster changed while a long plot
+// was read): the window in flight finishes, the rest are never run, and nothing more is sent for it.
+class Superseded extends Error {}
+
 export async function predict({ id, plot, posterId }, send) {
   current = id;
   toPage = send;
@@ -178,10 +182,21 @@ export async function predict({ id, plot, posterId }, send) {
   // the status line counts the windows as they run: one window per run, so each is counted as it starts
   // (five 256-token windows in one run took 4 % less time than one by one, 285 against 298 ms a window,
   // 2026-12-06, machine under load: not worth a status line that stops counting)
-  const before = (k, n) => send({ type: "stage", id, text: n > 1 ? `Reading the plot: window ${k + 1} of ${n}…` : "Predicting…" });
+  const before = async (k, n) => {
+    if (k > 0) await afterQueuedMessages(); // a newer prediction's message gets in (a window's run never yields)
+    if (current !== id) throw new Superseded();
+    send({ type: "stage", id, text: n > 1 ? `Reading the plot: window ${k + 1} of ${n}…` : "Predicting…" });
+  };
   // the text encoder here, the poster encoder (already running since the poster was read) in its worker
   const reading = embed(windows, text, enc, { before }).then((e) => [e, since(tReady)]);
-  const [[embeddings, textMs], image] = await Promise.all([reading, p?.encoded]);
+  let embeddings, textMs, image;
+  try {
+    [[embeddings, textMs], image] = await Promise.all([reading, p?.encoded]);
+  } catch (e) {
+    if (e instanceof Superseded) return;
+    throw e;
+  }
+  if (current !== id) return; // superseded during its last window: its genres would be withdrawn unseen
   const tHead = performance.now();
   const withCam = !!image?.features;
   const scored = await pooledHead(fusion, embeddings, image?.embedding ?? null, rule.pool, withCam);
