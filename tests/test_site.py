@@ -142,6 +142,7 @@ def test_models_json_agrees_with_the_manifest():
     plot_only = sum(size[f] for f in text_export.files(text) + text_export.files(MANIFEST["fusion_head"]) + bag)
     poster = sum(size[f] for f in text_export.files(MANIFEST["poster_encoder"]))  # graph + packed weights
     assert summary["plot_only_mb"] == round(plot_only / 2**20, 1)  # a plot-only visitor's download
+    assert plot_only <= 12 * 2**20  # issue 28's bound on the plot path (the bag's bag_terms were sized to fit it)
     head = sum(size[f] for f in text_export.files(MANIFEST["fusion_head"]))  # graph + packed weights
     assert summary["head_mb"] == round(head / 2**20, 1)
     assert summary["bag_mb"] == round(sum(size[f] for f in bag) / 2**20, 1)
@@ -892,12 +893,13 @@ def test_long_plots_render_from_lengths_json(tmp_path):
     pages = long_pages(tmp_path, "long")
     story, methods = visible(pages["index.html"]), pages["methods/index.html"]
     assert (
-        "A plot past the encoder’s 256-token (word-piece) window is read whole, in windows of 254 tokens that start "
-        "every 190 tokens, the last one ending with the text: the windows’ genre probabilities are averaged." in story
+        "A plot past the encoder’s 256-token (word-piece) window is read whole (its first 20000 characters: a huge "
+        "paste is cut there), in windows of 254 tokens that start every 190 tokens, the last one ending with the text: "
+        "the windows’ genre probabilities are averaged." in story
     )
     h = lengths["long_plots"]["headline"]
     brief = story[story.index("Long plots. On") : story.index("( by length )")]
-    assert f"On {h['windows']['texts']} held-out Wikipedia plots and IMDb synopses" in brief
+    assert f"On {h['windows']['texts']} Wikipedia plots and IMDb synopses whose genres no model learned" in brief
     assert f"scores {round(h['windows']['micro'], 3)} micro and {round(h['windows']['macro'], 3)} macro F1" in brief
     first, peer = h["first_window"], h["tfidf_lr"]
     assert f"the first window alone, {round(first['micro'], 3)} and {round(first['macro'], 3)};" in brief

@@ -11,7 +11,8 @@ import re
 import numpy as np
 
 # bounds the tokenizer's and the encoder's work on huge inputs: ~3,300 English words, ~4,500 tokens, ~19 windows
-# (~3 s in the demo at ~160 ms a window); long_plots' longest Wikipedia plot section is past it, its median far under
+# (~3 s in the demo at the ~160 ms a window issue 28 measured, ~6.5 s at the 344 ms of this Xeon's bench.browser,
+# 2026-12-06); long_plots' longest Wikipedia plot section is past it, its median far under
 MAX_CHARS = 20_000
 POOLS = ("mean_embedding", "mean_probability", "max_probability")
 
