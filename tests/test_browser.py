@@ -769,33 +769,35 @@ def test_a_poster_given_while_a_long_plot_is_read_stops_the_old_reading(browser,
     in flight finishes), and the status line counts the new prediction's windows from the first."""
     folder, _ = posters
     context = browser.new_context()  # its own page: the module's page is left with no poster, no wrapped worker
-    page = open_page(context, server)
-    worker = next(w for w in page.workers if w.url.endswith("/worker.js"))
-    worker.evaluate(WORKER_LOG)
-    page.evaluate(STATUS_LOG)
-    page.fill("#plot", LONG_PLOT_700)
-    page.click("#predict")
-    page.wait_for_function("document.getElementById('status').textContent.includes('window 1 of')")
-    page.set_input_files("#poster", str(folder / "plain.jpg"))
-    page.wait_for_function(
-        "JSON.parse(document.getElementById('demo-app').dataset.result ?? 'null')?.mode === 'plot+poster'",
-        timeout=180_000,
-    )
-    got = result(page)
-    assert got["windows"] > 2
-    log = worker.evaluate("self.__log")
-    (old, _), (new, arrived) = [(id, t) for way, kind, id, t in log if way == "in"]
-    late = [kind for way, kind, id, t in log if way == "out" and id == old and t > arrived]
-    assert late == [], late
-    assert [kind for way, kind, id, t in log if way == "out" and id == old].count("stage") < got["windows"]
-    status = [e["text"] for e in page.evaluate("window.__status") if e["text"].startswith("Reading the plot")]
-    steps = [t for i, t in enumerate(status) if i == 0 or t != status[i - 1]]
-    restart = max(i for i, t in enumerate(steps) if t.startswith("Reading the plot: window 1 of"))
-    assert steps[restart:] == [
-        f"Reading the plot: window {k} of {got['windows']}…" for k in range(1, got["windows"] + 1)
-    ]
-    assert page.errors == []
-    context.close()
+    try:
+        page = open_page(context, server)
+        worker = next(w for w in page.workers if w.url.endswith("/worker.js"))
+        worker.evaluate(WORKER_LOG)
+        page.evaluate(STATUS_LOG)
+        page.fill("#plot", LONG_PLOT_700)
+        page.click("#predict")
+        page.wait_for_function("document.getElementById('status').textContent.includes('window 1 of')")
+        page.set_input_files("#poster", str(folder / "plain.jpg"))
+        page.wait_for_function(
+            "JSON.parse(document.getElementById('demo-app').dataset.result ?? 'null')?.mode === 'plot+poster'",
+            timeout=180_000,
+        )
+        got = result(page)
+        assert got["windows"] > 2
+        log = worker.evaluate("self.__log")
+        (old, _), (new, arrived) = [(id, t) for way, kind, id, t in log if way == "in"]
+        late = [kind for way, kind, id, t in log if way == "out" and id == old and t > arrived]
+        assert late == [], late
+        assert [kind for way, kind, id, t in log if way == "out" and id == old].count("stage") < got["windows"]
+        status = [e["text"] for e in page.evaluate("window.__status") if e["text"].startswith("Reading the plot")]
+        steps = [t for i, t in enumerate(status) if i == 0 or t != status[i - 1]]
+        restart = max(i for i, t in enumerate(steps) if t.startswith("Reading the plot: window 1 of"))
+        assert steps[restart:] == [
+            f"Reading the plot: window {k} of {got['windows']}…" for k in range(1, got["windows"] + 1)
+        ]
+        assert page.errors == []
+    finally:
+        context.close()
 
 
 def test_a_long_plot_is_explained_by_passage(page, server):
