@@ -2,7 +2,8 @@
 shuffled among themselves (same split, same plots and posters), and the test movies' storylines and long plots
 shuffled among them too, makes every choice the first run made (models, thresholds and their pull,
 format, every logistic-regression C, extra rows, how long texts are read and learned from), every shipped
-file (the heads' own float initializers to rounding) and every cross-validated figure equal, while the test scores move (so the shuffle reached what reads test labels)."""
+file (the heads' own float initializers to rounding) and every cross-validated figure equal, while the test
+scores move (so the shuffle reached what reads test labels)."""
 
 import json
 import shutil
